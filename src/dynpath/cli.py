@@ -41,16 +41,16 @@ def _print(result: Any, as_json: bool = True) -> None:
 
 
 def _synth(args: argparse.Namespace) -> Any:
+    cfg = _cfg(args)
     from dynpath.steps import synth
 
-    cfg = _cfg(args)
     return synth.run(cfg, out_dir=Path(args.out or cfg.data.root))
 
 
 def _extract(args: argparse.Namespace) -> Any:
+    cfg = _cfg(args)
     from dynpath.steps import extract
 
-    cfg = _cfg(args)
     return extract.run(
         cfg,
         videos=Path(args.videos or cfg.data.videos),
@@ -61,16 +61,18 @@ def _extract(args: argparse.Namespace) -> Any:
 
 
 def _vocab(args: argparse.Namespace) -> Any:
+    cfg = _cfg(args)
     from dynpath.steps import vocab
 
-    return vocab.run(_cfg(args), out_dir=Path(args.out))
+    return vocab.run(cfg, out_dir=Path(args.out))
 
 
 def _train(args: argparse.Namespace) -> Any:
+    cfg = _cfg(args)
     from dynpath.steps import train
 
     return train.run(
-        _cfg(args),
+        cfg,
         variant=args.variant,
         vocab_dir=Path(args.vocab),
         out_dir=Path(args.out) / args.variant,
@@ -79,10 +81,11 @@ def _train(args: argparse.Namespace) -> Any:
 
 
 def _evaluate(args: argparse.Namespace) -> Any:
+    cfg = _cfg(args)
     from dynpath.steps import evaluate
 
     return evaluate.run(
-        _cfg(args),
+        cfg,
         variant=args.variant,
         vocab_dir=Path(args.vocab),
         model_dir=Path(args.models) / args.variant,
@@ -92,19 +95,21 @@ def _evaluate(args: argparse.Namespace) -> Any:
 
 
 def _report(args: argparse.Namespace) -> Any:
+    cfg = _cfg(args)
     from dynpath.steps import report
 
     if args.summary:
         return report.print_summary(Path(args.out))
     return report.run(
-        _cfg(args), eval_dir=Path(args.evals), models_dir=Path(args.models), out_dir=Path(args.out)
+        cfg, eval_dir=Path(args.evals), models_dir=Path(args.models), out_dir=Path(args.out)
     )
 
 
 def _promote(args: argparse.Namespace) -> Any:
+    cfg = _cfg(args)
     from dynpath.steps import promote
 
-    return promote.run(_cfg(args), version=args.version)
+    return promote.run(cfg, version=args.version)
 
 
 def _data_stats(args: argparse.Namespace) -> Any:
@@ -135,7 +140,11 @@ def _localize(args: argparse.Namespace) -> Any:
 
     loc = Localizer.load(args.model)
     result = loc.predict(
-        video=args.video, query=args.query, features=args.features, video_id=args.video_id, topk=args.topk
+        video=args.video,
+        query=args.query,
+        features=args.features,
+        video_id=args.video_id,
+        topk=args.topk,
     )
     if args.json:
         return result
@@ -144,9 +153,10 @@ def _localize(args: argparse.Namespace) -> Any:
 
 
 def _bench(args: argparse.Namespace) -> Any:
+    cfg = _cfg(args)
     from dynpath.bench import run_bench
 
-    return run_bench(_cfg(args), output=Path(args.output), quick=args.quick, device=args.device)
+    return run_bench(cfg, output=Path(args.output), quick=args.quick, device=args.device)
 
 
 def _profile(args: argparse.Namespace) -> Any:
@@ -158,9 +168,9 @@ def _profile(args: argparse.Namespace) -> Any:
 
 
 def _pipeline(args: argparse.Namespace) -> Any:
+    cfg = _cfg(args)
     from dynpath import kfp_pipeline
 
-    cfg = _cfg(args)
     if args.action == "compile":
         return {"output": str(kfp_pipeline.compile_pipeline(cfg, Path(args.output)))}
     if args.action == "submit":
@@ -217,7 +227,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", help="model version (default: the current challenger)")
 
     p = add("data-stats", _data_stats, "data report of an annotation set")
-    p.add_argument("--dataset", required=True, choices=["charades_sta", "tacos", "jsonl", "synthetic"])
+    p.add_argument(
+        "--dataset", required=True, choices=["charades_sta", "tacos", "jsonl", "synthetic"]
+    )
     p.add_argument("--root", required=True)
     p.add_argument("--json", action="store_true")
 
@@ -225,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     p = add("localize", _localize, "localize a query in a video with a trained model")
-    p.add_argument("--model", required=True, help="models:/NAME@ALIAS, runs:/ID/model or a directory")
+    p.add_argument(
+        "--model", required=True, help="models:/NAME@ALIAS, runs:/ID/model or a directory"
+    )
     p.add_argument("--query", required=True)
     p.add_argument("--video", help="video file (features extracted on the fly)")
     p.add_argument("--features", help="HDF5 feature store instead of a video")
@@ -238,7 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="fewer repeats, smaller shapes")
     p.add_argument("--device", default="auto")
 
-    p = add("profile", _profile, "switch params.yaml to a profile (synthetic, tiny, charades_sta, tacos)")
+    p = add(
+        "profile",
+        _profile,
+        "switch params.yaml to a profile (synthetic, tiny, charades_sta, tacos)",
+    )
     p.add_argument("name")
 
     p = add("pipeline", _pipeline, "Kubeflow pipeline: compile, submit, or run locally")

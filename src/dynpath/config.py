@@ -221,7 +221,9 @@ def _validate(raw: dict[str, Any], source: str) -> Config:
         raise ConfigError(_format_error(err, source)) from None
 
 
-def load_config(path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None) -> Config:
+def load_config(
+    path: str | Path = DEFAULT_PARAMS, overrides: dict[str, Any] | None = None
+) -> Config:
     """Load and validate a params file (safe YAML), applying optional dotted overrides."""
     path = Path(path)
     try:

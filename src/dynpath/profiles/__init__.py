@@ -42,7 +42,9 @@ def resolve(name: str) -> dict[str, Any]:
     """The full params mapping of profile ``name`` (defaults + overlay), validated."""
     if name not in available():
         raise ConfigError(f"unknown profile {name!r}; available: {', '.join(available())}")
-    overlay = yaml.safe_load(resources.files(__package__).joinpath(f"{name}.yaml").read_text()) or {}
+    overlay = (
+        yaml.safe_load(resources.files(__package__).joinpath(f"{name}.yaml").read_text()) or {}
+    )
     base = Config(variants={v: {} for v in VARIANT_NAMES}).model_dump(mode="json")
     raw = merge(base, overlay)
     Config.model_validate(raw)

@@ -1,0 +1,42 @@
+"""The CLI: every step is a sub-command; user errors exit non-zero with one clear line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dynpath.cli import build_parser, main
+
+
+def test_every_dag_step_is_a_command() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    expected = {"synth", "extract", "vocab", "train", "evaluate", "report", "promote"}
+    assert expected <= set(sub.choices)  # type: ignore[arg-type]
+
+
+def test_profile_switch_rewrites_params(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    assert main(["--params", str(params), "profile", "tacos"]) == 0
+    assert yaml.safe_load(params.read_text())["extract"]["backbone"] == "c3d"
+    assert main(["--params", str(params), "profile", "synthetic"]) == 0
+    assert yaml.safe_load(params.read_text())["data"]["dataset"] == "synthetic"
+
+
+def test_unknown_profile_is_a_clean_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["--params", str(tmp_path / "p.yaml"), "profile", "imagenet"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown profile 'imagenet'" in err and "Traceback" not in err
+    assert not (tmp_path / "p.yaml").exists()
+
+
+def test_bad_params_key_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("train:\n  epocs: 3\n")
+    assert main(["--params", str(params), "vocab", "--out", str(tmp_path / "v")]) == 2
+    assert "train.epocs: unknown key" in capsys.readouterr().err
+    assert not (tmp_path / "v").exists()
