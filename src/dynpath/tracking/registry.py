@@ -1,0 +1,171 @@
+"""Model registry: new versions become ``challenger``; ``champion`` moves only on merit.
+
+Every trained variant is a version of ``dynpath-<dataset>``. :func:`promote` compares the
+candidate with the current champion on the validation metric named by
+``cfg.tracking.promote_metric`` (read from each version's source run, where the trainer logged it)
+and records the decision in the candidate's version tags *before* touching any alias. The
+``champion`` alias is written last, in a single call: a promotion that fails half-way (server gone,
+metric missing) leaves the previous champion exactly where it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import TYPE_CHECKING, Any
+
+from dynpath.errors import TrackingError
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+    from dynpath.config import Config
+
+log = logging.getLogger(__name__)
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+
+
+def register_challenger(client: MlflowClient, name: str, model_uri: str, run_id: str | None) -> str:
+    """Create a version of ``name`` from ``model_uri`` and point ``challenger`` at it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.create_registered_model(
+            name, description="dynpath: language-driven action localization (one per dataset)"
+        )
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    mv = client.create_model_version(name, source=model_uri, run_id=run_id)
+    _await_ready(client, name, mv.version)
+    client.set_registered_model_alias(name, CHALLENGER, mv.version)
+    log.info("registered %s version %s (alias %s)", name, mv.version, CHALLENGER)
+    return str(mv.version)
+
+
+def _await_ready(client: MlflowClient, name: str, version: str, timeout: float = 60.0) -> None:
+    from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
+
+    deadline = time.monotonic() + timeout
+    while True:
+        mv = client.get_model_version(name, version)
+        status = ModelVersionStatus.from_string(mv.status)
+        if status == ModelVersionStatus.READY:
+            return
+        if status == ModelVersionStatus.FAILED_REGISTRATION or time.monotonic() > deadline:
+            raise TrackingError(f"model version {name}/{version} is {mv.status}")
+        time.sleep(0.5)
+
+
+def version_metric(client: MlflowClient, name: str, version: str, metric: str) -> float | None:
+    """The value of ``metric`` on the run that produced version ``version`` (None if absent)."""
+    mv = client.get_model_version(name, version)
+    if not mv.run_id:
+        return None
+    value = client.get_run(mv.run_id).data.metrics.get(metric)
+    if value is None or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, alias).version)
+    except MlflowException as err:
+        if err.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE", "NOT_FOUND"):
+            return None
+        raise
+
+
+def promote(
+    client: MlflowClient, name: str, version: str | None, metric: str, higher_is_better: bool = True
+) -> dict[str, Any]:
+    """Move ``champion`` to ``version`` (default: the ``challenger``) if it beats the champion.
+
+    Rules: no champion yet -> promoted; candidate metric missing -> error (nothing changed);
+    champion metric missing -> promoted (anything measured beats nothing); otherwise promoted
+    only when strictly better. Tags written on the candidate version: ``promotion_decision``
+    (promoted | rejected | already_champion), ``promotion_reason``, ``compared_to``,
+    ``promotion_metric``, ``candidate_value``, ``champion_value``.
+    """
+    candidate = version or _alias_version(client, name, CHALLENGER)
+    if candidate is None:
+        raise TrackingError(
+            f"registered model {name!r} has no {CHALLENGER!r} version; "
+            "train a variant first or pass --version"
+        )
+    candidate = str(candidate)
+    cand_value = version_metric(client, name, candidate, metric)
+    if cand_value is None:
+        raise TrackingError(
+            f"{name} version {candidate}: its run has no metric {metric!r} "
+            "(tracking.promote_metric in params.yaml); champion unchanged"
+        )
+    champion = _alias_version(client, name, CHAMPION)
+    champ_value = version_metric(client, name, champion, metric) if champion else None
+
+    if champion == candidate:
+        decision, reason = "already_champion", "candidate is already the champion"
+    elif champion is None:
+        decision, reason = "promoted", "no champion yet"
+    elif champ_value is None:
+        decision, reason = "promoted", f"champion v{champion} has no {metric}"
+    else:
+        better = cand_value > champ_value if higher_is_better else cand_value < champ_value
+        ops = {(True, True): ">", (True, False): "<=", (False, True): "<", (False, False): ">="}
+        op = ops[(higher_is_better, better)]
+        decision = "promoted" if better else "rejected"
+        reason = f"{metric}: {cand_value:.4f} {op} champion v{champion} {champ_value:.4f}"
+
+    tags = {
+        "promotion_decision": decision,
+        "promotion_reason": reason,
+        "promotion_metric": metric,
+        "compared_to": f"v{champion}" if champion else "none",
+        "candidate_value": f"{cand_value:.6g}",
+        "champion_value": "none" if champ_value is None else f"{champ_value:.6g}",
+        "promotion_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    # Tags first, alias last: if anything fails before the alias call, champion is untouched.
+    for key, value in tags.items():
+        client.set_model_version_tag(name, candidate, key, value)
+    if decision == "promoted":
+        client.set_registered_model_alias(name, CHAMPION, candidate)
+        log.info("%s: champion is now version %s (%s)", name, candidate, reason)
+    else:
+        log.info("%s: version %s not promoted (%s)", name, candidate, reason)
+    return {
+        "model": name,
+        "version": candidate,
+        "decision": decision,
+        "reason": reason,
+        "metric": metric,
+        "candidate_value": cand_value,
+        "champion_value": champ_value,
+        "previous_champion": champion,
+        "champion": candidate if decision == "promoted" else champion,
+    }
+
+
+def higher_is_better(metric: str) -> bool:
+    """Losses and errors go down; recalls and IoUs go up."""
+    return not any(word in metric.lower() for word in ("loss", "error", "latency"))
+
+
+def client_for(cfg: Config) -> MlflowClient:
+    """A client on the configured store (``MLFLOW_TRACKING_URI`` wins), short HTTP timeouts."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from dynpath.tracking.tracker import configure_mlflow_env, resolve_tracking_uri
+
+    configure_mlflow_env()
+    uri = resolve_tracking_uri(cfg)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(uri, registry_uri=uri)

@@ -1,0 +1,790 @@
+"""MLflow tracking for one training run that can never break the training it observes.
+
+``start_tracking(cfg, variant, arch)`` opens one MLflow run per variant in the experiment
+``dynpath-<cfg.data.name>`` and logs the resolved config (flattened params + YAML artifact), the git
+commit, system metrics, the dataset as a run input, per-epoch metrics, artifacts and the pyfunc
+model. When ``cfg.tracking.enabled`` is false it yields a :class:`NullTracker` with the same
+methods, so the trainer has a single code path.
+
+Why a wrapper instead of calling ``mlflow`` directly: a tracking server is a remote dependency and
+a training run is hours of compute. Every MLflow call goes through :class:`_Resilient`, which
+
+- classifies failures: a 4xx answer (bad value, duplicate param) is *permanent* and the call is
+  dropped with a warning; anything else (connection refused, timeout, 5xx) is *transient*;
+- after a transient failure opens a circuit: later calls are buffered in order without touching
+  the network until ``probe_interval`` seconds have passed, so a dead server costs one short
+  timeout, not one per call (MLflow's HTTP retries are cut to seconds via the environment);
+- replays the buffer in order when the server answers again ("nothing already logged is lost":
+  metrics keep their original step and timestamp);
+- warns once, and records the outcome on the run (tags ``tracking_status`` = ok | degraded,
+  ``tracking_failed_calls``, ``tracking_dropped_calls``) and in :meth:`Tracker.summary`.
+
+Even run creation is a buffered call, so a server that is down when training starts is picked up
+when it comes back. Ordering is preserved because every call queues behind the pending ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import hashlib
+import logging
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+if TYPE_CHECKING:
+    from dynpath.config import Config
+
+log = logging.getLogger(__name__)
+
+# Short HTTP retries/timeouts for MLflow's REST client: a dead server must cost seconds, not the
+# default ~4 minutes of exponential backoff per call. setdefault: the user's environment wins.
+HTTP_ENV_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+}
+PROBE_INTERVAL_ENV = "DYNPATH_TRACKING_PROBE_SECONDS"  # seconds between reconnection attempts
+CLOSE_RETRIES_ENV = "DYNPATH_TRACKING_CLOSE_RETRIES"  # final flush attempts when the run ends
+MAX_BUFFERED_CALLS = 100_000  # beyond this the oldest buffered calls are dropped (and counted)
+MAX_PARAM_LENGTH = 6000  # MLflow 3 limit on a param value
+MAX_DIGEST_LENGTH = 36  # MLflow's dataset digest column
+_SECRET_KEY = re.compile(
+    r"secret|password|passwd|token|credential|api[_-]?key|access[_-]?key", re.IGNORECASE
+)
+_URL_CREDENTIALS = re.compile(r"(//)[^/@\s:]+:[^/@\s]+@")
+
+STATUS_OK = "ok"
+STATUS_DEGRADED = "degraded"
+
+
+# --------------------------------------------------------------------------- small helpers
+
+
+def experiment_name(cfg: Config) -> str:
+    """One experiment per dataset."""
+    return f"dynpath-{cfg.data.name}"
+
+
+def registered_model_name(cfg: Config) -> str:
+    """One registered model per dataset; each trained variant becomes a version of it."""
+    return f"dynpath-{cfg.data.name}"
+
+
+def resolve_tracking_uri(cfg: Config) -> str:
+    """``MLFLOW_TRACKING_URI`` wins over params (servers are configured by the environment)."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+
+
+def configure_mlflow_env() -> None:
+    """Apply :data:`HTTP_ENV_DEFAULTS` without overriding what the user set."""
+    for key, value in HTTP_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+
+
+def flatten(obj: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
+    """Nested mappings to ``{"a.b.c": value}``; lists/tuples stay leaves."""
+    out: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{sep}{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            out.update(flatten(value, name, sep))
+        else:
+            out[name] = value
+    return out
+
+
+def safe_params(params: Mapping[str, Any]) -> dict[str, str]:
+    """Flattened params as strings, without anything that could be a secret.
+
+    Keys that name a secret (password, token, secret, ...) are skipped and credentials embedded
+    in URLs (``scheme://user:pass@host``) are masked: MLflow params are visible to everyone with
+    access to the experiment.
+    """
+    out: dict[str, str] = {}
+    for key, value in flatten(params).items():
+        if _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
+            continue
+        text = "" if value is None else str(list(value) if isinstance(value, tuple) else value)
+        text = _URL_CREDENTIALS.sub(r"\1***@", text)
+        out[key] = text[:MAX_PARAM_LENGTH]
+    return out
+
+
+def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """Flatten nested metric dicts (``routes.exploration.share``) and keep numbers only."""
+    out: dict[str, float] = {}
+    for key, value in flatten(metrics).items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            continue
+        out[key] = float(value)
+    return out
+
+
+def digest_files(paths: Iterable[str | Path], chunk: int = 1 << 20) -> str:
+    """sha256 over the bytes of ``paths`` (in the given order, names included), read in chunks.
+
+    Directories contribute their files in sorted order. Reading in 1 MiB chunks keeps memory flat
+    for multi-GiB feature stores; the digest is computed once per run.
+    """
+    h = hashlib.sha256()
+    files: list[Path] = []
+    for p in map(Path, paths):
+        files.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
+    for f in files:
+        h.update(f.name.encode() + b"\0")
+        with open(f, "rb") as fh:
+            while block := fh.read(chunk):
+                h.update(block)
+    return h.hexdigest()
+
+
+def git_commit(cwd: Path | None = None) -> tuple[str | None, bool]:
+    """(HEAD commit, dirty) of the repository around ``cwd``; (None, False) outside a repo."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
+        )
+        if head.returncode != 0:
+            return None, False
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return head.stdout.strip() or None, bool(status.stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return None, False
+
+
+def _is_permanent(err: BaseException) -> bool:
+    """True when retrying cannot help (the server answered 4xx, or our own bug)."""
+    from mlflow.exceptions import MlflowException
+
+    if isinstance(err, MlflowException):
+        code = err.get_http_status_code()
+        return 400 <= code < 500 and code not in (408, 429)
+    return isinstance(err, TypeError | ValueError | KeyError | AttributeError)
+
+
+# --------------------------------------------------------------------------- resilience core
+
+
+@dataclass
+class _Call:
+    what: str
+    fn: Callable[[], Any]
+
+
+class _Resilient:
+    """Ordered, buffered execution of tracking calls with a circuit breaker (see module doc)."""
+
+    def __init__(self, uri: str, probe_interval: float) -> None:
+        self.uri = uri
+        self.probe_interval = probe_interval
+        self.pending: deque[_Call] = deque()
+        self.down = False
+        self.next_probe = 0.0
+        self.down_since: float | None = None
+        self.outage_seconds = 0.0
+        self.failed_calls = 0  # distinct calls that failed at least once
+        self.dropped_calls = 0  # calls that never reached the server
+        self.recoveries = 0
+        self._warned = False
+        self._lock = threading.RLock()
+
+    @property
+    def degraded(self) -> bool:
+        return self.failed_calls > 0
+
+    def submit(self, what: str, fn: Callable[[], Any], force_probe: bool = False) -> bool:
+        """Run ``fn`` now if possible, else buffer it. True when it reached the server."""
+        call = _Call(what, fn)
+        with self._lock:
+            blocked = bool(self.pending) or self.down
+            probe = force_probe or time.monotonic() >= self.next_probe
+            if blocked and (not probe or not self.flush()):
+                self.failed_calls += 1
+                self._enqueue(call)
+                return False
+            try:
+                call.fn()
+            except Exception as err:
+                self.failed_calls += 1
+                if _is_permanent(err):
+                    self.dropped_calls += 1
+                    log.warning("MLflow rejected %s (dropped): %s", what, err)
+                else:
+                    self._mark_down(err, what)
+                    self._enqueue(call)
+                return False
+            self._mark_up()
+            return True
+
+    def flush(self) -> bool:
+        """Replay buffered calls in order; False (and circuit re-opened) at the first failure."""
+        with self._lock:
+            while self.pending:
+                call = self.pending[0]
+                try:
+                    call.fn()
+                except Exception as err:
+                    if _is_permanent(err):
+                        self.pending.popleft()
+                        self.dropped_calls += 1
+                        log.warning("MLflow rejected buffered %s (dropped): %s", call.what, err)
+                        continue
+                    self._mark_down(err, call.what)
+                    return False
+                self.pending.popleft()
+            self._mark_up()
+            return True
+
+    def drop_pending(self) -> int:
+        with self._lock:
+            n = len(self.pending)
+            self.dropped_calls += n
+            self.pending.clear()
+            return n
+
+    def _enqueue(self, call: _Call) -> None:
+        if len(self.pending) >= MAX_BUFFERED_CALLS:
+            self.pending.popleft()
+            self.dropped_calls += 1
+        self.pending.append(call)
+
+    def _mark_down(self, err: BaseException, what: str) -> None:
+        now = time.monotonic()
+        if not self.down:
+            self.down = True
+            self.down_since = now
+        self.next_probe = now + self.probe_interval
+        if not self._warned:
+            self._warned = True
+            log.warning(
+                "MLflow tracking at %s is unreachable (%s failed: %s). Training continues; "
+                "tracking calls are buffered and retried every %.0f s. The run will be tagged "
+                "tracking_status=degraded.",
+                self.uri,
+                what,
+                str(err).splitlines()[0][:300],
+                self.probe_interval,
+            )
+
+    def _mark_up(self) -> None:
+        if self.down:
+            self.down = False
+            self.recoveries += 1
+            if self.down_since is not None:
+                self.outage_seconds += time.monotonic() - self.down_since
+            self.down_since = None
+            log.warning("MLflow tracking at %s is reachable again; buffered calls sent", self.uri)
+
+
+# --------------------------------------------------------------------------- trackers
+
+
+class NullTracker:
+    """The tracker when ``cfg.tracking.enabled`` is false: same methods, nothing logged."""
+
+    enabled = False
+    run_id: str | None = None
+    tracking_uri: str | None = None
+    status = "disabled"
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """No-op."""
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """No-op."""
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """No-op."""
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        """No-op."""
+
+    def log_dataset(
+        self,
+        name: str,
+        digest: str | None = None,
+        source: str | None = None,
+        paths: Iterable[str | Path] = (),
+        context: str = "train",
+        profile: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """No-op."""
+        return None
+
+    def log_model(
+        self,
+        model_dir: str | Path,
+        vocab_dir: str | Path | None = None,
+        name: str = "model",
+        weights: str = "best.pt",
+    ) -> str | None:
+        """No-op."""
+        return None
+
+    def register_model(self, model_uri: str | None = None) -> str | None:
+        """No-op."""
+        return None
+
+    def set_tag(self, key: str, value: Any) -> None:
+        """No-op."""
+
+    def flush(self) -> bool:
+        return True
+
+    def summary(self) -> dict[str, Any]:
+        return {"tracking_status": self.status, "mlflow_run_id": None}
+
+
+class Tracker(NullTracker):
+    """One MLflow run (see module doc). Use through :func:`start_tracking`."""
+
+    enabled = True
+
+    def __init__(
+        self,
+        cfg: Config,
+        variant: str,
+        arch: str,
+        resume_run_id: str | None = None,
+        probe_interval: float | None = None,
+        close_retries: int | None = None,
+    ) -> None:
+        configure_mlflow_env()
+        import mlflow
+        from mlflow.tracking import MlflowClient
+
+        self.cfg = cfg
+        self.variant = variant
+        self.arch = arch
+        self.tracking_uri = resolve_tracking_uri(cfg)
+        mlflow.set_tracking_uri(self.tracking_uri)
+        mlflow.set_registry_uri(self.tracking_uri)
+        self.client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
+        if probe_interval is None:
+            probe_interval = float(os.environ.get(PROBE_INTERVAL_ENV, "15"))
+        self.close_retries = (
+            int(os.environ.get(CLOSE_RETRIES_ENV, "3")) if close_retries is None else close_retries
+        )
+        self._sink = _Resilient(self.tracking_uri, probe_interval)
+        self.run_id: str | None = None
+        self.experiment_id: str | None = None
+        self.model_uri: str | None = None
+        self.model_version: str | None = None
+        self._resume_run_id = resume_run_id
+        self._monitor: Any = None
+        self._tmp = Path(tempfile.mkdtemp(prefix="dynpath-tracking-"))
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def status(self) -> str:  # type: ignore[override]
+        return STATUS_DEGRADED if self._sink.degraded else STATUS_OK
+
+    def open(self) -> None:
+        """Create (or resume) the run and log what is known before training starts."""
+        self._sink.submit("create run", self._create_run)
+        cfg_dump = self.cfg.model_dump(mode="json")
+        cfg_dump.pop("variants", None)  # the other variants' overrides are not this run's config
+        self.log_params({"variant": self.variant, "arch": self.arch, **cfg_dump})
+        self.log_dict(
+            {"variant": self.variant, "arch": self.arch, "config": cfg_dump}, "config/resolved.yaml"
+        )
+
+    def _create_run(self) -> None:
+        from mlflow.entities import RunStatus
+        from mlflow.exceptions import MlflowException
+
+        name = experiment_name(self.cfg)
+        exp = self.client.get_experiment_by_name(name)
+        if exp is None:
+            try:
+                self.experiment_id = self.client.create_experiment(
+                    name, artifact_location=self._artifact_location()
+                )
+            except MlflowException:  # created concurrently by another variant's run
+                exp = self.client.get_experiment_by_name(name)
+                if exp is None:
+                    raise
+                self.experiment_id = exp.experiment_id
+        else:
+            self.experiment_id = exp.experiment_id
+        commit, dirty = git_commit()
+        tags = {
+            "mlflow.runName": self.variant,
+            "mlflow.source.type": "LOCAL",
+            "mlflow.source.name": "dynpath train",
+            "mlflow.user": _user(),
+            "dynpath.variant": self.variant,
+            "dynpath.arch": self.arch,
+            "dynpath.dataset": self.cfg.data.name,
+        }
+        if commit:
+            tags["mlflow.source.git.commit"] = commit
+            tags["dynpath.git_dirty"] = str(dirty).lower()
+        if self._resume_run_id:
+            run = self.client.get_run(self._resume_run_id)
+            self.client.update_run(run.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
+            for k, v in tags.items():
+                self.client.set_tag(run.info.run_id, k, v)
+        else:
+            run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.variant)
+        self.run_id = run.info.run_id
+        self._start_system_metrics(resume=bool(self._resume_run_id))
+
+    def _artifact_location(self) -> str | None:
+        """Params' location, or ``./mlartifacts`` beside a local SQLite store (not ./mlruns)."""
+        if self.cfg.tracking.artifact_location:
+            return self.cfg.tracking.artifact_location
+        if (self.tracking_uri or "").startswith("sqlite:"):
+            return Path("mlartifacts").resolve().as_uri()
+        return None
+
+    def _start_system_metrics(self, resume: bool) -> None:
+        if not self.cfg.tracking.log_system_metrics or self.run_id is None:
+            return
+        try:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+            self._monitor = SystemMetricsMonitor(
+                self.run_id, resume_logging=resume, tracking_uri=self.tracking_uri
+            )
+            self._monitor.start()
+        except Exception as err:  # psutil missing, ...: never fatal
+            log.warning("system metrics are not logged: %s", err)
+            self._monitor = None
+
+    def _restart_system_metrics_if_dead(self) -> None:
+        """The monitor thread exits on its first failed request; restart it after an outage."""
+        mon = self._monitor
+        if mon is not None and mon._process is not None and not mon._process.is_alive():
+            self._stop_system_metrics()
+            self._start_system_metrics(resume=True)
+
+    def _stop_system_metrics(self) -> None:
+        mon, self._monitor = self._monitor, None
+        if mon is not None:
+            with contextlib.suppress(Exception):
+                mon.finish()
+
+    def close(self, status: str = "FINISHED") -> None:
+        """Flush what is buffered (a few tries), tag the outcome, end the run with ``status``."""
+        self._stop_system_metrics()
+        for attempt in range(max(self.close_retries, 1)):
+            if self._sink.flush():
+                break
+            if attempt + 1 < self.close_retries:
+                time.sleep(min(self._sink.probe_interval, 5.0))
+        if self._sink.pending:
+            n = self._sink.drop_pending()
+            log.warning(
+                "MLflow tracking at %s still unreachable at the end of the run: %d buffered calls "
+                "dropped (checkpoints and outputs on disk are complete)",
+                self.tracking_uri,
+                n,
+            )
+        summary = self.summary()
+        if self.run_id is not None:
+            # Final bookkeeping goes straight to the server (not through the buffer).
+            with contextlib.suppress(Exception):
+                self.client.log_batch(
+                    self.run_id,
+                    tags=_tags(
+                        {
+                            "tracking_status": summary["tracking_status"],
+                            "tracking_failed_calls": summary["failed_calls"],
+                            "tracking_dropped_calls": summary["dropped_calls"],
+                        }
+                    ),
+                )
+            try:
+                self.client.set_terminated(self.run_id, status)
+            except Exception as err:
+                log.warning("could not mark MLflow run %s as %s: %s", self.run_id, status, err)
+        if summary["tracking_status"] == STATUS_DEGRADED:
+            log.warning(
+                "MLflow tracking degraded during this run: %d calls failed at least once, "
+                "%d dropped, outage %.0f s",
+                summary["failed_calls"],
+                summary["dropped_calls"],
+                summary["outage_seconds"],
+            )
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def flush(self) -> bool:
+        """Try to send buffered calls now (True when nothing is left buffered)."""
+        ok = self._sink.flush()
+        if ok:
+            self._restart_system_metrics_if_dead()
+        return ok
+
+    def summary(self) -> dict[str, Any]:
+        """What the trainer writes to train_summary.json (tracking outcome, never secrets)."""
+        return {
+            "tracking_status": self.status,
+            "mlflow_run_id": self.run_id,
+            "experiment": experiment_name(self.cfg),
+            "failed_calls": self._sink.failed_calls,
+            "dropped_calls": self._sink.dropped_calls,
+            "buffered_calls": len(self._sink.pending),
+            "outage_seconds": round(self._sink.outage_seconds, 1),
+            "model_uri": self.model_uri,
+            "model_version": self.model_version,
+        }
+
+    # ---------------------------------------------------------------- logging
+
+    def _submit(self, what: str, fn: Callable[[], Any], force_probe: bool = False) -> bool:
+        was_down = self._sink.down
+        ok = self._sink.submit(what, fn, force_probe=force_probe)
+        if ok and was_down:
+            self._restart_system_metrics_if_dead()
+        return ok
+
+    def _rid(self) -> str:
+        if self.run_id is None:  # cannot happen: run creation is always the first queued call
+            raise RuntimeError("MLflow run was not created")
+        return self.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Flattened, stringified, secret-free params (in chunks of 100, MLflow's batch limit)."""
+        items = list(safe_params(params).items())
+        for i in range(0, len(items), 100):
+            chunk = items[i : i + 100]
+            self._submit(
+                "log_params",
+                lambda chunk=chunk: self.client.log_batch(  # type: ignore[misc]
+                    self._rid(), params=_params(dict(chunk))
+                ),
+            )
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        """Numeric metrics (nested dicts flattened); timestamps are taken now, not at replay."""
+        from mlflow.entities import Metric
+
+        values = numeric_metrics(metrics)
+        if not values:
+            return
+        ts = int(time.time() * 1000)
+        batch = [Metric(k, v, ts, step or 0) for k, v in values.items()]
+        for i in range(0, len(batch), 1000):
+            chunk = batch[i : i + 1000]
+            self._submit(
+                "log_metrics",
+                lambda chunk=chunk: self.client.log_batch(  # type: ignore[misc]
+                    self._rid(), metrics=chunk
+                ),
+            )
+
+    def set_tag(self, key: str, value: Any) -> None:
+        self._submit("set_tag", lambda: self.client.set_tag(self._rid(), key, str(value)))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        """A file or a directory (its contents go under ``artifact_path``)."""
+        p = Path(path)
+        if not p.exists():
+            log.warning("artifact %s does not exist; not logged", p)
+            return
+        if p.is_dir():
+            self._submit(
+                "log_artifacts",
+                lambda: self.client.log_artifacts(self._rid(), str(p), artifact_path),
+            )
+        else:
+            self._submit(
+                "log_artifact", lambda: self.client.log_artifact(self._rid(), str(p), artifact_path)
+            )
+
+    def log_dict(self, obj: Any, artifact_file: str) -> None:
+        """A JSON/YAML artifact written from memory (snapshotted now, uploaded when possible)."""
+        local = self._tmp / f"{len(os.listdir(self._tmp))}" / Path(artifact_file).name
+        local.parent.mkdir(parents=True)
+        if artifact_file.endswith((".yaml", ".yml")):
+            local.write_text(yaml.safe_dump(obj, sort_keys=False), encoding="utf-8")
+        else:
+            import json
+
+            local.write_text(json.dumps(obj, indent=2, default=str), encoding="utf-8")
+        parent = str(Path(artifact_file).parent)
+        self.log_artifact(local, None if parent == "." else parent)
+
+    def log_dataset(
+        self,
+        name: str,
+        digest: str | None = None,
+        source: str | None = None,
+        paths: Iterable[str | Path] = (),
+        context: str = "train",
+        profile: Mapping[str, Any] | None = None,
+    ) -> str | None:
+        """Log the dataset as a run input; returns the full sha256 digest.
+
+        ``digest`` defaults to :func:`digest_files` over ``paths`` (feature store + annotation
+        files). MLflow stores at most 36 characters, so the input carries a prefix and the full
+        digest goes into the profile and the tag ``dynpath.data_digest``.
+        """
+        import json
+
+        from mlflow.data.sources import (  # type: ignore[attr-defined]  # generated class
+            LocalArtifactDatasetSource,
+        )
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        files = [Path(p) for p in paths]
+        if digest is None:
+            if not files:
+                raise ValueError("log_dataset needs a digest or the paths to hash")
+            digest = digest_files(files)
+        src = LocalArtifactDatasetSource(
+            source or (str(files[0].resolve()) if files else "unknown")
+        )
+        full_profile = {"sha256": digest, "files": [str(p) for p in files], **(profile or {})}
+        entity = Dataset(
+            name=name,
+            digest=digest[:MAX_DIGEST_LENGTH],
+            source_type=src._get_source_type(),
+            source=src.to_json(),
+            profile=json.dumps(full_profile, default=str),
+        )
+        inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
+        self._submit("log_inputs", lambda: self.client.log_inputs(self._rid(), datasets=inputs))
+        self.set_tag("dynpath.data_digest", digest)
+        return digest
+
+    # ---------------------------------------------------------------- model + registry
+
+    def log_model(
+        self,
+        model_dir: str | Path,
+        vocab_dir: str | Path | None = None,
+        name: str = "model",
+        weights: str = "best.pt",
+    ) -> str | None:
+        """Log ``model_dir/<weights>`` + vocabulary + resolved config as a pyfunc model.
+
+        Returns the model URI (``models:/<model id>``), or None when the server is unreachable
+        (the upload is then buffered and :meth:`register_model` with no argument registers it
+        once it has gone through).
+        """
+        from dynpath.tracking.pyfunc_model import build_pyfunc_kwargs
+
+        model_dir = Path(model_dir)
+        staging = self._tmp / f"model-{len(os.listdir(self._tmp))}"
+        kwargs = build_pyfunc_kwargs(
+            model_dir=model_dir,
+            vocab_dir=Path(vocab_dir) if vocab_dir is not None else None,
+            cfg=self.cfg,
+            variant=self.variant,
+            arch=self.arch,
+            staging=staging,
+            weights=weights,
+        )
+
+        def _log() -> None:
+            import mlflow
+
+            # Model.log (what mlflow.pyfunc.log_model calls) takes the run explicitly, so no
+            # global "active run" is started or ended behind the trainer's back.
+            info = mlflow.models.Model.log(
+                name=name, flavor=mlflow.pyfunc, run_id=self._rid(), **kwargs
+            )
+            self.model_uri = info.model_uri
+            self.client.set_tag(self._rid(), "dynpath.model_uri", info.model_uri)
+
+        self._submit("log_model", _log, force_probe=True)
+        return self.model_uri
+
+    def register_model(self, model_uri: str | None = None) -> str | None:
+        """Register ``model_uri`` (default: this run's model) as a new version of
+        ``dynpath-<dataset>`` with alias ``challenger``. Returns the version, or None."""
+        from dynpath.tracking.registry import register_challenger
+
+        def _register() -> None:
+            uri = model_uri or self.model_uri
+            if uri is None:
+                raise ValueError("no model was logged in this run")
+            self.model_version = register_challenger(
+                self.client, registered_model_name(self.cfg), uri, self._rid()
+            )
+
+        self._submit("register_model", _register, force_probe=True)
+        return self.model_version
+
+
+def _params(d: Mapping[str, str]) -> list[Any]:
+    from mlflow.entities import Param
+
+    return [Param(k, v) for k, v in d.items()]
+
+
+def _tags(d: Mapping[str, Any]) -> list[Any]:
+    from mlflow.entities import RunTag
+
+    return [RunTag(k, str(v)) for k, v in d.items()]
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:
+        return "unknown"
+
+
+@contextlib.contextmanager
+def start_tracking(
+    cfg: Config,
+    variant: str,
+    arch: str,
+    resume_run_id: str | None = None,
+    probe_interval: float | None = None,
+    close_retries: int | None = None,
+) -> Iterator[NullTracker]:
+    """``with start_tracking(cfg, variant, arch) as tracker:`` around one training run.
+
+    The run ends FINISHED when the block completes, FAILED when it raises, KILLED on Ctrl-C; the
+    exception itself always propagates unchanged. Tracking failures never raise (module doc).
+    ``resume_run_id`` continues an existing run (``dynpath train --resume``).
+    """
+    if not cfg.tracking.enabled:
+        yield NullTracker()
+        return
+    try:
+        tracker = Tracker(cfg, variant, arch, resume_run_id, probe_interval, close_retries)
+    except Exception as err:  # e.g. an unknown URI scheme: the user must see it, training goes on
+        log.warning("MLflow tracking disabled for this run: %s", err)
+        yield NullTracker()
+        return
+    tracker.open()
+    status = "FINISHED"
+    try:
+        yield tracker
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        try:
+            tracker.close(status)
+        except Exception as err:
+            log.warning("MLflow run could not be closed cleanly: %s", err)
