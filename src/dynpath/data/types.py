@@ -49,6 +49,11 @@ class DataReport:
     clipped: dict[str, int] = field(default_factory=dict)  # split -> ends clipped to duration
     duplicates: dict[str, int] = field(default_factory=dict)  # split -> exact duplicates seen
     skipped: list[SkippedLine] = field(default_factory=list)
+    # Added by the data layer (backward compatible, all default empty):
+    clipped_kept: dict[str, int] = field(default_factory=dict)  # split -> clipped AND kept
+    sources: dict[str, str] = field(default_factory=dict)  # split / "durations" -> file read
+    carved: dict[str, Any] = field(default_factory=dict)  # how val was carved from train, if so
+    notes: list[str] = field(default_factory=list)  # decisions a reader made, in words
 
     def skipped_by_reason(self, split: str | None = None) -> dict[str, int]:
         out: dict[str, int] = {}

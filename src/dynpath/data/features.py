@@ -1,0 +1,283 @@
+"""HDF5 feature store: one float32 dataset ``[T, D]`` per video id, with provenance attributes.
+
+File attributes ``backbone, dim, fps, window, stride, pretrained, weights`` travel with the
+features so that every later stage (training, the report, the MLflow run) can say whether the
+features came from pretrained weights. ``weights`` is ``None`` for a seeded random backbone.
+
+:class:`FeatureStore` opens the file lazily and re-opens it in a new process (h5py handles must
+not cross a ``fork``), so a dataset holding one works in DataLoader workers. Every read is
+validated: a missing video, a wrong dimension or NaN/Inf values raise :class:`DataError` naming
+the video and the file, instead of training on garbage.
+
+Writers go through a temp file + rename (``dynpath.io.atomic_path``): a crash never leaves a
+half-written store where a complete one is expected.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from dynpath.errors import DataError
+from dynpath.io import atomic_path
+
+REQUIRED_ATTRS = ("backbone", "dim", "fps", "window", "stride", "pretrained", "weights")
+_NULLABLE = ("weights",)  # stored as "" because HDF5 attributes cannot hold None
+
+FloatArray = NDArray[np.float32]
+
+
+def _plain(value: Any) -> Any:
+    """HDF5/numpy attribute value -> plain JSON-able Python value."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return [_plain(v) for v in value.tolist()]
+    return value
+
+
+class FeatureStore:
+    """Read-only access to a feature store; usable as a context manager and across processes."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise DataError(f"{self.path}: feature store not found (run `dynpath extract` first)")
+        self._file: Any = None
+        self._pid: int | None = None
+        self._keys: list[str] | None = None
+        self._key_set: set[str] | None = None
+        self._attrs: dict[str, Any] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def _h5(self) -> Any:
+        import h5py
+
+        if self._file is None or self._pid != os.getpid():
+            # After a fork the inherited handle is shared with the parent: open our own.
+            try:
+                self._file = h5py.File(self.path, "r")
+            except OSError as err:
+                raise DataError(f"{self.path}: not a readable HDF5 file ({err})") from None
+            self._pid = os.getpid()
+        return self._file
+
+    def close(self) -> None:
+        if self._file is not None and self._pid == os.getpid():
+            self._file.close()
+        self._file = None
+        self._pid = None
+
+    def __enter__(self) -> FeatureStore:
+        self._h5()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.update(_file=None, _pid=None)  # handles are per process
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+    # -- metadata ----------------------------------------------------------------------------
+    @property
+    def attrs(self) -> dict[str, Any]:
+        """File attributes as plain Python values (``weights`` "" -> None)."""
+        if self._attrs is None:
+            raw = {k: _plain(v) for k, v in self._h5().attrs.items()}
+            for k in _NULLABLE:
+                if raw.get(k) == "":
+                    raw[k] = None
+            self._attrs = raw
+        return dict(self._attrs)
+
+    @property
+    def dim(self) -> int:
+        """Feature dimension D (the ``dim`` attribute, else the first dataset's width)."""
+        attrs = self.attrs
+        if "dim" in attrs:
+            return int(attrs["dim"])
+        keys = self.keys()
+        if not keys:
+            raise DataError(f"{self.path}: empty feature store without a 'dim' attribute")
+        return int(self._h5()[keys[0]].shape[-1])
+
+    def keys(self) -> list[str]:
+        if self._keys is None:
+            self._keys = list(self._h5().keys())
+        return list(self._keys)
+
+    def __contains__(self, vid: object) -> bool:
+        if self._key_set is None:
+            self._key_set = set(self.keys())
+        return vid in self._key_set
+
+    def __len__(self) -> int:
+        return len(self.keys())
+
+    def missing(self, vids: Iterable[str]) -> list[str]:
+        """The ids of ``vids`` that the store lacks (sorted), to fail before training starts."""
+        return sorted({v for v in vids if v not in self})
+
+    # -- data --------------------------------------------------------------------------------
+    def read(self, vid: str) -> FloatArray:
+        """Features ``[T, D]`` float32 of video ``vid``, validated."""
+        f = self._h5()
+        if vid not in self:
+            raise DataError(f"{self.path}: no features for video {vid!r}")
+        ds = f[vid]
+        if not hasattr(ds, "shape") or len(ds.shape) != 2:
+            shape = getattr(ds, "shape", "a group")
+            raise DataError(f"{self.path}: video {vid!r}: expected [T, D], got {shape}")
+        dim = self.dim
+        if ds.shape[1] != dim:
+            raise DataError(
+                f"{self.path}: video {vid!r} has dimension {ds.shape[1]}, the store says {dim}"
+            )
+        if ds.shape[0] == 0:
+            raise DataError(f"{self.path}: video {vid!r} has no feature positions")
+        arr = np.asarray(ds[()], dtype=np.float32)
+        if not np.isfinite(arr).all():
+            raise DataError(f"{self.path}: video {vid!r} has NaN/Inf features")
+        return arr
+
+
+def _check_attrs(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
+    missing = [k for k in REQUIRED_ATTRS if k != "dim" and k not in attrs]
+    if missing:
+        raise DataError(f"{where}: feature attributes missing: {', '.join(missing)}")
+    return dict(attrs)
+
+
+def _write_items(
+    path: str | Path, items: Iterable[tuple[str, Any]], attrs: Mapping[str, Any], total: int | None
+) -> dict[str, Any]:
+    """Stream (vid, array) pairs into a new store at ``path`` (atomically). Returns a summary."""
+    import h5py
+    from tqdm import tqdm
+
+    out = _check_attrs(attrs, str(path))
+    dim = int(out["dim"]) if out.get("dim") is not None else None
+    count = 0
+    positions = 0
+    with atomic_path(path, suffix=".h5") as tmp, h5py.File(tmp, "w") as f:
+        for vid, arr in tqdm(items, total=total, desc=f"writing {Path(path).name}", disable=None):
+            if not isinstance(vid, str) or not vid or "/" in vid or vid in (".", ".."):
+                raise DataError(f"{path}: invalid video id {vid!r} (non-empty, no '/')")
+            a = np.asarray(arr)
+            if a.ndim != 2 or a.shape[0] == 0:
+                raise DataError(f"{path}: video {vid!r}: expected [T, D] with T > 0, got {a.shape}")
+            if dim is None:
+                dim = int(a.shape[1])
+            if a.shape[1] != dim:
+                raise DataError(f"{path}: video {vid!r} has dimension {a.shape[1]}, expected {dim}")
+            a = a.astype(np.float32, copy=False)
+            if not np.isfinite(a).all():
+                raise DataError(f"{path}: video {vid!r} has NaN/Inf features")
+            if vid in f:
+                raise DataError(f"{path}: video {vid!r} given twice")
+            f.create_dataset(vid, data=a)
+            count += 1
+            positions += int(a.shape[0])
+        if dim is None:
+            raise DataError(f"{path}: no features to write")
+        out["dim"] = dim
+        for k, v in out.items():
+            f.attrs[k] = "" if v is None else v
+    return {"path": str(path), "videos": count, "positions": positions, "dim": dim}
+
+
+def write_features(
+    path: str | Path, features: Mapping[str, np.ndarray], attrs: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Write a whole store atomically; ``attrs`` needs every key of ``REQUIRED_ATTRS``
+    (``dim`` may be omitted: it is taken from the arrays)."""
+    return _write_items(path, features.items(), attrs, len(features))
+
+
+def import_npy_dir(src: str | Path, dst: str | Path, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Import a directory of ``<vid>.npy`` arrays ``[T, D]`` (VSLNet/EAMAT layout)."""
+    src = Path(src)
+    files = sorted(src.glob("*.npy"))
+    if not files:
+        raise DataError(f"{src}: no .npy feature files")
+
+    def items() -> Iterator[tuple[str, np.ndarray]]:
+        for f in files:
+            try:
+                arr = np.load(f, allow_pickle=False)
+            except (ValueError, OSError) as err:
+                raise DataError(f"{f}: not a readable .npy array ({err})") from None
+            if arr.ndim != 2:
+                raise DataError(f"{f}: expected [T, D], got shape {arr.shape}")
+            yield f.stem, arr
+
+    summary = _write_items(dst, items(), {**attrs, "source": str(src)}, len(files))
+    return summary
+
+
+def import_hdf5(src: str | Path, dst: str | Path, attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """Copy an existing HDF5 keyed by video id (top-level datasets ``[T, D]``) into a store,
+    validating every video and adding our attributes."""
+    import h5py
+
+    src = Path(src)
+    if not src.is_file():
+        raise DataError(f"{src}: HDF5 file not found")
+    try:
+        fin = h5py.File(src, "r")
+    except OSError as err:
+        raise DataError(f"{src}: not a readable HDF5 file ({err})") from None
+    with fin:
+        keys = list(fin.keys())
+        if not keys:
+            raise DataError(f"{src}: no datasets")
+
+        def items() -> Iterator[tuple[str, np.ndarray]]:
+            for k in keys:
+                obj = fin[k]
+                if not isinstance(obj, h5py.Dataset) or obj.ndim != 2:
+                    shape = getattr(obj, "shape", "a group")
+                    raise DataError(f"{src}: {k!r}: expected a dataset [T, D], got {shape}")
+                yield k, obj[()]
+
+        return _write_items(dst, items(), {**attrs, "source": str(src)}, len(keys))
+
+
+def resample(feats: np.ndarray, max_len: int) -> FloatArray:
+    """At most ``max_len`` positions: average the features in ``max_len`` equal bins (VSLNet).
+
+    Bin ``k`` covers source positions ``[round(k*T/max_len), round((k+1)*T/max_len))``; with
+    ``T > max_len`` every bin is non-empty, and every source position falls in exactly one bin
+    (VSLNet's version drops the last position; this one does not). Shorter inputs are returned
+    unchanged (as float32).
+    """
+    feats = np.asarray(feats, dtype=np.float32)
+    t = feats.shape[0]
+    if t <= max_len:
+        return feats
+    edges = np.round(np.arange(max_len + 1) * (t / max_len)).astype(np.int64)
+    sums = np.add.reduceat(feats, edges[:-1], axis=0)
+    counts = np.diff(edges).astype(np.float32)
+    return (sums / counts[:, None]).astype(np.float32, copy=False)
