@@ -1,0 +1,1 @@
+"""The dynpath Kubeflow pipeline (see ``dag.py``); compiled and run by ``dynpath pipeline``."""
