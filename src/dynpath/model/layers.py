@@ -1,0 +1,220 @@
+"""Building blocks of the dynamic-pathway model (paper Sec. III-B/C), each citing its equation.
+
+Padding convention, relied on by every block and checked by ``tests/test_model_padding.py``:
+a sample's outputs at its valid positions never depend on what sits at padded positions, so a
+sample gives the same result alone or batched with longer samples. Each block states how it
+keeps that promise. Blocks return zeros at padded video positions so the next block starts from a
+clean input, but none of them *relies* on its input being zero at padding except the temporal
+convolution, which zeroes its own input first.
+
+All masks are computed once per forward in :class:`Masks` (``Masks.build``) and passed down; no
+block recomputes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+# Value written at padded positions of the output logits (ModelOutput contract: "very negative").
+# Finite rather than -inf so that sums such as start + end logits stay finite (no inf - inf NaN).
+MASK_VALUE = -1e30
+
+
+@dataclass(frozen=True)
+class Masks:
+    """Every mask a forward pass needs, computed once from the batch masks.
+
+    ``video`` is [B, T] bool (True = valid), ``video_f`` the same as float [B, T, 1] for
+    multiplying features, ``video_pad`` its negation (``key_padding_mask`` of attention),
+    ``words`` [B, L] bool and ``video_len`` [B] int64 valid lengths.
+    """
+
+    video: Tensor
+    video_f: Tensor
+    video_pad: Tensor
+    words: Tensor
+    video_len: Tensor
+
+    @staticmethod
+    def build(video_mask: Tensor, word_mask: Tensor, dtype: torch.dtype) -> Masks:
+        video_mask = video_mask.bool()
+        return Masks(
+            video=video_mask,
+            video_f=video_mask.unsqueeze(-1).to(dtype),
+            video_pad=~video_mask,
+            words=word_mask.bool(),
+            video_len=video_mask.sum(1),
+        )
+
+    def select(self, index: Tensor | slice, length: int) -> Masks:
+        """The masks of the samples ``index``, trimmed to ``length`` video positions.
+
+        Used when the batch is grouped by route: trimming a group to its own longest sample is
+        exact (padding invariance) and saves the cost of the group's padding.
+        """
+        return Masks(
+            video=self.video[index, :length],
+            video_f=self.video_f[index, :length],
+            video_pad=self.video_pad[index, :length],
+            words=self.words[index],
+            video_len=self.video_len[index],
+        )
+
+
+def masked_softmax(x: Tensor, mask: Tensor, dim: int) -> Tensor:
+    """Softmax over ``dim`` that gives exactly zero weight where ``mask`` is False.
+
+    The fill value is the dtype's minimum (not -inf), so a row with no valid entry gives a uniform
+    distribution instead of NaN.
+    """
+    return x.masked_fill(~mask, torch.finfo(x.dtype).min).softmax(dim)
+
+
+class FFN(nn.Sequential):
+    """The paper's feed-forward network: a linear layer and a ReLU (Eq. 1-3, 5, 7, 8, 10).
+
+    Dropout (``cfg.model.dropout``) follows the activation, as in VSLNet/EAMAT's projection layers.
+    Position-wise, so it cannot mix padded positions into valid ones.
+    """
+
+    def __init__(self, d_in: int, d_out: int, dropout: float) -> None:
+        super().__init__(nn.Linear(d_in, d_out), nn.ReLU(), nn.Dropout(dropout))
+
+
+class MultiScaleLSTM(nn.Module):
+    """MS-LSTM, Eq. 3-4: S scales; at scale s the sequence is split into s interleaved subsets
+    (frames i, i+s, i+2s, ...) that share one LSTM; subsets are re-interleaved, the S scale outputs
+    concatenated and projected by FFN_3 (S*d -> d).
+
+    Batched form: the s subsets of a scale run as ONE ``nn.LSTM`` call. Right-pad T to a multiple
+    of s and reshape [B, n*s, d] -> [B, n, s, d] -> [B, s, n, d] -> [B*s, n, d]; row (b, i) is
+    then exactly subset i of sample b. The only Python loop is over the S scales (each with its
+    own weights), never over subsets or time steps.
+
+    Why no packing is needed: the LSTM is forward-only (the paper says "LSTM", not BiLSTM; this is
+    our reading). For a sample with n_b valid frames, the valid frames of subset i are
+    i, i+s, ... < n_b, a *prefix* of that subset's sequence, and all of its padding comes after
+    them. A forward LSTM's output at step k depends only on inputs 0..k, so valid outputs never
+    see padding; the padded outputs are garbage and are zeroed afterwards. This is exact, avoids
+    ``pack_padded_sequence`` (slow, and it forces a host sync) and keeps the oneDNN/cuDNN fast path
+    with a contiguous input. ``tests/test_model_layers.py`` checks the batched form against a
+    per-sample, per-subset Python loop on the same weights.
+
+    Hidden size is d per scale (FFN_3 maps S*d -> d as Eq. 3 implies).
+    """
+
+    def __init__(self, dim: int, scales: int, dropout: float) -> None:
+        super().__init__()
+        self.scales = tuple(range(1, scales + 1))
+        self.lstms = nn.ModuleList(nn.LSTM(dim, dim, batch_first=True) for _ in self.scales)
+        self.ffn = FFN(scales * dim, dim, dropout)
+
+    def forward(self, x: Tensor, masks: Masks) -> Tensor:
+        b, t, d = x.shape
+        outs = []
+        for s, lstm in zip(self.scales, self.lstms, strict=True):
+            n = -(-t // s)  # ceil(T / s): length of the longest subset
+            xs = F.pad(x, (0, 0, 0, n * s - t)) if n * s != t else x
+            xs = xs.reshape(b, n, s, d).transpose(1, 2).reshape(b * s, n, d)
+            ys, _ = lstm(xs)
+            h = ys.shape[-1]
+            ys = ys.reshape(b, s, n, h).transpose(1, 2).reshape(b, n * s, h)
+            outs.append(ys[:, :t])
+        return self.ffn(torch.cat(outs, dim=-1)) * masks.video_f
+
+
+class MSAB(nn.Module):
+    """Multi-head self-attention block, Eq. 5: MSAB(F) = FFN_4(LN(H) + F), H = MSA(FC_Q F, ...).
+
+    Follows the equation as printed (LayerNorm on the attention output, then the residual, then
+    the FFN). ``nn.MultiheadAttention`` holds FC_Q/FC_K/FC_V (its input projection) and the head
+    merge; it scales by sqrt(d/heads), the usual per-head reading of the paper's sqrt(d).
+    Padding: ``key_padding_mask`` gives padded keys zero weight, so valid queries never attend to
+    padding; everything else is position-wise.
+    """
+
+    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.ffn = FFN(dim, dim, dropout)
+
+    def forward(self, x: Tensor, masks: Masks) -> Tensor:
+        h, _ = self.attn(x, x, x, key_padding_mask=masks.video_pad, need_weights=False)
+        return self.ffn(self.norm(h) + x) * masks.video_f
+
+
+class GlobalMotion(nn.Module):
+    """GoL, Eq. 6: F^g = MS-LSTM(F) + MSAB(F) (the two blocks "stack in parallel").
+
+    TeN (Eq. 11) has the same architecture with its own weights, so it is this class too.
+    """
+
+    def __init__(self, dim: int, heads: int, scales: int, dropout: float) -> None:
+        super().__init__()
+        self.ms_lstm = MultiScaleLSTM(dim, scales, dropout)
+        self.msab = MSAB(dim, heads, dropout)
+
+    def forward(self, x: Tensor, masks: Masks) -> Tensor:
+        return self.ms_lstm(x, masks) + self.msab(x, masks)
+
+
+class MultiScaleTemporalConv(nn.Module):
+    """LoL (Eq. 7) and SpL (Eq. 10): K parallel temporal convolutions G_k with kernels (3,5,7,9),
+    ReLU, concatenation, FFN Kd -> d.
+
+    Each G_k is Conv1d(d, d, k) with 'same' padding (k odd). Padding: the input is multiplied by
+    the video mask BEFORE the convolutions, so a valid position near the end of a short sample
+    sees zeros beyond it whether those are the convolution's own zero padding (sample alone) or
+    batch padding (sample batched with longer ones): the two cases are identical.
+
+    The paper's implementation details also mention "3 temporal convolutional blocks" with kernels
+    3/5/7; DESIGN.md resolves this to one block with the Eq. 7 kernels (``cfg.model.kernels``).
+    """
+
+    def __init__(self, dim: int, kernels: Sequence[int], dropout: float) -> None:
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv1d(dim, dim, k, padding=k // 2) for k in kernels)
+        self.ffn = FFN(len(self.convs) * dim, dim, dropout)
+
+    def forward(self, x: Tensor, masks: Masks) -> Tensor:
+        xt = (x * masks.video_f).transpose(1, 2)  # [B, d, T]
+        ys = torch.cat([F.relu(conv(xt)) for conv in self.convs], dim=1)
+        return self.ffn(ys.transpose(1, 2)) * masks.video_f
+
+
+class ContextQueryAttention(nn.Module):
+    """Cross-modal fusion, Eq. 8, as in VSLNet's CQAttention.
+
+    Trilinear similarity S = w^T [c; q; c*q] (computed without materialising [T, L, 3d]), row
+    softmax over the query words (padded words masked) S_r, column softmax over the video
+    positions (padded positions masked) S_c; A = S_r F_q, B = S_r S_c^T F_v (evaluated as
+    S_r (S_c^T F_v): O(T L d) instead of O(T^2 L)); output FFN_6([F_v; A; F_v*A; F_v*B]), 4d -> d.
+    Dropout is applied to the inputs of the similarity only, as in VSLNet. Padding: both softmaxes
+    are masked, so padded words and padded positions carry zero weight.
+    """
+
+    def __init__(self, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.w_c = nn.Parameter(torch.empty(dim, 1))
+        self.w_q = nn.Parameter(torch.empty(dim, 1))
+        self.w_cq = nn.Parameter(torch.empty(1, 1, dim))
+        for w in (self.w_c, self.w_q, self.w_cq):
+            nn.init.xavier_uniform_(w.view(dim, 1))
+        self.drop = nn.Dropout(dropout)
+        self.ffn = FFN(4 * dim, dim, dropout)
+
+    def forward(self, fv: Tensor, fq: Tensor, masks: Masks) -> Tensor:
+        c, q = self.drop(fv), self.drop(fq)
+        # S[b, t, l] = c_t . w_c + q_l . w_q + (c_t * w_cq) . q_l
+        sim = (c @ self.w_c) + (q @ self.w_q).transpose(1, 2) + (c * self.w_cq) @ q.transpose(1, 2)
+        s_r = masked_softmax(sim, masks.words.unsqueeze(1), dim=2)  # over words
+        s_c = masked_softmax(sim, masks.video.unsqueeze(2), dim=1)  # over positions
+        a = s_r @ fq
+        b = s_r @ (s_c.transpose(1, 2) @ fv)
+        return self.ffn(torch.cat([fv, a, fv * a, fv * b], dim=-1)) * masks.video_f

@@ -1,0 +1,226 @@
+"""The ablation variants of Tables III/IV as registry entries, the model builder, parameter counts
+and a latency measurement shared by the tests and the benchmark.
+
+Adding a variant is one ``VARIANTS.add`` line: a :class:`VariantSpec` naming its pathway modules
+and its fusion rule. Nothing else in the code base switches on variant names.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from dynpath.config import Config, ConfigError, ModelConfig
+from dynpath.model.layers import Masks
+from dynpath.model.modules import EXPLOITATION, EXPLORATION
+from dynpath.model.network import DynamicPathwayModel, VariantSpec
+from dynpath.model.selection import FUSIONS, DynamicSelection
+from dynpath.registry import Registry
+
+VARIANTS: Registry[VariantSpec] = Registry("model variant")
+
+_BOTH = (EXPLOITATION, EXPLORATION)
+_PARALLEL = (replace(EXPLOITATION, parallel=True), replace(EXPLORATION, parallel=True))
+
+VARIANTS.add(
+    "exploitation_only", VariantSpec("exploitation module only", (EXPLOITATION,), "single")
+)
+VARIANTS.add("exploration_only", VariantSpec("exploration module only", (EXPLORATION,), "single"))
+# "w/o LML": LoL replaced by GoL; "w/o TE": TeN replaced by SpL. Both are ablations of one module,
+# so they run that module alone, like the "module only" rows they are compared with.
+VARIANTS.add(
+    "exploitation_wo_lml",
+    VariantSpec(
+        "exploitation w/o LML", (replace(EXPLOITATION, networks=("gol", "gol")),), "single"
+    ),
+)
+VARIANTS.add(
+    "exploration_wo_te",
+    VariantSpec("exploration w/o TE", (replace(EXPLORATION, networks=("spl", "spl")),), "single"),
+)
+# "network parallel": the paper changes the order inside both modules; we read the row as the full
+# dynamic model whose modules sum their two networks instead of chaining them.
+VARIANTS.add("network_parallel", VariantSpec("network parallel", _PARALLEL, "gumbel"))
+VARIANTS.add("sum_fusion", VariantSpec("Sum fusion", _BOTH, "sum"))
+VARIANTS.add("multiply_fusion", VariantSpec("Multiply fusion", _BOTH, "multiply"))
+VARIANTS.add("concat_fusion", VariantSpec("Concatenate fusion", _BOTH, "concat"))
+VARIANTS.add("soft_dynamic", VariantSpec("Soft dynamic", _BOTH, "softmax"))
+VARIANTS.add("dynamic", VariantSpec("Ours", _BOTH, "gumbel"))
+
+#: Vocabulary size used for parameter counts at the paper's configuration (the frozen word vectors
+#: are excluded from the count, so it only sizes the buffer).
+PAPER_VOCAB = 10_000
+PAPER_FEATURE_DIM = 1024  # I3D, Charades-STA
+WORD_DIM = 300  # GloVe
+
+
+def build_model(
+    arch: str, cfg: Config, embeddings: np.ndarray, feature_dim: int
+) -> DynamicPathwayModel:
+    """Build the registered architecture ``arch`` with ``cfg.model``'s hyper-parameters.
+
+    ``embeddings`` is the [V, dw] word-vector matrix (row 0 PAD zeros, row 1 UNK) from the vocab
+    step; ``feature_dim`` the clip-feature width of the feature store.
+    """
+    if arch not in VARIANTS:
+        raise ConfigError(f"unknown model architecture {arch!r}; registered: {VARIANTS.names()}")
+    return DynamicPathwayModel(arch, VARIANTS.get(arch), cfg.model, embeddings, feature_dim)
+
+
+def variant_metadata(arch: str) -> dict[str, Any]:
+    """What the report and tests need to know about an architecture without building it."""
+    spec = VARIANTS.get(arch)
+    return {
+        "arch": arch,
+        "display": spec.display,
+        "modules": list(spec.modules),
+        "has_selector": spec.has_selector,
+        "fusion": spec.fusion,
+    }
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Trainable parameters only: the frozen word vectors are a buffer and are not counted."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def _paper_model_config(cfg: Config, name: str) -> tuple[str, ModelConfig]:
+    """The paper's model hyper-parameters plus the variant's own ``model.*`` overrides."""
+    overrides = dict(cfg.variants.get(name) or {})
+    arch = str(overrides.pop("arch", name))
+    model = ModelConfig.model_validate({}).model_dump()  # schema defaults = paper settings
+    for key, value in overrides.items():
+        if key.startswith("model."):
+            model[key.removeprefix("model.")] = value
+    return arch, ModelConfig.model_validate(model)
+
+
+def model_info(cfg: Config) -> list[dict[str, Any]]:
+    """Trainable parameter count of each variant at the paper's configuration.
+
+    Paper configuration: d=512, 8 heads, 3 LSTM scales, kernels 3/5/7/9, 3-layer text BiLSTM,
+    1024-d (I3D) input, 300-d word vectors; a variant's own ``model.*`` overrides in
+    ``cfg.variants`` apply on top (the base params' model section, often a small CI profile, does
+    not). Frozen word vectors are excluded (the trainable UNK vector is counted), so the vocabulary
+    size does not matter. Variants: those of ``cfg.variants``, or every registered one if empty.
+    Models are built on the meta device: no memory is allocated, no weights initialised.
+    """
+    names = list(cfg.variants) or VARIANTS.names()
+    rows = []
+    for name in names:
+        arch, model_cfg = _paper_model_config(cfg, name)
+        with torch.device("meta"):
+            model = build_model(
+                arch,
+                Config(model=model_cfg),
+                np.zeros((2, WORD_DIM), dtype=np.float32),
+                PAPER_FEATURE_DIM,
+            )
+        rows.append({"variant": name, "arch": arch, "parameters": count_parameters(model)})
+    return rows
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_latency(
+    variants: Sequence[str] = ("dynamic", "soft_dynamic", "exploitation_only"),
+    *,
+    batch: int = 32,
+    clips: int = 128,
+    words: int = 20,
+    model_cfg: ModelConfig | None = None,
+    feature_dim: int = PAPER_FEATURE_DIM,
+    vocab: int = 1000,
+    repeats: int = 3,
+    warmup: int = 1,
+    device: str = "cpu",
+    seed: int = 0,
+    baseline: str = "soft_dynamic",
+) -> dict[str, Any]:
+    """Eval-mode forward latency of ``variants`` on one random batch, in one process.
+
+    Every sample is full length (``clips`` positions, ``words`` tokens), so a route group's
+    length trimming saves nothing and the comparison isolates pathway selection. A variant whose
+    selection decides what is computed (``DynamicSelection``) is measured twice: with its selector
+    as initialised ("natural": an untrained FC_3 often sends most samples one way) and with FC_3's
+    bias shifted so the batch splits evenly ("balanced", the realistic mix for a trained model).
+    Returns per-row median milliseconds, the share routed to exploitation, and ratios to
+    ``baseline`` (when measured). Default shape and ``model_cfg`` (None = the paper's) are the
+    paper's Charades-STA setting.
+    """
+    dev = torch.device(device)
+    model_cfg = model_cfg or ModelConfig.model_validate({"dropout": 0.0})
+    gen = torch.Generator().manual_seed(seed)
+    video = torch.randn(batch, clips, feature_dim, generator=gen).to(dev)
+    video_mask = torch.ones(batch, clips, dtype=torch.bool, device=dev)
+    word_ids = torch.randint(2, vocab, (batch, words), generator=gen).to(dev)
+    word_mask = torch.ones(batch, words, dtype=torch.bool, device=dev)
+    embeddings = torch.randn(vocab, WORD_DIM, generator=gen).numpy()
+    embeddings[0] = 0.0
+    cfg = Config(model=model_cfg)
+
+    rows: list[dict[str, Any]] = []
+    for name in variants:
+        torch.manual_seed(seed)
+        model = build_model(name, cfg, embeddings, feature_dim).to(dev).eval()
+        mixes = ["natural"]
+        if isinstance(model.fusion, DynamicSelection):
+            mixes.append("balanced")
+        for mix in mixes:
+            if mix == "balanced":
+                assert isinstance(model.fusion, DynamicSelection)
+                with torch.inference_mode():
+                    _, fs = model.text(word_ids, Masks.build(video_mask, word_mask, video.dtype))
+                    assert fs is not None
+                    model.fusion.balance(fs)
+            times = []
+            with torch.inference_mode():
+                for i in range(warmup + repeats):
+                    _sync(dev)
+                    t0 = time.perf_counter()
+                    out = model(video, video_mask, word_ids, word_mask)
+                    _sync(dev)
+                    if i >= warmup:
+                        times.append((time.perf_counter() - t0) * 1000.0)
+            share = None
+            if FUSIONS.get(model.spec.fusion).has_selector:
+                share = float((out.route == 0).float().mean())
+            rows.append(
+                {
+                    "variant": name,
+                    "route_mix": mix if len(mixes) > 1 else "n/a",
+                    "exploitation_share": share,
+                    "ms": statistics.median(times),
+                    "ms_min": min(times),
+                }
+            )
+        del model
+    base = next((r["ms"] for r in rows if r["variant"] == baseline), None)
+    ratios = {}
+    if base:
+        for r in rows:
+            label = r["variant"] + (f"[{r['route_mix']}]" if r["route_mix"] != "n/a" else "")
+            ratios[f"{label}/{baseline}"] = r["ms"] / base
+    return {
+        "device": str(dev),
+        "threads": torch.get_num_threads(),
+        "shape": {"batch": batch, "clips": clips, "words": words, "feature_dim": feature_dim},
+        "model": {
+            "dim": model_cfg.dim,
+            "heads": model_cfg.heads,
+            "lstm_scales": model_cfg.lstm_scales,
+            "kernels": list(model_cfg.kernels),
+        },
+        "repeats": repeats,
+        "rows": rows,
+        "ratios": ratios,
+    }

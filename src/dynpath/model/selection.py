@@ -1,0 +1,273 @@
+"""How pathway outputs become F_e: the query-aware selection (Sec. III-D, Eq. 13-14) and the
+ablations' alternatives (single module, soft weights, sum/multiply/concat fusion).
+
+Each is a :class:`Fusion` registered by name in :data:`FUSIONS`; a variant names one, so adding a
+combination rule is one class and one registry entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from dynpath.config import ModelConfig
+from dynpath.model.layers import FFN, Masks
+from dynpath.model.modules import Pathway
+from dynpath.model.output import NO_ROUTE
+from dynpath.registry import Registry
+
+
+def hard_gumbel_softmax(logits: Tensor, tau: float, noise: Tensor | None = None) -> Tensor:
+    """Straight-through hard Gumbel-softmax (Eq. 13), identical to
+    ``F.gumbel_softmax(logits, tau, hard=True)`` (same noise draw from the same RNG state, checked
+    by a test) but with an optional explicit ``noise`` [B, K] of Gumbel(0, 1) samples, so tests can
+    fix the noise per sample independently of the batch composition.
+
+    Forward value: one-hot of argmax((logits + g) / tau); backward: the gradient of the soft
+    sample. The selected entry is 1.0 up to float rounding, the others exactly 0.
+    """
+    if noise is None:
+        noise = -torch.empty_like(logits).exponential_().log()
+    y_soft = ((logits + noise) / tau).softmax(-1)
+    index = y_soft.argmax(-1, keepdim=True)
+    y_hard = torch.zeros_like(logits).scatter_(-1, index, 1.0)
+    return y_hard - y_soft.detach() + y_soft
+
+
+@dataclass
+class FusionResult:
+    features: Tensor  # F_e [B, T, d]
+    route: Tensor  # [B] int64
+    route_probs: Tensor | None  # [B, 2]
+
+
+class Fusion(nn.Module):
+    """Turns the pathways' outputs into F_e. ``paths`` are owned by the model, in route order."""
+
+    has_selector: ClassVar[bool] = False  # uses F_s and FC_3 (Eq. 13)
+    num_paths: ClassVar[int] = 2
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+
+    def forward(
+        self,
+        paths: Sequence[Pathway],
+        fv: Tensor,
+        fq: Tensor,
+        masks: Masks,
+        fs: Tensor | None,
+        gumbel_noise: Tensor | None,
+    ) -> FusionResult:
+        raise NotImplementedError
+
+    @staticmethod
+    def no_route(fv: Tensor) -> Tensor:
+        return torch.full((fv.shape[0],), NO_ROUTE, dtype=torch.long, device=fv.device)
+
+
+def run_routed(
+    paths: Sequence[Pathway],
+    route: Tensor,
+    weights: Tensor | None,
+    fv: Tensor,
+    fq: Tensor,
+    masks: Masks,
+) -> Tensor:
+    """Run each pathway only on the samples routed to it and scatter the results back.
+
+    The batch is grouped by route (a loop over the 2 routes, not over samples): ``index_select``
+    the group, trim it to its own longest sample (exact, by padding invariance), run the module,
+    and ``index_copy`` into F_e. A sample's non-selected module never runs, so its cost is not
+    paid. ``weights`` (training) multiplies each group's output by its P_path entry, which is 1.0
+    in value but carries the straight-through gradient to the selector.
+    """
+    b, t, _ = fv.shape
+    out: Tensor | None = None
+    for k, path in enumerate(paths):
+        idx = (route == k).nonzero(as_tuple=True)[0]
+        n = idx.numel()
+        if n == 0:
+            continue
+        tk = int(masks.video_len[idx].max())
+        if n == b:
+            sub_masks = masks.select(slice(None), tk) if tk < t else masks
+            y = path(fv[:, :tk], fq, sub_masks)
+        else:
+            y = path(fv[idx, :tk], fq[idx], masks.select(idx, tk))
+        if weights is not None:
+            y = y * weights[idx, k].to(y.dtype).view(-1, 1, 1)
+        if tk < t:
+            y = F.pad(y, (0, 0, 0, t - tk))
+        if n == b and out is None:
+            return y
+        if out is None:
+            out = y.new_zeros(b, t, y.shape[-1])
+        out = out.index_copy(0, idx, y.to(out.dtype))
+    if out is None:  # empty batch
+        return fv.new_zeros(fv.shape)
+    return out
+
+
+class DynamicSelection(Fusion):
+    """The paper's selection (Eq. 13-14): P_path = Gumbel-softmax(FC_3(F_s)).
+
+    Training: hard Gumbel-softmax with straight-through gradients (tau = ``cfg.model.gumbel_tau``);
+    F_e = sum_k P[:, k] * F_k with each module run only on its own samples (:func:`run_routed`).
+    Inference: argmax of FC_3(F_s), no noise; again only the chosen module runs per sample.
+    ``route_probs`` = softmax(FC_3(F_s)) in both modes.
+    """
+
+    has_selector = True
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        self.fc = nn.Linear(cfg.dim, 2)  # FC_3
+        self.tau = cfg.gumbel_tau
+
+    def forward(
+        self,
+        paths: Sequence[Pathway],
+        fv: Tensor,
+        fq: Tensor,
+        masks: Masks,
+        fs: Tensor | None,
+        gumbel_noise: Tensor | None,
+    ) -> FusionResult:
+        assert fs is not None, "selection needs the sentence feature F_s"
+        logits = self.fc(fs).float()
+        probs = logits.softmax(-1)
+        if self.training:
+            weights: Tensor | None = hard_gumbel_softmax(logits, self.tau, gumbel_noise)
+            route = weights.detach().argmax(-1)  # type: ignore[union-attr]
+        else:
+            weights = None
+            route = logits.argmax(-1)
+        fe = run_routed(paths, route, weights, fv, fq, masks)
+        return FusionResult(fe, route, probs)
+
+    @torch.no_grad()
+    def balance(self, fs: Tensor) -> None:
+        """Shift FC_3's bias so the samples of ``fs`` split evenly between the two routes.
+
+        For latency measurement only (an untrained selector may send the whole batch one way):
+        the threshold is the midpoint of the two middle logit margins, so exactly half of an
+        even-sized batch goes each way.
+        """
+        logits = self.fc(fs).float()
+        margin = (logits[:, 0] - logits[:, 1]).sort().values
+        n = margin.numel()
+        thr = margin[n // 2] if n % 2 else (margin[n // 2 - 1] + margin[n // 2]) / 2
+        self.fc.bias[0] -= thr.to(self.fc.bias.dtype)
+
+
+class SoftSelection(Fusion):
+    """ "Soft dynamic": Gumbel-softmax replaced by softmax; both modules run for every sample and
+    F_e = p_1 F_e1 + p_2 F_e2. ``route`` reports the dominant module (argmax p), for the per-route
+    breakdown only."""
+
+    has_selector = True
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        self.fc = nn.Linear(cfg.dim, 2)  # FC_3
+
+    def forward(
+        self,
+        paths: Sequence[Pathway],
+        fv: Tensor,
+        fq: Tensor,
+        masks: Masks,
+        fs: Tensor | None,
+        gumbel_noise: Tensor | None,
+    ) -> FusionResult:
+        assert fs is not None, "selection needs the sentence feature F_s"
+        probs = self.fc(fs).float().softmax(-1)
+        f1, f2 = (p(fv, fq, masks) for p in paths)
+        fe = probs[:, 0, None, None] * f1 + probs[:, 1, None, None] * f2
+        return FusionResult(fe, probs.argmax(-1), probs)
+
+
+class SingleModule(Fusion):
+    """ "exploitation/exploration module only": F_e is the one module's output."""
+
+    num_paths = 1
+
+    def forward(
+        self,
+        paths: Sequence[Pathway],
+        fv: Tensor,
+        fq: Tensor,
+        masks: Masks,
+        fs: Tensor | None,
+        gumbel_noise: Tensor | None,
+    ) -> FusionResult:
+        return FusionResult(paths[0](fv, fq, masks), self.no_route(fv), None)
+
+
+class SumFusion(Fusion):
+    """ "Sum fusion": F_e = F_e1 + F_e2."""
+
+    def forward(
+        self,
+        paths: Sequence[Pathway],
+        fv: Tensor,
+        fq: Tensor,
+        masks: Masks,
+        fs: Tensor | None,
+        gumbel_noise: Tensor | None,
+    ) -> FusionResult:
+        f1, f2 = (p(fv, fq, masks) for p in paths)
+        return FusionResult(f1 + f2, self.no_route(fv), None)
+
+
+class MultiplyFusion(Fusion):
+    """ "Multiply fusion": F_e = F_e1 * F_e2 (element-wise)."""
+
+    def forward(
+        self,
+        paths: Sequence[Pathway],
+        fv: Tensor,
+        fq: Tensor,
+        masks: Masks,
+        fs: Tensor | None,
+        gumbel_noise: Tensor | None,
+    ) -> FusionResult:
+        f1, f2 = (p(fv, fq, masks) for p in paths)
+        return FusionResult(f1 * f2, self.no_route(fv), None)
+
+
+class ConcatFusion(Fusion):
+    """ "Concatenate fusion": F_e = FFN([F_e1; F_e2]), 2d -> d (the paper gives no projection; an
+    FFN like Eq. 8's is our reading, needed to keep the heads d-wide)."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__(cfg)
+        self.ffn = FFN(2 * cfg.dim, cfg.dim, cfg.dropout)
+
+    def forward(
+        self,
+        paths: Sequence[Pathway],
+        fv: Tensor,
+        fq: Tensor,
+        masks: Masks,
+        fs: Tensor | None,
+        gumbel_noise: Tensor | None,
+    ) -> FusionResult:
+        f1, f2 = (p(fv, fq, masks) for p in paths)
+        fe = self.ffn(torch.cat([f1, f2], dim=-1)) * masks.video_f
+        return FusionResult(fe, self.no_route(fv), None)
+
+
+FUSIONS: Registry[type[Fusion]] = Registry("fusion")
+FUSIONS.add("gumbel", DynamicSelection)
+FUSIONS.add("softmax", SoftSelection)
+FUSIONS.add("single", SingleModule)
+FUSIONS.add("sum", SumFusion)
+FUSIONS.add("multiply", MultiplyFusion)
+FUSIONS.add("concat", ConcatFusion)

@@ -1,0 +1,116 @@
+"""Feature encoding module (paper Sec. III-A): query encoder (Eq. 1) and video encoder (Eq. 2)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from dynpath.errors import DynpathError
+from dynpath.model.layers import FFN, Masks, masked_softmax
+
+PAD_ID = 0
+UNK_ID = 1
+
+
+class TextEncoder(nn.Module):
+    """Eq. 1: F_q = FFN_1(BiLSTM(Q)); alpha = softmax(FC_2(ReLU(FC_1(F_q)))); F_s = alpha^T F_q.
+
+    Word vectors: the pretrained matrix (row 0 PAD = zeros, row 1 UNK) is a *buffer*, frozen and
+    never a Parameter, so no optimizer can touch it and it receives no gradient; out-of-vocabulary
+    words (id 1) use a separate trainable ``unk`` vector (DESIGN.md: "OOV -> trainable UNK"),
+    initialised from row 1. The buffer is saved in checkpoints so they are self-contained.
+
+    The BiLSTM has ``cfg.model.text_lstm_layers`` layers of d/2 units per direction (so its output
+    is d wide; the paper does not give the width), inter-layer dropout, and runs on *packed*
+    sequences: the backward direction would otherwise start from padding and leak it into every
+    valid token. Queries are short (<= 30 words), so packing costs little here.
+
+    Token pooling (FC_1 d -> d/2, FC_2 d/2 -> 1, softmax over valid tokens) is built only when the
+    variant has a selector: F_s feeds nothing but FC_3 (Eq. 13), and parameters that can never get
+    a gradient would only inflate the parameter count.
+    """
+
+    def __init__(
+        self,
+        embeddings: np.ndarray,
+        dim: int,
+        layers: int,
+        dropout: float,
+        pool: bool,
+    ) -> None:
+        super().__init__()
+        vectors = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
+        if vectors.ndim != 2 or vectors.shape[0] < 2:
+            raise DynpathError(
+                f"word embeddings must be a [V >= 2, dim] matrix (row 0 PAD, row 1 UNK), "
+                f"got shape {tuple(vectors.shape)}"
+            )
+        self.vectors: Tensor
+        self.register_buffer("vectors", vectors.clone())
+        self.unk = nn.Parameter(vectors[UNK_ID].clone())
+        self.drop = nn.Dropout(dropout)
+        hidden = dim // 2
+        self.lstm = nn.LSTM(
+            vectors.shape[1],
+            hidden,
+            num_layers=layers,
+            batch_first=True,
+            bidirectional=True,
+            dropout=dropout if layers > 1 else 0.0,
+        )
+        self.ffn = FFN(2 * hidden, dim, dropout)
+        self.pool: nn.Sequential | None = None
+        if pool:
+            self.pool = nn.Sequential(
+                nn.Linear(dim, dim // 2), nn.ReLU(), nn.Linear(dim // 2, 1)
+            )  # FC_1, delta, FC_2
+
+    @property
+    def vocab_size(self) -> int:
+        return int(self.vectors.shape[0])
+
+    def embed(self, words: Tensor) -> Tensor:
+        """Frozen vectors with the trainable UNK substituted where the id is UNK."""
+        emb = nn.functional.embedding(words, self.vectors)
+        return torch.where(words.eq(UNK_ID).unsqueeze(-1), self.unk, emb)
+
+    def forward(self, words: Tensor, masks: Masks) -> tuple[Tensor, Tensor | None]:
+        """Return F_q [B, L, d] (zero at padded words) and F_s [B, d] (None without pooling)."""
+        max_words = words.shape[1]
+        emb = self.drop(self.embed(words))
+        # Lengths must live on the CPU for packing; clamp keeps an (invalid) empty query harmless.
+        lengths = masks.words.sum(1).clamp(min=1).cpu()
+        packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = self.lstm(packed)
+        seq, _ = pad_packed_sequence(out, batch_first=True, total_length=max_words)
+        word_f = masks.words.unsqueeze(-1).to(seq.dtype)
+        fq = self.ffn(seq) * word_f
+        if self.pool is None:
+            return fq, None
+        alpha = masked_softmax(self.pool(fq).squeeze(-1), masks.words, dim=1)  # [B, L]
+        fs = torch.einsum("bl,bld->bd", alpha, fq)
+        return fq, fs
+
+
+class VideoEncoder(nn.Module):
+    """Eq. 2: F_v = FFN_2(clip features), feature_dim (1024 I3D, 4096 C3D, ...) -> d.
+
+    Dropout on the input features as in VSLNet's visual projection, and after the ReLU (FFN).
+    Padded positions are zeroed on output.
+    """
+
+    def __init__(self, feature_dim: int, dim: int, dropout: float) -> None:
+        super().__init__()
+        self.feature_dim = feature_dim
+        self.drop = nn.Dropout(dropout)
+        self.ffn = FFN(feature_dim, dim, dropout)
+
+    def forward(self, video: Tensor, masks: Masks) -> Tensor:
+        if video.shape[-1] != self.feature_dim:
+            raise DynpathError(
+                f"video features are {video.shape[-1]}-d but the model was built for "
+                f"{self.feature_dim}-d features (backbone mismatch between extract and train?)"
+            )
+        return self.ffn(self.drop(video)) * masks.video_f
