@@ -1,0 +1,258 @@
+"""dynpath.s3 against a real S3-compatible server on loopback (moto), plus a faulty proxy."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from s3_server import bucket, s3_endpoint, s3_env  # noqa: F401  (fixtures)
+
+from dynpath import s3
+
+# --------------------------------------------------------------------------- settings (fast)
+
+
+def test_settings_from_env_defaults_and_overrides() -> None:
+    s = s3.S3Settings.from_env({})
+    assert s.endpoint_url is None and s.region == "us-east-1"
+    assert (s.max_attempts, s.retry_mode) == (s3.DEFAULT_MAX_ATTEMPTS, "standard")
+    s = s3.S3Settings.from_env(
+        {
+            "MLFLOW_S3_ENDPOINT_URL": "http://seaweedfs:8333",
+            "AWS_REGION": "eu-west-3",
+            "AWS_MAX_ATTEMPTS": "9",
+            "AWS_RETRY_MODE": "adaptive",
+            "DYNPATH_S3_READ_TIMEOUT": "5",
+        }
+    )
+    assert s.endpoint_url == "http://seaweedfs:8333" and s.region == "eu-west-3"
+    assert (s.max_attempts, s.retry_mode, s.read_timeout) == (9, "adaptive", 5.0)
+    both = {"AWS_ENDPOINT_URL": "http://a:1", "MLFLOW_S3_ENDPOINT_URL": "http://b:2"}
+    assert s3.S3Settings.from_env(both).endpoint_url == "http://a:1"
+
+
+@pytest.mark.parametrize(
+    "env", [{"AWS_MAX_ATTEMPTS": "0"}, {"AWS_MAX_ATTEMPTS": "x"}, {"AWS_RETRY_MODE": "yolo"}]
+)
+def test_settings_reject_bad_values(env: dict[str, str]) -> None:
+    with pytest.raises(s3.S3Error, match=next(iter(env))):
+        s3.S3Settings.from_env(env)
+
+
+def test_client_config_carries_retries_and_timeouts() -> None:
+    settings = s3.S3Settings.from_env(
+        {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "7"}
+    )
+    c = s3.client(settings, connect_timeout=3.0)
+    cfg = c.meta.config
+    assert cfg.retries == {"total_max_attempts": 7, "mode": "standard"}  # AWS_MAX_ATTEMPTS: total
+    assert (cfg.connect_timeout, cfg.read_timeout) == (3.0, s3.DEFAULT_READ_TIMEOUT)
+    assert c.meta.endpoint_url == "http://127.0.0.1:9"
+    assert cfg.s3 == {"addressing_style": "path"}
+
+
+def test_parse_uri() -> None:
+    assert s3.parse_uri("s3://b/dvc/files/md5/ab") == ("b", "dvc/files/md5/ab")
+    for bad in ("b/key", "s3://b", "s3:///key"):
+        with pytest.raises(s3.S3Error):
+            s3.parse_uri(bad)
+
+
+def test_etag_of_matches_s3_rules(tmp_path: Path) -> None:
+    import hashlib
+
+    f = tmp_path / "f"
+    f.write_bytes(b"a" * 10 + b"b" * 10)
+    assert s3.etag_of(f, None) == hashlib.md5(f.read_bytes()).hexdigest()
+    parts = [hashlib.md5(b"a" * 10).digest(), hashlib.md5(b"b" * 10).digest()]
+    assert s3.etag_of(f, 10) == hashlib.md5(b"".join(parts)).hexdigest() + "-2"
+
+
+# --------------------------------------------------------------------------- real server
+
+
+@pytest.mark.slow
+def test_upload_download_roundtrip_small_and_multipart(bucket: str, tmp_path: Path) -> None:  # noqa: F811
+    small = tmp_path / "small.bin"
+    small.write_bytes(os.urandom(1000))
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(s3.MULTIPART_CHUNKSIZE * 2 + 123))
+    for src in (small, big):
+        info = s3.upload_file(src, f"s3://{bucket}/dir/{src.name}")
+        assert info["size"] == src.stat().st_size
+        assert ("-" in info["etag"]) == (src is big)  # the big one went multipart
+        out = s3.download_file(f"s3://{bucket}/dir/{src.name}", tmp_path / "dl" / src.name)
+        assert out.read_bytes() == src.read_bytes()
+    assert not list((tmp_path / "dl").glob(".*.part")), "temp files left behind"
+
+
+@pytest.mark.slow
+def test_download_of_missing_object_leaves_nothing(bucket: str, tmp_path: Path) -> None:  # noqa: F811
+    with pytest.raises(s3.S3Error, match="cannot read"):
+        s3.download_file(f"s3://{bucket}/nope", tmp_path / "x")
+    assert list(tmp_path.iterdir()) == []
+
+
+class _ReplacingClient:
+    """A real client whose object is overwritten between HEAD and GET (a concurrent writer)."""
+
+    def __init__(self, inner: Any, body: bytes) -> None:
+        self._inner, self._body = inner, body
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def download_file(self, bkt: str, key: str, path: str, **kw: Any) -> None:
+        self._inner.put_object(Bucket=bkt, Key=key, Body=self._body)
+        self._inner.download_file(bkt, key, path, **kw)
+
+
+@pytest.mark.slow
+def test_object_changed_mid_download_is_not_taken(bucket: str, tmp_path: Path) -> None:  # noqa: F811
+    src = tmp_path / "src"
+    src.write_bytes(b"x" * 4096)
+    s3.upload_file(src, f"s3://{bucket}/obj")
+    target = tmp_path / "out" / "obj"
+    for body in (b"y" * 100, b"z" * 4096):  # shorter, then same size but different content
+        with pytest.raises(s3.S3Error, match="obj"):
+            s3.download_file(f"s3://{bucket}/obj", target, s3=_ReplacingClient(s3.client(), body))
+        assert not target.exists()
+        assert list(target.parent.iterdir()) == []
+
+
+# --------------------------------------------------------------------------- retries
+
+
+class _FaultyProxy:
+    """An HTTP proxy in front of the S3 server that fails the first ``failures`` requests
+    (HTTP 503 SlowDown, or a dropped connection) and forwards the rest unchanged."""
+
+    def __init__(self, upstream: str, failures: int, mode: str) -> None:
+        host, port = upstream.removeprefix("http://").split(":")
+        proxy = self
+        self.failures, self.mode, self.seen, self.failed = failures, mode, 0, 0
+        self.lock = threading.Lock()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                        chunk = self.rfile.read(size)
+                        self.rfile.readline()  # CRLF after each chunk
+                        if size == 0:
+                            break
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+
+            def _handle(self) -> None:
+                body = self._body()
+                with proxy.lock:
+                    proxy.seen += 1
+                    fail = proxy.failed < proxy.failures
+                    proxy.failed += fail
+                if fail and proxy.mode == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if fail:
+                    err = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(err)))
+                    self.end_headers()
+                    self.wfile.write(err)
+                    return
+                conn = http.client.HTTPConnection(host, int(port), timeout=30)
+                drop = ("connection", "transfer-encoding", "content-length")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(data)
+                conn.close()
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def faulty(s3_endpoint: str) -> Iterator[Any]:  # noqa: F811
+    proxies: list[_FaultyProxy] = []
+
+    def make(failures: int, mode: str) -> _FaultyProxy:
+        proxies.append(_FaultyProxy(s3_endpoint, failures, mode))
+        return proxies[-1]
+
+    yield make
+    for p in proxies:
+        p.close()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["503", "drop"])
+def test_transient_failures_are_retried(
+    mode: str,
+    faulty: Any,
+    bucket: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(2048))
+    proxy = faulty(failures=2, mode=mode)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "4")
+    s3.upload_file(src, f"s3://{bucket}/retried")
+    assert proxy.failed == 2 and proxy.seen >= 4  # 2 failures + PUT + HEAD went through
+    proxy.failures += 2  # and fail the next two requests of the download too
+    out = s3.download_file(f"s3://{bucket}/retried", tmp_path / "out")
+    assert out.read_bytes() == src.read_bytes()
+    assert proxy.failed == 4
+
+
+@pytest.mark.slow
+def test_without_retries_the_same_fault_fails(
+    faulty: Any,
+    bucket: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = tmp_path / "src"
+    src.write_bytes(b"data")
+    proxy = faulty(failures=1, mode="503")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    with pytest.raises(s3.S3Error, match=r"SlowDown|503"):
+        s3.upload_file(src, f"s3://{bucket}/once")
+    assert proxy.failed == 1
