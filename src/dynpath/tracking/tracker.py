@@ -36,6 +36,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -703,10 +704,14 @@ class Tracker(NullTracker):
             import mlflow
 
             # Model.log (what mlflow.pyfunc.log_model calls) takes the run explicitly, so no
-            # global "active run" is started or ended behind the trainer's back.
-            info = mlflow.models.Model.log(
-                name=name, flavor=mlflow.pyfunc, run_id=self._rid(), **kwargs
-            )
+            # global "active run" is started or ended behind the trainer's back. The logged
+            # model entity goes to the *active experiment*, hence set_experiment first.
+            mlflow.set_experiment(experiment_id=self.experiment_id)
+            with warnings.catch_warnings():  # "no input example": the signature is explicit
+                warnings.simplefilter("ignore", UserWarning)
+                info = mlflow.models.Model.log(
+                    None, name=name, flavor=mlflow.pyfunc, run_id=self._rid(), **kwargs
+                )
             self.model_uri = info.model_uri
             self.client.set_tag(self._rid(), "dynpath.model_uri", info.model_uri)
 

@@ -1,0 +1,437 @@
+"""Localize a sentence in a video with a trained model: the one inference path users touch.
+
+``Localizer.load(uri)`` accepts
+
+- a registry URI ``models:/dynpath-charades_sta@champion`` (or ``models:/NAME/3``), a run URI
+  ``runs:/<run id>/model`` or any other MLflow artifact URI: the pyfunc model is downloaded;
+- a downloaded pyfunc directory (it has an ``MLmodel`` file);
+- a training output directory ``outputs/models/<variant>`` (``best.pt``; the vocabulary is found in
+  ``<dir>/vocab`` or ``<dir>/../../vocab``, i.e. ``outputs/vocab``), or the ``best.pt`` itself.
+
+``predict(video=..., query=...)`` extracts clip features from the video file with the model's own
+backbone (its config's ``extract`` section), or takes ``features`` (an array [T, D] or an HDF5
+store + ``video_id``), and returns ``{query, spans: [{start, end, score}], route, duration}``.
+
+The MLflow pyfunc model (:mod:`dynpath.tracking.pyfunc_model`) wraps this same class, so the CLI,
+Python callers and model serving share one code path. ``predict`` is thread-safe: the model is in
+eval mode, inference runs under ``torch.inference_mode`` and nothing on ``self`` is mutated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from dynpath.config import Config
+from dynpath.errors import CheckpointError, DataError, DynpathError
+from dynpath.model.output import NO_ROUTE, ROUTE_NAMES
+
+log = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "best.pt"
+CONFIG_FILE = "config.yaml"
+VOCAB_FILES = ("vocab.json", "embeddings.npy", "vocab_report.json")
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` = CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def find_vocab_dir(model_dir: Path) -> Path | None:
+    """The vocabulary of a training output directory: ``<dir>/vocab`` or ``outputs/vocab``."""
+    for base in (model_dir, model_dir.parent.parent, model_dir.parent):
+        cand = base / "vocab"
+        if (cand / "vocab.json").is_file():
+            return cand
+    return None
+
+
+def _strip_compiled(state: dict[str, Any]) -> dict[str, Any]:
+    """State dicts saved from ``torch.compile`` modules carry an ``_orig_mod.`` prefix."""
+    prefix = "_orig_mod."
+    if state and all(k.startswith(prefix) for k in state):
+        return {k[len(prefix) :]: v for k, v in state.items()}
+    return state
+
+
+class Localizer:
+    """A trained model + its vocabulary + its config, ready to localize queries."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        vocab: Any,
+        cfg: Config,
+        variant: str,
+        arch: str,
+        feature_dim: int,
+        device: torch.device,
+        source: str = "",
+        backbone_weights: str | None = None,
+    ) -> None:
+        self.model = model.eval()
+        self.vocab = vocab
+        self.cfg = cfg
+        self.variant = variant
+        self.arch = arch
+        self.feature_dim = feature_dim
+        self.device = device
+        self.source = source
+        # The extraction backbone weights travel with a pyfunc model (artifact) when training
+        # used a checkpoint; None means the seeded random init the features were made with.
+        self.backbone_weights = backbone_weights if backbone_weights else cfg.extract.weights
+
+    # ------------------------------------------------------------------ loading
+
+    @classmethod
+    def from_files(
+        cls,
+        weights: str | Path,
+        vocab_dir: str | Path,
+        device: str = "auto",
+        source: str = "",
+        backbone_weights: str | None = None,
+    ) -> Localizer:
+        """Build from a checkpoint (its ``meta`` has variant, arch, resolved config, feature dim)
+        and a vocabulary directory (``vocab.json`` + ``embeddings.npy``)."""
+        from dynpath.data.vocab import Vocabulary
+        from dynpath.engine.checkpoint import load_checkpoint
+        from dynpath.model.registry import build_model
+
+        dev = resolve_device(device)
+        ckpt = load_checkpoint(weights, map_location="cpu")
+        meta = ckpt["meta"]
+        try:
+            cfg = Config.model_validate(meta["config"])
+        except Exception as err:
+            raise CheckpointError(f"{weights}: config stored in the checkpoint: {err}") from None
+        vocab = Vocabulary.load(vocab_dir)
+        expected = int(meta.get("vocab_size", len(vocab)))
+        if len(vocab) != expected:
+            raise CheckpointError(
+                f"{vocab_dir}: vocabulary has {len(vocab)} words but {weights} was trained with "
+                f"{expected}; use the vocab directory of that training run"
+            )
+        emb = vocab.embeddings
+        if emb is None:  # the frozen vectors are a buffer of the state dict: shape is enough
+            emb = np.zeros((len(vocab), cfg.vocab.dim), dtype=np.float32)
+        feature_dim = int(meta["feature_dim"])
+        model = build_model(str(meta["arch"]), cfg, emb, feature_dim)
+        model.load_state_dict(_strip_compiled(ckpt["model"]))
+        model.to(dev).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return cls(
+            model,
+            vocab,
+            cfg,
+            variant=str(meta.get("variant", meta["arch"])),
+            arch=str(meta["arch"]),
+            feature_dim=feature_dim,
+            device=dev,
+            source=source or str(weights),
+            backbone_weights=backbone_weights,
+        )
+
+    @classmethod
+    def from_pyfunc_dir(cls, path: str | Path, device: str = "auto") -> Localizer:
+        """A (downloaded) MLflow pyfunc model directory written by :meth:`Tracker.log_model`."""
+        path = Path(path)
+        mlmodel = yaml.safe_load((path / "MLmodel").read_text(encoding="utf-8"))
+        arts = (mlmodel.get("flavors", {}).get("python_function", {}) or {}).get("artifacts", {})
+
+        def art(name: str) -> Path | None:
+            entry = arts.get(name)
+            return path / entry["path"] if entry else None
+
+        weights, vocab = art("weights"), art("vocab")
+        if weights is None or vocab is None:
+            raise DynpathError(f"{path}: not a dynpath pyfunc model (no weights/vocab artifacts)")
+        backbone = art("backbone")
+        return cls.from_files(
+            weights,
+            vocab,
+            device,
+            source=str(path),
+            backbone_weights=str(backbone) if backbone else None,
+        )
+
+    @classmethod
+    def load(
+        cls, uri: str | Path, device: str = "auto", tracking_uri: str | None = None
+    ) -> Localizer:
+        """From a registry/run/artifact URI, a pyfunc directory or a training output directory."""
+        text = str(uri)
+        local = Path(text)
+        if local.exists():
+            if local.is_file():
+                local = local.parent
+            if (local / "MLmodel").is_file():
+                return cls.from_pyfunc_dir(local, device)
+            if (local / WEIGHTS_FILE).is_file():
+                vocab = find_vocab_dir(local)
+                if vocab is None:
+                    raise DataError(
+                        f"{local}: no vocabulary found in {local / 'vocab'} or "
+                        f"{local.parent.parent / 'vocab'} (run `dynpath vocab` first)"
+                    )
+                return cls.from_files(local / WEIGHTS_FILE, vocab, device, source=str(local))
+            raise DynpathError(f"{local}: neither an MLflow model (MLmodel) nor {WEIGHTS_FILE}")
+        if "://" not in text and not text.startswith(("models:", "runs:")):
+            raise DynpathError(f"{text}: no such file or directory, and not an MLflow URI")
+        return cls.from_pyfunc_dir(download_model(text, tracking_uri), device)
+
+    # ------------------------------------------------------------------ inference
+
+    def _features_from_video(self, video: str | Path) -> tuple[np.ndarray, float]:
+        from dynpath import extract
+
+        path = Path(video)
+        if not path.is_file():
+            raise DataError(f"{path}: video file not found")
+        out = extract.extract_video_features(
+            path,
+            self.cfg.extract.backbone,
+            self.cfg.extract,
+            self.backbone_weights,
+            str(self.device),
+        )
+        if isinstance(out, tuple):
+            feats, duration = out[0], out[1]
+        else:
+            feats, duration = out, getattr(out, "duration", None)
+        feats = np.asarray(getattr(feats, "features", feats), dtype=np.float32)
+        if duration is None:
+            duration = video_duration(path)
+        return feats, float(duration)
+
+    def _features_from_store(
+        self, store: str | Path, video_id: str | None, duration: float | None
+    ) -> tuple[np.ndarray, float]:
+        from dynpath.data.features import FeatureStore
+
+        if not video_id:
+            raise DataError(f"{store}: --video-id is required with an HDF5 feature store")
+        with FeatureStore(store) as fs:
+            feats = fs.read(video_id)
+            attrs = fs.attrs
+        if duration is None:
+            duration = store_duration(attrs, feats.shape[0], str(store), video_id)
+        return feats, duration
+
+    def predict(
+        self,
+        video: str | Path | None = None,
+        query: str = "",
+        features: Any = None,
+        video_id: str | None = None,
+        topk: int = 5,
+        duration: float | None = None,
+    ) -> dict[str, Any]:
+        """Top-``topk`` spans (seconds, best first) of ``query`` in one video.
+
+        Give ``video`` (a file; features are extracted with the model's backbone), or
+        ``features``: an array [T, D] (then ``duration`` in seconds is required) or the path of
+        an HDF5 feature store with ``video_id`` (duration from the store's metadata when not
+        given).
+        """
+        if not query or not query.strip():
+            raise DataError("query is empty")
+        if video is not None:
+            feats, dur = self._features_from_video(video)
+            dur = float(duration) if duration is not None else dur
+        elif isinstance(features, str | os.PathLike):
+            feats, dur = self._features_from_store(Path(features), video_id, duration)
+        elif features is not None:
+            feats = _as_matrix(features)
+            if duration is None or not float(duration) > 0:
+                raise DataError("features given as an array need `duration` (seconds, > 0)")
+            dur = float(duration)
+        else:
+            raise DataError("give a video file or features (array or HDF5 store + video id)")
+        return self.predict_features(feats, query, dur, topk)
+
+    def predict_features(
+        self, feats: np.ndarray, query: str, duration: float, topk: int = 5
+    ) -> dict[str, Any]:
+        """The core shared by every entry point: features [T, D] + query -> spans in seconds."""
+        return self.predict_batch([feats], [query], [duration], topk)[0]
+
+    def predict_batch(
+        self,
+        feats: Sequence[np.ndarray],
+        queries: Sequence[str],
+        durations: Sequence[float],
+        topk: int = 5,
+    ) -> list[dict[str, Any]]:
+        """Several (features, query, duration) triples in one forward pass."""
+        from dynpath.data.dataset import collate
+        from dynpath.data.features import resample
+        from dynpath.engine.decode import spans_to_seconds, topk_spans
+
+        if topk < 1:
+            raise DataError(f"topk must be >= 1, got {topk}")
+        items: list[dict[str, Any]] = []
+        for f, q, d in zip(feats, queries, durations, strict=True):
+            f = _as_matrix(f)
+            if f.shape[1] != self.feature_dim:
+                raise DataError(
+                    f"features have dimension {f.shape[1]}, the model expects {self.feature_dim} "
+                    f"({self.cfg.extract.backbone} features)"
+                )
+            if not d > 0:
+                raise DataError(f"duration must be > 0 seconds, got {d}")
+            words = np.asarray(self.vocab.encode(q, self.cfg.vocab.max_query_len), np.int64)
+            video = resample(f, self.cfg.data.max_len)
+            items.append(
+                {
+                    "video": video,
+                    "words": words,
+                    "start": 0.0,
+                    "end": float(d),
+                    "duration": float(d),
+                    "qid": "query",
+                    "vid": "video",
+                    "query": q,
+                }
+            )
+        batch = collate(items).to(self.device)
+        with torch.inference_mode():
+            out = self.model(batch.video, batch.video_mask, batch.words, batch.word_mask)
+            top = topk_spans(
+                out.start_logits,
+                out.end_logits,
+                batch.video_mask,
+                k=topk,
+                nms_iou=self.cfg.eval.nms_iou,
+            )
+            s_sec, e_sec = spans_to_seconds(
+                top.start, top.end, batch.num_positions, batch.durations
+            )
+        starts, ends = s_sec.cpu().tolist(), e_sec.cpu().tolist()
+        scores, valid = top.score.cpu().tolist(), top.valid.cpu().tolist()
+        routes = out.route.cpu().tolist()
+        results = []
+        for b, item in enumerate(items):
+            spans = [
+                {
+                    "start": round(starts[b][k], 3),
+                    "end": round(ends[b][k], 3),
+                    "score": scores[b][k],
+                }
+                for k in range(topk)
+                if valid[b][k]
+            ]
+            route_id = int(routes[b])
+            result: dict[str, Any] = {
+                "query": item["query"],
+                "spans": spans,
+                "route": None if route_id == NO_ROUTE else ROUTE_NAMES[route_id],
+                "duration": round(float(item["duration"]), 3),
+                "variant": self.variant,
+            }
+            if out.route_probs is not None:
+                probs = out.route_probs[b].float().cpu().tolist()
+                result["route_probs"] = {
+                    n: round(p, 4) for n, p in zip(ROUTE_NAMES, probs, strict=True)
+                }
+            results.append(result)
+        return results
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _as_matrix(features: Any) -> np.ndarray:
+    """Array-likes (nested lists, object arrays of rows) to a float32 [T, D] matrix."""
+    arr = np.asarray(features)
+    if arr.dtype == object:
+        arr = np.stack([np.asarray(row, dtype=np.float32) for row in arr])
+    arr = arr.astype(np.float32, copy=False)
+    if arr.ndim != 2 or arr.shape[0] == 0:
+        raise DataError(f"features must be a non-empty [T, D] matrix, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise DataError("features contain NaN/Inf")
+    return arr
+
+
+def video_duration(path: Path) -> float:
+    """Duration in seconds from the container (stream duration, else container duration)."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if stream.duration is not None and stream.time_base is not None:
+            return float(stream.duration * stream.time_base)
+        if container.duration is not None:
+            return float(container.duration) / 1_000_000
+    raise DataError(f"{path}: the container declares no duration")
+
+
+def store_duration(attrs: dict[str, Any], positions: int, store: str, video_id: str) -> float:
+    """Duration of a video in a feature store: ``durations`` metadata, else T * stride / fps."""
+    durations = attrs.get("durations")
+    if isinstance(durations, dict) and video_id in durations:
+        return float(durations[video_id])
+    fps, stride = attrs.get("fps"), attrs.get("stride")
+    if fps and stride:
+        return positions * float(stride) / float(fps)
+    raise DataError(f"{store}: no duration for {video_id!r}; pass duration (seconds)")
+
+
+def download_model(uri: str, tracking_uri: str | None = None) -> Path:
+    """Download an MLflow model URI into a temporary directory (short HTTP timeouts)."""
+    import mlflow
+
+    from dynpath.tracking.tracker import configure_mlflow_env
+
+    configure_mlflow_env()
+    uri_store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _params_tracking_uri()
+    if uri_store:
+        mlflow.set_tracking_uri(uri_store)
+        mlflow.set_registry_uri(uri_store)
+    dst = Path(tempfile.mkdtemp(prefix="dynpath-model-"))
+    try:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
+    except Exception as err:
+        raise DynpathError(f"cannot download model {uri}: {str(err).splitlines()[0]}") from None
+    return Path(local)
+
+
+def _params_tracking_uri() -> str | None:
+    """``tracking.uri`` of ./params.yaml when present (the project's default store)."""
+    from dynpath.config import DEFAULT_PARAMS, ConfigError, load_config
+
+    if not DEFAULT_PARAMS.is_file():
+        return None
+    try:
+        return load_config(DEFAULT_PARAMS).tracking.uri
+    except ConfigError:
+        return None
+
+
+def format_spans(result: dict[str, Any]) -> str:
+    """Human-readable table of a :meth:`Localizer.predict` result."""
+    route = result.get("route") or "n/a (no selector)"
+    lines = [
+        f"query:    {result['query']}",
+        f"duration: {result['duration']:.2f} s   route: {route}   "
+        f"model: {result.get('variant', '?')}",
+        f"{'#':>3}  {'start (s)':>10}  {'end (s)':>10}  {'score':>8}",
+    ]
+    for i, span in enumerate(result["spans"], 1):
+        lines.append(f"{i:>3}  {span['start']:>10.2f}  {span['end']:>10.2f}  {span['score']:>8.4f}")
+    if not result["spans"]:
+        lines.append("  (no span)")
+    return "\n".join(lines)
