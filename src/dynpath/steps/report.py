@@ -1,0 +1,531 @@
+"""`dynpath report`: the ablation report of the evaluated variants (the DAG's last stage).
+
+Writes into ``out_dir`` (``reports/``):
+
+- ``report.html``: one self-contained page (inline CSS, plots as base64 PNG, no script) that a
+  researcher can attach to a paper's appendix: Tables III/IV layout with the paper's numbers side
+  by side on Charades-STA/TACoS, R@5, the shuffled-video control, the per-route breakdown with
+  example queries (like Fig. 7), training curves, cost per variant, MLflow runs, the data report;
+- ``report.md``: the same content in Markdown (images from ``plots/``);
+- ``summary.json``: the same for machines, including the pass/fail ``checks`` of the synthetic
+  benchmark (recorded and shown, never raised: a weak result is a finding, not a crash);
+- ``ablation.csv``: one row per variant, read by ``dvc plots``;
+- ``plots/*.png``.
+
+Missing inputs are reported, not papered over: a variant in params.yaml without metrics.json is
+listed as missing, a metric a variant does not have is a dash.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dynpath.config import Config
+from dynpath.errors import DataError, DynpathError
+from dynpath.io import write_json, write_text
+from dynpath.report import plots
+from dynpath.report.html import Document, format_cell, render_html, render_markdown
+from dynpath.report.tables import (
+    MAIN_VARIANT,
+    ROUTES,
+    VariantResult,
+    ablation_csv,
+    ablation_table,
+    cost_table,
+    data_tables,
+    load_results,
+    metric_key,
+    r1_columns,
+    recall5_table,
+    route_examples,
+    routes_table,
+    shuffled_table,
+)
+
+log = logging.getLogger(__name__)
+
+HTML = "report.html"
+MARKDOWN = "report.md"
+SUMMARY = "summary.json"
+CSV = "ablation.csv"
+PLOTS = "plots"
+PLOT_FILES = ("ablation.png", "routes.png", "training_curves.png")
+
+#: Acceptance checks of the synthetic benchmark (DESIGN: the embedded default must show that the
+#: model reads the video and that the selector uses both modules).
+SYNTHETIC_MIN_R1_05 = 70.0
+SHUFFLED_MAX_FRACTION = 0.5
+
+
+# --------------------------------------------------------------------------- MLflow links
+
+
+def mlflow_links(results: Sequence[VariantResult], tracking_uri: str) -> dict[str, str | None]:
+    """Variant -> URL of its MLflow run in the UI (http(s) tracking URIs only), else None.
+
+    The UI route needs the experiment id: taken from the results when recorded there, otherwise
+    asked from the tracking server (short timeouts; an unreachable server just means no links).
+    """
+    links: dict[str, str | None] = {r.name: None for r in results}
+    if not tracking_uri.startswith(("http://", "https://")):
+        return links
+    base = tracking_uri.rstrip("/")
+    client = None
+    for r in results:
+        if not r.run_id:
+            continue
+        exp = r.experiment_id
+        if exp is None:
+            try:
+                if client is None:
+                    from mlflow.tracking import MlflowClient
+
+                    from dynpath.tracking.tracker import configure_mlflow_env
+
+                    configure_mlflow_env()
+                    client = MlflowClient(tracking_uri=tracking_uri)
+                exp = str(client.get_run(r.run_id).info.experiment_id)
+            except Exception as err:  # the report must not depend on a live server
+                log.warning("no MLflow link for %s: %s", r.name, err)
+                continue
+        links[r.name] = f"{base}/#/experiments/{exp}/runs/{r.run_id}"
+    return links
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _pct(fraction: Any, digits: int) -> str:
+    """A 0..1 fraction as a percentage string (a dash when unknown)."""
+    return format_cell(None if fraction is None else 100.0 * float(fraction), digits)
+
+
+def _check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "passed": bool(passed),
+        "value": value,
+        "threshold": threshold,
+        "detail": detail,
+    }
+
+
+def synthetic_checks(results: Sequence[VariantResult]) -> list[dict[str, Any]]:
+    """The synthetic benchmark's acceptance checks on the paper's model (``dynamic``)."""
+    by_name = {r.name: r for r in results}
+    main = by_name.get(MAIN_VARIANT)
+    key = metric_key(1, 0.5)
+    if main is None:
+        why = f"variant {MAIN_VARIANT!r} was not evaluated"
+        return [
+            _check(f"{MAIN_VARIANT} R@1 IoU≥0.5 ≥ {SYNTHETIC_MIN_R1_05:g}", False, None, 70.0, why),
+            _check("shuffled-video control ≤ half of it", False, None, None, why),
+            _check("routes not all one module", False, None, None, why),
+        ]
+    real, shuf = main.metric(key), main.shuffled(key)
+    shares = {route: main.route_share(route) for route in ROUTES}
+    checks = [
+        _check(
+            f"{MAIN_VARIANT} R@1 IoU≥0.5 ≥ {SYNTHETIC_MIN_R1_05:g}",
+            real is not None and real >= SYNTHETIC_MIN_R1_05,
+            real,
+            SYNTHETIC_MIN_R1_05,
+            f"R@1 IoU≥0.5 = {format_cell(real)}",
+        ),
+        _check(
+            "shuffled-video control ≤ half of it",
+            real is not None and shuf is not None and shuf <= SHUFFLED_MAX_FRACTION * real,
+            shuf,
+            None if real is None else SHUFFLED_MAX_FRACTION * real,
+            f"shuffled R@1 IoU≥0.5 = {format_cell(shuf)} vs real {format_cell(real)}",
+        ),
+    ]
+    known = [s for s in shares.values() if s is not None]
+    checks.append(
+        _check(
+            "routes not all one module",
+            len(known) == len(ROUTES) and all(0.0 < s < 1.0 for s in known),
+            shares,
+            "each route 0 < share < 1",
+            ", ".join(
+                f"{k} {format_cell(None if v is None else 100 * v, 1)}%" for k, v in shares.items()
+            ),
+        )
+    )
+    return checks
+
+
+# --------------------------------------------------------------------------- summary
+
+
+def _published(dataset: str) -> dict[str, dict[str, float]] | None:
+    from dynpath.model.published import ABLATION_TABLES
+
+    table = ABLATION_TABLES.get(dataset)
+    return None if table is None else {k: dict(v) for k, v in table.items()}
+
+
+def _metric_subset(d: Mapping[str, Any], thresholds: Sequence[float]) -> dict[str, Any]:
+    keys = [metric_key(k, t) for k in (1, 5) for t in thresholds] + ["miou"]
+    return {k: d.get(k) for k in keys if k in d}
+
+
+def build_summary(
+    cfg: Config,
+    results: Sequence[VariantResult],
+    missing: Sequence[str],
+    links: Mapping[str, str | None],
+    checks: Sequence[dict[str, Any]],
+    published: Mapping[str, Mapping[str, float]] | None,
+    pretrained: bool | None,
+) -> dict[str, Any]:
+    thresholds = cfg.eval.iou_thresholds
+    variants: dict[str, Any] = {}
+    for r in results:
+        routes = r.metrics.get("routes") or {}
+        variants[r.name] = {
+            "display": r.display,
+            "arch": r.arch,
+            "n": r.metrics.get("n"),
+            "metrics": _metric_subset(r.metrics, thresholds),
+            "shuffled": _metric_subset(r.metrics.get("shuffled") or {}, thresholds),
+            "routes": {route: (routes.get(route) or {}).get("share") for route in routes},
+            "route_metrics": routes,
+            "latency_ms": r.metrics.get("latency_ms"),
+            "parameters": r.train.get("parameters"),
+            "train_seconds": r.train.get("train_seconds"),
+            "best_epoch": r.train.get("best_epoch"),
+            "pretrained_features": r.train.get("pretrained_features"),
+            "mlflow_run_id": r.run_id,
+            "mlflow_url": links.get(r.name),
+            "published": None if published is None else published.get(r.name),
+        }
+    return {
+        "dataset": cfg.data.dataset,
+        "name": cfg.data.name,
+        "split": results[0].metrics.get("split", "test") if results else None,
+        "iou_thresholds": list(thresholds),
+        "order": [r.name for r in results],
+        "missing": list(missing),
+        "pretrained_features": pretrained,
+        "variants": variants,
+        "checks": list(checks),
+        "checks_passed": None if not checks else all(c["passed"] for c in checks),
+    }
+
+
+def _pretrained(results: Sequence[VariantResult]) -> bool | None:
+    """False if ANY variant trained on features from a randomly initialised backbone."""
+    flags = [r.train.get("pretrained_features") for r in results]
+    known = [bool(f) for f in flags if f is not None]
+    if not known:
+        return None
+    return all(known)
+
+
+# --------------------------------------------------------------------------- document
+
+
+def _read_optional(path: Path) -> dict[str, Any] | None:
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    return data if isinstance(data, dict) else None
+
+
+def build_document(
+    cfg: Config,
+    results: Sequence[VariantResult],
+    summary: Mapping[str, Any],
+    links: Mapping[str, str | None],
+    published: Mapping[str, Mapping[str, float]] | None,
+    figures: Mapping[str, Path | None],
+    data_report: Mapping[str, Any] | None,
+    vocab_report: Mapping[str, Any] | None,
+) -> Document:
+    th = cfg.eval.iou_thresholds
+    n = results[0].metrics.get("n") if results else None
+    doc = Document(
+        title=f"dynpath ablation report: {cfg.data.name}",
+        subtitle=(
+            f"dataset {cfg.data.dataset}, {summary['split']} split"
+            + (f", {n} queries" if n is not None else "")
+            + f"; {len(results)} variants. Dynamic Pathway (IEEE TMM 2024), Tables III/IV protocol."
+        ),
+    )
+
+    s = doc.section("Overview")
+    if summary["pretrained_features"] is False:
+        s.alert(
+            "Features were NOT extracted with pretrained backbone weights (extract.weights is "
+            "unset: the 3D-CNN was randomly initialised). Numbers are not comparable to the "
+            "paper's, which use pretrained I3D (Charades-STA) and C3D (TACoS) features."
+        )
+    elif summary["pretrained_features"] is None:
+        s.text("Whether the features came from a pretrained backbone was not recorded.")
+    else:
+        s.ok("Features were extracted with pretrained backbone weights.")
+    if summary["missing"]:
+        s.alert("Not evaluated (no metrics.json): " + ", ".join(summary["missing"]) + ".")
+    for c in summary["checks"]:
+        text = f"{'PASS' if c['passed'] else 'FAIL'}: {c['name']} ({c['detail']})"
+        s.ok(text) if c["passed"] else s.alert(text)
+    if cfg.data.dataset == "synthetic":
+        s.text(
+            "Checks: the embedded synthetic benchmark's acceptance criteria on the paper's model "
+            "(recorded, never raised). They are calibrated for the 'synthetic' profile; smaller "
+            "profiles (e.g. 'tiny') are not expected to pass them."
+        )
+
+    s = doc.section("Ablation (layout of Tables III/IV)")
+    s.table(
+        ablation_table(results, th, published),
+        caption="R@1 at IoU thresholds and mIoU, percent"
+        + ("; '(paper)' columns: the paper's published numbers" if published else ""),
+    )
+    if published is None:
+        s.text(
+            f"The paper publishes ablations for Charades-STA (Table III) and TACoS (Table IV) "
+            f"only; there are no published numbers for dataset {cfg.data.dataset!r}."
+        )
+    if figures.get("ablation.png"):
+        s.image(
+            figures["ablation.png"],  # type: ignore[arg-type]
+            "Per-variant R@1 and mIoU; hatched: shuffled-video control"
+            + ("; tick: the paper" if published else ""),
+        )
+
+    doc.section("R@5").table(recall5_table(results, th), caption="R@5 at IoU thresholds, percent")
+
+    s = doc.section("Shuffled-video control")
+    s.text(
+        "Every test query is scored against ANOTHER test video's features (a seeded derangement), "
+        "keeping its own ground truth. A model that reads the video collapses towards the prior "
+        "of moment positions; 'kept' is the shuffled score as a percentage of the real one."
+    )
+    s.table(shuffled_table(results, th))
+
+    s = doc.section("Routes (per-pathway breakdown)")
+    rt = routes_table(results, th)
+    if rt.empty:
+        s.text("No evaluated variant has a selector, so there is no route breakdown.")
+    else:
+        s.text(
+            "Share of test queries the selector sends to each module, and the metrics of each "
+            "group. Only variants with a selector route queries."
+        )
+        s.table(rt)
+        if figures.get("routes.png"):
+            s.image(figures["routes.png"], "Route shares per variant")  # type: ignore[arg-type]
+        example_of = next(
+            (r for r in results if r.name == MAIN_VARIANT and r.has_routes),
+            next((r for r in results if r.has_routes), None),
+        )
+        if example_of is not None:
+            ex = route_examples(example_of, cfg.eval.examples_per_route)
+            if not ex.empty:
+                s.table(
+                    ex,
+                    caption=f"Example test queries of each route, {example_of.display} "
+                    "(best-localized first, then the worst; like the paper's Fig. 7)",
+                )
+
+    s = doc.section("Training curves")
+    if figures.get("training_curves.png"):
+        s.image(
+            figures["training_curves.png"],  # type: ignore[arg-type]
+            f"Training loss and validation {cfg.eval.selection_metric} per epoch",
+        )
+    else:
+        s.text("No history.json found for the evaluated variants.")
+
+    s = doc.section("Cost and MLflow runs")
+    cost = cost_table(results)
+    cost["MLflow run"] = [r.run_id for r in results]
+    s.table(
+        cost,
+        caption="Trainable parameters, training wall time, best epoch (by validation "
+        f"{cfg.eval.selection_metric}), batch-1 inference latency, MLflow run",
+        links={"MLflow run": [links.get(r.name) for r in results]},
+    )
+
+    s = doc.section("Data")
+    if data_report is None:
+        s.text("No data report found (outputs/vocab/data_report.json).")
+    else:
+        counts, skipped = data_tables(data_report)
+        s.table(counts, caption="Annotations per split (after val carving, if any)", digits=0)
+        if skipped.empty:
+            s.text("No annotation line was skipped.")
+        else:
+            s.table(skipped, caption="Skipped annotation lines by reason", digits=0)
+        carved = data_report.get("carved") or {}
+        if carved:
+            s.text(
+                f"Validation carved from train by video: {carved.get('val_moments')} moments of "
+                f"{carved.get('val_videos')} videos (fraction {carved.get('fraction')}, "
+                f"seed {carved.get('seed')}, {carved.get('method', 'group split')})."
+            )
+        for note in data_report.get("notes") or []:
+            s.text(str(note))
+    if vocab_report:
+        cov = vocab_report.get("coverage") or {}
+        s.text(
+            f"Vocabulary: {vocab_report.get('size')} words; word vectors "
+            + (
+                f"from {vocab_report.get('embeddings')}"
+                if vocab_report.get("pretrained")
+                else "randomly initialised (no embeddings file)"
+            )
+            + (
+                "; token coverage "
+                + ", ".join(f"{k} {100 * float(v):.1f}%" for k, v in cov.items())
+                if cov
+                else ""
+            )
+            + "."
+        )
+
+    s = doc.section("Reproduce")
+    s.text(
+        "dvc repro  (then: dvc metrics show; dvc plots show; dynpath report --summary). "
+        "Settings: params.yaml; see docs/dvc.md for real datasets and experiments."
+    )
+    return doc
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def run(
+    cfg: Config,
+    eval_dir: Path,
+    models_dir: Path,
+    out_dir: Path,
+    data_report: Path | None = None,
+) -> dict[str, Any]:
+    """Build the report of every variant of ``cfg.variants`` that has been evaluated.
+
+    ``data_report`` defaults to ``<eval_dir>/../vocab/data_report.json`` (the DAG's layout).
+    """
+    t0 = time.perf_counter()
+    eval_dir, models_dir, out_dir = Path(eval_dir), Path(models_dir), Path(out_dir)
+    results, missing = load_results(list(cfg.variants), eval_dir, models_dir)
+    if not results:
+        raise DataError(
+            f"{eval_dir}: no metrics.json for any of the variants {sorted(cfg.variants)}; "
+            "run the evaluate stages first (dvc repro)"
+        )
+    th = cfg.eval.iou_thresholds
+    published = _published(cfg.data.dataset)
+    from dynpath.tracking.tracker import resolve_tracking_uri
+
+    links = mlflow_links(results, resolve_tracking_uri(cfg))
+    checks = synthetic_checks(results) if cfg.data.dataset == "synthetic" else []
+    summary = build_summary(cfg, results, missing, links, checks, published, _pretrained(results))
+
+    plot_dir = out_dir / PLOTS
+    figures: dict[str, Path | None] = {
+        "ablation.png": plots.ablation_bars(results, th, published, plot_dir / "ablation.png"),
+        "routes.png": plots.route_shares(results, plot_dir / "routes.png"),
+        "training_curves.png": (
+            plots.training_curves(
+                results, cfg.eval.selection_metric, plot_dir / "training_curves.png"
+            )
+            if any(r.history for r in results)
+            else None
+        ),
+    }
+    for name, path in figures.items():  # no stale figure from an earlier run
+        if path is None:
+            (plot_dir / name).unlink(missing_ok=True)
+
+    dr_path = data_report or eval_dir.parent / "vocab" / "data_report.json"
+    doc = build_document(
+        cfg,
+        results,
+        summary,
+        links,
+        published,
+        figures,
+        _read_optional(dr_path),
+        _read_optional(dr_path.parent / "vocab_report.json"),
+    )
+    files = {
+        "html": str(out_dir / HTML),
+        "markdown": str(out_dir / MARKDOWN),
+        "csv": str(out_dir / CSV),
+        "plots": [str(p) for p in figures.values() if p is not None],
+    }
+    summary["files"] = files
+    write_text(out_dir / HTML, render_html(doc))
+    write_text(out_dir / MARKDOWN, render_markdown(doc, relative_to=out_dir))
+    write_text(out_dir / CSV, ablation_csv(results, th).to_csv(index=False, float_format="%.4f"))
+    write_json(out_dir / SUMMARY, summary)
+    log.info("report: %s (%d variants)", out_dir / HTML, len(results))
+    return {
+        "report": files["html"],
+        "markdown": files["markdown"],
+        "summary": str(out_dir / SUMMARY),
+        "variants": len(results),
+        "missing": list(missing),
+        "checks_passed": summary["checks_passed"],
+        "pretrained_features": summary["pretrained_features"],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+
+
+def summary_table(summary: Mapping[str, Any]) -> pd.DataFrame:
+    """The short results table of :func:`print_summary` (one row per variant)."""
+    th = summary.get("iou_thresholds") or [0.3, 0.5, 0.7]
+    key05 = metric_key(1, 0.5) if 0.5 in th else metric_key(1, th[0])
+    rows = []
+    for name in summary["order"]:
+        v = summary["variants"][name]
+        row: dict[str, Any] = {"variant": name}
+        for key, label in r1_columns(th):
+            row[label.replace("R@1 IoU≥", "R@1 ")] = v["metrics"].get(key)
+        row[f"shuffled {key05.replace('r1_iou', 'R@1 ')}"] = v["shuffled"].get(key05)
+        routes = v.get("routes") or {}
+        row["routes % (exploit/explore)"] = (
+            "/".join(
+                format_cell(None if routes.get(r) is None else 100 * routes[r], 0) for r in ROUTES
+            )
+            if routes
+            else "–"
+        )
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def print_summary(out_dir: Path) -> None:
+    """Print where the report is and its short results table (the end of `make run`)."""
+    path = Path(out_dir) / SUMMARY
+    if not path.exists():
+        raise DynpathError(f"{path}: no report yet; run `dvc repro` (or `dynpath report`) first")
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    files = summary.get("files") or {}
+    print(f"Report: {files.get('html', Path(out_dir) / HTML)}")
+    print(f"        {files.get('markdown', Path(out_dir) / MARKDOWN)} (Markdown), {path} (JSON)")
+    print(f"Dataset {summary['dataset']} ({summary['name']}), {summary.get('split')} split")
+    if summary.get("pretrained_features") is False:
+        print("WARNING: features come from a randomly initialised backbone (not pretrained)")
+    table = summary_table(summary)
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.2f}", na_rep="–"))
+    if summary.get("missing"):
+        print("not evaluated: " + ", ".join(summary["missing"]))
+    for c in summary.get("checks") or []:
+        print(f"{'PASS' if c['passed'] else 'FAIL'}  {c['name']}  ({c['detail']})")
