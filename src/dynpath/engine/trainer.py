@@ -1,0 +1,603 @@
+"""The training loop: Adam + linear decay, clipping, AMP, DDP, and exact kill-and-resume.
+
+Design decisions (each one is what makes ``--resume`` give EXACTLY the metrics of an uninterrupted
+run on CPU):
+
+- **The trainer owns the sample order.** Each epoch's order comes from a seeded
+  :class:`~torch.utils.data.DistributedSampler` (``seed``, ``set_epoch``; with one process it is a
+  plain seeded permutation), and the data loader is asked for an in-order loader over exactly the
+  indices still to do. Resuming mid-epoch therefore replays the same order and skips the batches
+  already consumed without reading them.
+- **All RNG state is checkpointed** (Python, NumPy, torch CPU/CUDA; per rank under DDP) and
+  restored after the model is rebuilt, so dropout masks and Gumbel noise continue where they were.
+- **Nothing else touches the global RNG**: creating a DataLoader iterator draws a seed from the
+  global generator, and validation may run stochastic code; both run inside :func:`_rng_isolated`
+  so checkpoint frequency and validation cannot change the training trajectory.
+- **Running sums of the epoch's losses are checkpointed**, so the resumed epoch reports the same
+  mean loss as the uninterrupted one.
+- Checkpoints (``last.pt`` every ``checkpoint_every_steps`` steps and at every epoch end,
+  ``best.pt`` when the validation metric improves) are atomic, so a kill at ANY moment leaves a
+  consistent ``last.pt`` to resume from.
+
+Distributed training: launched by ``torchrun`` (WORLD_SIZE/RANK/LOCAL_RANK in the environment),
+NCCL on CUDA and gloo on CPU. The configured batch size is the GLOBAL batch, split evenly across
+ranks; each rank sees a disjoint shard of every epoch (DistributedSampler pads the last shard by
+repeating samples, as PyTorch does). Only rank 0 validates and writes files; the model is wrapped
+in DDP with ``find_unused_parameters=True`` because the dynamic model skips a whole module for
+some batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import torch
+import torch.distributed as torch_dist
+from torch import Tensor, nn
+from torch.utils.data import DistributedSampler
+from tqdm import tqdm
+
+from dynpath.data.batch import Batch
+from dynpath.engine.checkpoint import (
+    capture_rng,
+    load_checkpoint,
+    restore_rng,
+    save_checkpoint,
+    seed_everything,
+)
+from dynpath.errors import CheckpointError, DynpathError
+from dynpath.io import write_json
+from dynpath.model.output import ModelOutput
+
+log = logging.getLogger(__name__)
+
+BEST = "best.pt"
+LAST = "last.pt"
+HISTORY = "history.json"
+
+
+class LossFn(Protocol):
+    """``dynpath.model.loss.localization_loss`` with its lambdas bound: (loss, parts to log)."""
+
+    def __call__(
+        self, out: ModelOutput, batch: Batch
+    ) -> tuple[Tensor, Mapping[str, float | Tensor]]: ...
+
+
+LoaderFn = Callable[[Sequence[int]], Iterable[Batch]]
+"""Builds an IN-ORDER loader over the given training-sample indices (no shuffling inside)."""
+
+ValidateFn = Callable[[nn.Module], dict[str, float]]
+"""Scores the (unwrapped, eval-mode) model on the validation split; keys as in metrics.json."""
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits in a ``torchrun`` job (world_size 1 when not distributed)."""
+
+    world_size: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_pref: str = "auto") -> DistInfo:
+    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1); else single process.
+
+    NCCL when the ranks run on CUDA, gloo on CPU. Idempotent: an existing group is reused.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistInfo()
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = _wants_cuda(device_pref)
+    if not torch_dist.is_initialized():
+        backend = "nccl" if use_cuda else "gloo"
+        if use_cuda:
+            torch.cuda.set_device(local_rank)
+        torch_dist.init_process_group(backend=backend)
+        log.info("joined %s process group: rank %d of %d", backend, rank, world)
+    return DistInfo(world_size=world, rank=rank, local_rank=local_rank)
+
+
+def shutdown_distributed(info: DistInfo) -> None:
+    if info.enabled and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def _wants_cuda(pref: str) -> bool:
+    if pref == "cpu":
+        return False
+    if pref.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DynpathError(f"train.device is {pref!r} but CUDA is not available here")
+        return True
+    return torch.cuda.is_available()
+
+
+def resolve_device(pref: str, info: DistInfo | None = None) -> torch.device:
+    """``auto`` -> CUDA when available (this rank's GPU under torchrun), else CPU."""
+    info = info or DistInfo()
+    if not _wants_cuda(pref):
+        return torch.device("cpu")
+    if info.enabled or pref in ("auto", "cuda"):
+        return torch.device("cuda", info.local_rank if info.enabled else 0)
+    return torch.device(pref)
+
+
+# --------------------------------------------------------------------------- determinism
+
+
+def configure_determinism(device: torch.device) -> None:
+    """Deterministic kernels where PyTorch has them (warn, not fail, where it has none)."""
+    if device.type == "cuda":
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@contextlib.contextmanager
+def _rng_isolated() -> Iterator[None]:
+    """Run a block without letting it advance any global RNG the training loop depends on."""
+    state = capture_rng()
+    try:
+        yield
+    finally:
+        restore_rng(state)
+
+
+# --------------------------------------------------------------------------- options/state
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """What the loop needs from ``cfg.train``/``cfg.eval`` (kept small so tests can build it)."""
+
+    epochs: int
+    batch_size: int  # GLOBAL batch size, split across ranks
+    lr: float
+    seed: int
+    selection_metric: str
+    weight_decay: float = 0.0
+    warmup_fraction: float = 0.0
+    clip_norm: float = 1.0
+    amp: bool = True
+    compile: bool = False
+    checkpoint_every_steps: int = 0  # 0: only at epoch ends
+    progress: bool = True
+    deterministic: bool = True
+
+
+@dataclass
+class Progress:
+    """Where training stands; saved in every checkpoint."""
+
+    epoch: int = 0  # the epoch in progress (0-based)
+    batches_done: int = 0  # batches of ``epoch`` already trained
+    global_step: int = 0
+    samples_done: int = 0  # samples of ``epoch`` (all ranks)
+    loss_sums: dict[str, float] = field(default_factory=dict)  # sample-weighted, all ranks
+    epoch_seconds: float = 0.0  # time spent in ``epoch`` before the last checkpoint
+    train_seconds: float = 0.0  # total training time before the last checkpoint
+    best_value: float | None = None
+    best_epoch: int | None = None  # 1-based epoch of best.pt
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "epoch": self.epoch,
+            "batches_done": self.batches_done,
+            "global_step": self.global_step,
+            "samples_done": self.samples_done,
+            "loss_sums": dict(self.loss_sums),
+            "epoch_seconds": self.epoch_seconds,
+            "train_seconds": self.train_seconds,
+            "best_value": self.best_value,
+            "best_epoch": self.best_epoch,
+            "history": list(self.history),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Progress:
+        return cls(**d)
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int | None
+    best_value: float | None
+    best_val: dict[str, float]
+    history: list[dict[str, Any]]
+    train_seconds: float
+    global_step: int
+    resumed_from: dict[str, int] | None
+
+
+def linear_decay(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
+    """LR factor: linear warmup to 1 over ``warmup_steps``, then linear decay to 0 at the end."""
+
+    def factor(step: int) -> float:
+        if warmup_steps > 0 and step < warmup_steps:
+            return (step + 1) / warmup_steps
+        remaining = total_steps - step
+        return max(0.0, remaining / max(1, total_steps - warmup_steps))
+
+    return factor
+
+
+# --------------------------------------------------------------------------- trainer
+
+
+class Trainer:
+    """Trains one model; see the module docstring for the resume and DDP guarantees."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        num_train: int,
+        loader_fn: LoaderFn,
+        validate: ValidateFn,
+        options: TrainOptions,
+        out_dir: str | Path,
+        meta: dict[str, Any],
+        device: torch.device | str = "cpu",
+        dist: DistInfo | None = None,
+        on_epoch_end: Callable[[dict[str, Any]], None] | None = None,
+        on_step: Callable[[int], None] | None = None,
+    ) -> None:
+        if num_train < 1:
+            raise DynpathError("the training split is empty: nothing to train on")
+        self.model = model
+        self.loss_fn = loss_fn
+        self.num_train = num_train
+        self.loader_fn = loader_fn
+        self.validate = validate
+        self.opt = options
+        self.out_dir = Path(out_dir)
+        self.meta = meta
+        self.device = torch.device(device)
+        self.dist = dist or DistInfo()
+        self.on_epoch_end = on_epoch_end
+        self.on_step = on_step
+
+        world = self.dist.world_size
+        self.local_batch = max(1, math.ceil(options.batch_size / world))
+        if options.batch_size % world:
+            log.warning(
+                "global batch %d is not divisible by %d ranks: using %d per rank (global %d)",
+                options.batch_size,
+                world,
+                self.local_batch,
+                self.local_batch * world,
+            )
+        self.sampler: DistributedSampler[int] = DistributedSampler(
+            cast(Any, range(num_train)),
+            num_replicas=world,
+            rank=self.dist.rank,
+            shuffle=True,
+            seed=options.seed,
+            drop_last=False,
+        )
+        self.steps_per_epoch = math.ceil(self.sampler.num_samples / self.local_batch)
+        self.total_steps = self.steps_per_epoch * options.epochs
+
+        self.model.to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=options.lr, weight_decay=options.weight_decay
+        )
+        warmup = round(options.warmup_fraction * self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, linear_decay(self.total_steps, warmup)
+        )
+        self.amp_dtype: torch.dtype | None = None
+        if options.amp and self.device.type == "cuda":
+            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        self.progress = Progress()
+
+        self.train_module: nn.Module = self.model
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.train_module = DDP(self.model, device_ids=ids, find_unused_parameters=True)
+        if options.compile:
+            self.train_module = cast(nn.Module, torch.compile(self.train_module))
+
+    # ----------------------------------------------------------------- checkpoint I/O
+
+    def _payload(self, rng_ranks: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "meta": self.meta,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "rng": rng_ranks[0],
+            "rng_ranks": rng_ranks,
+            "world_size": self.dist.world_size,
+            "progress": self.progress.to_dict(),
+        }
+
+    def _gather_rng(self) -> list[dict[str, Any]]:
+        mine = capture_rng()
+        if not self.dist.enabled:
+            return [mine]
+        gathered: list[Any] = [None] * self.dist.world_size
+        torch_dist.all_gather_object(gathered, mine)
+        return cast(list[dict[str, Any]], gathered)
+
+    def _save(self, names: Sequence[str]) -> None:
+        """Write checkpoints (rank 0); every rank must call it (RNG states are gathered)."""
+        rng_ranks = self._gather_rng()
+        if self.dist.is_main:
+            payload = self._payload(rng_ranks)
+            for name in names:
+                save_checkpoint(self.out_dir / name, payload)
+
+    def _resume(self) -> dict[str, int] | None:
+        path = self.out_dir / LAST
+        if not path.exists():
+            log.info("--resume: no %s yet, starting from scratch", path)
+            return None
+        ckpt = load_checkpoint(path, variant=self.meta.get("variant"), arch=self.meta.get("arch"))
+        theirs, mine = ckpt["meta"].get("config") or {}, self.meta.get("config") or {}
+        diff = _diff_keys(theirs, mine)
+        fatal = [k for k in diff if k == "seed" or k.startswith(("model.", "data.", "vocab."))]
+        if fatal:
+            raise CheckpointError(
+                f"{path}: written with a different model/data config ({', '.join(fatal[:8])}); "
+                "resuming would not reproduce the run: start afresh without --resume"
+            )
+        if diff:
+            log.warning("%s: resuming with changed settings: %s", path, ", ".join(diff[:12]))
+        try:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+        except (RuntimeError, KeyError, ValueError) as err:
+            raise CheckpointError(f"{path}: does not fit this model: {err}") from None
+        self.progress = Progress.from_dict(ckpt["progress"])
+        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
+        if len(ranks) == self.dist.world_size:
+            restore_rng(ranks[self.dist.rank])
+        else:
+            log.warning(
+                "%s was written by %d rank(s), this run has %d: RNG streams restart from the "
+                "checkpoint's rank-0 state (the run continues but is not bit-identical)",
+                path,
+                len(ranks),
+                self.dist.world_size,
+            )
+            restore_rng(ranks[0])
+        p = self.progress
+        log.info(
+            "resumed %s at epoch %d, batch %d/%d",
+            path,
+            p.epoch + 1,
+            p.batches_done,
+            self.steps_per_epoch,
+        )
+        return {"epoch": p.epoch, "batches_done": p.batches_done, "global_step": p.global_step}
+
+    # ----------------------------------------------------------------- loop
+
+    def _sync_sums(self, local: dict[str, float], samples: int) -> tuple[dict[str, float], int]:
+        """Sum per-rank loss sums and sample counts over ranks (identity on one process)."""
+        if not self.dist.enabled:
+            return local, samples
+        keys = sorted(local)
+        vec = torch.tensor([local[k] for k in keys] + [float(samples)], dtype=torch.float64)
+        torch_dist.all_reduce(vec)
+        values = vec.tolist()
+        return dict(zip(keys, values[:-1], strict=True)), int(values[-1])
+
+    def _merge_pending(self, pending: dict[str, float], pending_n: int) -> None:
+        summed, n = self._sync_sums(pending, pending_n)
+        for k, v in summed.items():
+            self.progress.loss_sums[k] = self.progress.loss_sums.get(k, 0.0) + v
+        self.progress.samples_done += n
+        pending.clear()
+
+    def _train_step(self, batch: Batch) -> tuple[dict[str, float], int]:
+        batch = batch.to(self.device, non_blocking=True)
+        self.train_module.train()
+        autocast = (
+            torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+            if self.amp_dtype is not None
+            else contextlib.nullcontext()
+        )
+        with autocast:
+            out = self.train_module(batch.video, batch.video_mask, batch.words, batch.word_mask)
+        loss, parts = self.loss_fn(_float_output(out), batch)
+        n = len(batch)
+        values = {"loss": float(loss.detach())}
+        values.update({k: float(v) for k, v in parts.items() if k != "loss"})
+        if not math.isfinite(values["loss"]) and not self.scaler.is_enabled():
+            raise DynpathError(
+                f"training loss is {values['loss']} at epoch {self.progress.epoch + 1}, step "
+                f"{self.progress.global_step + 1}: lower train.lr or check the features"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.optimizer)
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.opt.clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return {k: v * n for k, v in values.items()}, n
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train all epochs (or the remaining ones with ``resume``); returns the summary."""
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.opt.deterministic:
+            configure_determinism(self.device)
+        resumed = self._resume() if resume else None
+        if resumed is None:
+            seed_everything(self.opt.seed + self.dist.rank)
+        p = self.progress
+        if p.epoch >= self.opt.epochs:
+            log.info("training already complete (%d epochs)", self.opt.epochs)
+        world = self.dist.world_size
+        while p.epoch < self.opt.epochs:
+            epoch = p.epoch
+            self.sampler.set_epoch(epoch)
+            order = list(self.sampler)
+            todo = order[p.batches_done * self.local_batch :]
+            with _rng_isolated():  # DataLoader iterators draw a seed from the global RNG
+                batches = iter(self.loader_fn(todo))
+            bar = tqdm(
+                total=self.steps_per_epoch,
+                initial=p.batches_done,
+                desc=f"epoch {epoch + 1}/{self.opt.epochs}",
+                disable=not (self.opt.progress and self.dist.is_main),
+                mininterval=1.0,
+                leave=False,
+            )
+            pending: dict[str, float] = {}
+            pending_n = 0
+            t0 = time.perf_counter()
+            seen_since = 0
+            for batch in batches:
+                sums, n = self._train_step(batch)
+                for k, v in sums.items():
+                    pending[k] = pending.get(k, 0.0) + v
+                pending_n += n
+                seen_since += n * world
+                p.batches_done += 1
+                p.global_step += 1
+                elapsed = time.perf_counter() - t0
+                bar.update(1)
+                bar.set_postfix(
+                    loss=f"{sums['loss'] / max(n, 1):.4f}",
+                    sps=f"{seen_since / max(elapsed, 1e-9):.1f}",
+                    refresh=False,
+                )
+                every = self.opt.checkpoint_every_steps
+                mid_epoch = p.batches_done < self.steps_per_epoch
+                if every > 0 and p.global_step % every == 0 and mid_epoch:
+                    self._merge_pending(pending, pending_n)
+                    pending_n = 0
+                    now = time.perf_counter()
+                    p.epoch_seconds += now - t0
+                    p.train_seconds += now - t0
+                    t0 = now
+                    self._save([LAST])
+                if self.on_step is not None:
+                    self.on_step(p.global_step)
+            bar.close()
+            self._merge_pending(pending, pending_n)
+            now = time.perf_counter()
+            p.epoch_seconds += now - t0
+            p.train_seconds += now - t0
+            self._end_epoch(epoch)
+        return TrainResult(
+            best_epoch=p.best_epoch,
+            best_value=p.best_value,
+            best_val=_best_val(p.history, p.best_epoch),
+            history=p.history,
+            train_seconds=p.train_seconds,
+            global_step=p.global_step,
+            resumed_from=resumed,
+        )
+
+    def _end_epoch(self, epoch: int) -> None:
+        p = self.progress
+        n = max(p.samples_done, 1)
+        entry: dict[str, Any] = {"epoch": epoch + 1, "step": p.global_step}
+        for k, v in sorted(p.loss_sums.items()):
+            entry[f"train_{k}"] = v / n
+        val: dict[str, float] = {}
+        if self.dist.is_main:
+            self.model.eval()
+            with _rng_isolated(), torch.no_grad():
+                val = self.validate(self.model)
+            self.model.train()
+            if self.opt.selection_metric not in val:
+                raise DynpathError(
+                    f"eval.selection_metric {self.opt.selection_metric!r} is not a validation "
+                    f"metric; choose one of {sorted(val)}"
+                )
+        entry.update({f"val_{k}": float(v) for k, v in val.items()})
+        entry["lr"] = float(self.optimizer.param_groups[0]["lr"])
+        entry["seconds"] = p.epoch_seconds
+        entry["samples_per_s"] = p.samples_done / max(p.epoch_seconds, 1e-9)
+        improved = False
+        if self.dist.is_main:
+            value = float(val[self.opt.selection_metric])
+            if p.best_value is None or value > p.best_value:
+                p.best_value, p.best_epoch, improved = value, epoch + 1, True
+            p.history.append(entry)
+        p.epoch += 1
+        p.batches_done = 0
+        p.samples_done = 0
+        p.loss_sums = {}
+        p.epoch_seconds = 0.0
+        if self.dist.enabled:
+            flags = [improved]
+            torch_dist.broadcast_object_list(flags, src=0)
+        self._save([BEST, LAST] if improved else [LAST])
+        if self.dist.is_main:
+            write_json(self.out_dir / HISTORY, p.history)
+            log.info(
+                "epoch %d: loss %.4f, val %s %.2f (best %.2f @ %s), %.1f samples/s",
+                epoch + 1,
+                entry.get("train_loss", float("nan")),
+                self.opt.selection_metric,
+                entry.get(f"val_{self.opt.selection_metric}", float("nan")),
+                p.best_value if p.best_value is not None else float("nan"),
+                p.best_epoch,
+                entry["samples_per_s"],
+            )
+            if self.on_epoch_end is not None:
+                self.on_epoch_end(entry)
+
+
+def _float_output(out: ModelOutput) -> ModelOutput:
+    """Losses in float32 even when the forward ran under bf16/fp16 autocast."""
+    return ModelOutput(
+        start_logits=out.start_logits.float(),
+        end_logits=out.end_logits.float(),
+        inner_logits=out.inner_logits.float(),
+        route=out.route,
+        route_probs=None if out.route_probs is None else out.route_probs.float(),
+    )
+
+
+def _best_val(history: list[dict[str, Any]], best_epoch: int | None) -> dict[str, float]:
+    for entry in history:
+        if entry["epoch"] == best_epoch:
+            return {k[4:]: v for k, v in entry.items() if k.startswith("val_")}
+    return {}
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys where two JSON-like configs differ."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return [] if a == b else [prefix.rstrip(".")]
