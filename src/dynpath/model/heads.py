@@ -7,9 +7,11 @@ from torch import Tensor, nn
 from dynpath.model.layers import MASK_VALUE, Masks
 
 
-def _branch(dim: int) -> nn.Sequential:
+def _branch(dim: int, last_bias: bool = True) -> nn.Sequential:
     """FC(d -> d/2), ReLU, FC(d/2 -> 1): the two-layer branch of Eq. 15-16."""
-    return nn.Sequential(nn.Linear(dim, dim // 2), nn.ReLU(), nn.Linear(dim // 2, 1))
+    return nn.Sequential(
+        nn.Linear(dim, dim // 2), nn.ReLU(), nn.Linear(dim // 2, 1, bias=last_bias)
+    )
 
 
 class PredictionHeads(nn.Module):
@@ -24,8 +26,10 @@ class PredictionHeads(nn.Module):
 
     def __init__(self, dim: int) -> None:
         super().__init__()
-        self.start = _branch(dim)
-        self.end = _branch(dim)
+        # FC_5/FC_7 have no bias: a constant added to every position cancels in the softmax over
+        # positions (Eq. 15), so it could never receive a gradient.
+        self.start = _branch(dim, last_bias=False)
+        self.end = _branch(dim, last_bias=False)
         self.inner = _branch(dim)
 
     def forward(self, fe: Tensor, masks: Masks) -> tuple[Tensor, Tensor, Tensor]:
