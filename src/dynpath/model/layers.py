@@ -29,14 +29,15 @@ MASK_VALUE = -1e30
 class Masks:
     """Every mask a forward pass needs, computed once from the batch masks.
 
-    ``video`` is [B, T] bool (True = valid), ``video_f`` the same as float [B, T, 1] for
-    multiplying features, ``video_pad`` its negation (``key_padding_mask`` of attention),
-    ``words`` [B, L] bool and ``video_len`` [B] int64 valid lengths.
+    ``video`` is [B, T] bool (True = valid), ``video_f`` the same as float [B, T, 1],
+    ``video_pad`` its negation (``key_padding_mask`` of attention) and ``pad3`` that as
+    [B, T, 1] for :meth:`zero_pad`, ``words`` [B, L] bool and ``video_len`` [B] int64 lengths.
     """
 
     video: Tensor
     video_f: Tensor
     video_pad: Tensor
+    pad3: Tensor
     words: Tensor
     video_len: Tensor
 
@@ -47,6 +48,7 @@ class Masks:
             video=video_mask,
             video_f=video_mask.unsqueeze(-1).to(dtype),
             video_pad=~video_mask,
+            pad3=~video_mask.unsqueeze(-1),
             words=word_mask.bool(),
             video_len=video_mask.sum(1),
         )
@@ -61,9 +63,15 @@ class Masks:
             video=self.video[index, :length],
             video_f=self.video_f[index, :length],
             video_pad=self.video_pad[index, :length],
+            pad3=self.pad3[index, :length],
             words=self.words[index],
             video_len=self.video_len[index],
         )
+
+    def zero_pad(self, x: Tensor) -> Tensor:
+        """``x`` [B, T, d] with padded positions set to 0. ``masked_fill`` keeps x's dtype (no
+        float32 promotion under autocast) and also clears inf/NaN garbage, unlike a multiply."""
+        return x.masked_fill(self.pad3, 0.0)
 
 
 def masked_softmax(x: Tensor, mask: Tensor, dim: int) -> Tensor:
@@ -125,7 +133,7 @@ class MultiScaleLSTM(nn.Module):
             h = ys.shape[-1]
             ys = ys.reshape(b, s, n, h).transpose(1, 2).reshape(b, n * s, h)
             outs.append(ys[:, :t])
-        return self.ffn(torch.cat(outs, dim=-1)) * masks.video_f
+        return masks.zero_pad(self.ffn(torch.cat(outs, dim=-1)))
 
 
 class MSAB(nn.Module):
@@ -146,7 +154,7 @@ class MSAB(nn.Module):
 
     def forward(self, x: Tensor, masks: Masks) -> Tensor:
         h, _ = self.attn(x, x, x, key_padding_mask=masks.video_pad, need_weights=False)
-        return self.ffn(self.norm(h) + x) * masks.video_f
+        return masks.zero_pad(self.ffn(self.norm(h) + x))
 
 
 class GlobalMotion(nn.Module):
@@ -183,9 +191,9 @@ class MultiScaleTemporalConv(nn.Module):
         self.ffn = FFN(len(self.convs) * dim, dim, dropout)
 
     def forward(self, x: Tensor, masks: Masks) -> Tensor:
-        xt = (x * masks.video_f).transpose(1, 2)  # [B, d, T]
+        xt = masks.zero_pad(x).transpose(1, 2)  # [B, d, T]
         ys = torch.cat([F.relu(conv(xt)) for conv in self.convs], dim=1)
-        return self.ffn(ys.transpose(1, 2)) * masks.video_f
+        return masks.zero_pad(self.ffn(ys.transpose(1, 2)))
 
 
 class ContextQueryAttention(nn.Module):
@@ -217,4 +225,4 @@ class ContextQueryAttention(nn.Module):
         s_c = masked_softmax(sim, masks.video.unsqueeze(2), dim=1)  # over positions
         a = s_r @ fq
         b = s_r @ (s_c.transpose(1, 2) @ fv)
-        return self.ffn(torch.cat([fv, a, fv * a, fv * b], dim=-1)) * masks.video_f
+        return masks.zero_pad(self.ffn(torch.cat([fv, a, fv * a, fv * b], dim=-1)))

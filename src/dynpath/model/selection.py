@@ -260,7 +260,7 @@ class ConcatFusion(Fusion):
         gumbel_noise: Tensor | None,
     ) -> FusionResult:
         f1, f2 = (p(fv, fq, masks) for p in paths)
-        fe = self.ffn(torch.cat([f1, f2], dim=-1)) * masks.video_f
+        fe = masks.zero_pad(self.ffn(torch.cat([f1, f2], dim=-1)))
         return FusionResult(fe, self.no_route(fv), None)
 
 

@@ -85,8 +85,7 @@ class TextEncoder(nn.Module):
         packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
         out, _ = self.lstm(packed)
         seq, _ = pad_packed_sequence(out, batch_first=True, total_length=max_words)
-        word_f = masks.words.unsqueeze(-1).to(seq.dtype)
-        fq = self.ffn(seq) * word_f
+        fq = self.ffn(seq).masked_fill(~masks.words.unsqueeze(-1), 0.0)
         if self.pool is None:
             return fq, None
         alpha = masked_softmax(self.pool(fq).squeeze(-1), masks.words, dim=1)  # [B, L]
@@ -113,4 +112,4 @@ class VideoEncoder(nn.Module):
                 f"video features are {video.shape[-1]}-d but the model was built for "
                 f"{self.feature_dim}-d features (backbone mismatch between extract and train?)"
             )
-        return self.ffn(self.drop(video)) * masks.video_f
+        return masks.zero_pad(self.ffn(self.drop(video)))
