@@ -1,0 +1,326 @@
+"""The synthetic benchmark: grammar, plan properties, rendering, files, determinism, atomicity."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from dynpath.config import Config
+from dynpath.data import synthetic as syn
+from dynpath.data.synthetic import EventSpec, ObjectSpec, SynthParams, VideoSpec
+from dynpath.errors import DataError
+from dynpath.steps import synth as synth_step
+
+TINY = SynthParams(
+    seed=7, num_videos=6, queries_per_video=2, min_duration=4.0, max_duration=8.0, size=32
+)
+# The default profile's sizes with the recommended durations (planning only: no rendering).
+DEFAULT = SynthParams(num_videos=240, queries_per_video=4, min_duration=24.0, max_duration=48.0)
+LINE = re.compile(r"^(S\d{4,}) (\d+\.\d) (\d+\.\d)##([a-z ]+)$")
+
+
+@pytest.fixture(scope="module")
+def default_plan() -> list[VideoSpec]:
+    return syn.plan_dataset(DEFAULT)
+
+
+@pytest.fixture(scope="module")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, dict, dict]:
+    a, b = tmp_path_factory.mktemp("syn_a"), tmp_path_factory.mktemp("syn_b")
+    ra = syn.generate(TINY, a, workers=1, progress=False)
+    rb = syn.generate(TINY, b, workers=2, progress=False)
+    return a, b, ra, rb
+
+
+# ------------------------------------------------------------------------------- grammar
+
+
+def test_vocabulary_is_small_and_covers_every_sentence(default_plan: list[VideoSpec]) -> None:
+    vocab = syn.vocabulary()
+    assert 30 <= len(vocab) <= 60
+    assert len(set(vocab)) == len(vocab)
+    used = {w for s in default_plan for e in s.events if e.query for w in e.query.split()}
+    assert used <= set(vocab)
+    assert len(used) >= len(vocab) - 2  # the grammar is actually exercised
+
+
+def test_glove_text_format_and_determinism() -> None:
+    text = syn.glove_text(12, seed=3)
+    rows = text.splitlines()
+    assert [r.split()[0] for r in rows] == syn.vocabulary()
+    assert all(len(r.split()) == 13 for r in rows)
+    assert text == syn.glove_text(12, seed=3)
+    assert text != syn.glove_text(12, seed=4)
+    vec = {r.split()[0]: np.array(r.split()[1:], dtype=np.float32) for r in rows}
+
+    def cos(a: str, b: str) -> float:
+        return float(vec[a] @ vec[b] / np.linalg.norm(vec[a]) / np.linalg.norm(vec[b]))
+
+    # colour words share structure; a colour and a shape much less so (on average over pairs)
+    assert cos("red", "blue") > cos("red", "square")
+
+
+# --------------------------------------------------------------------------------- plans
+
+
+def test_plan_properties(default_plan: list[VideoSpec]) -> None:
+    specs = default_plan
+    assert len(specs) == 240
+    n_test = sum(s.split == "test" for s in specs)
+    assert n_test == 48
+    families: Counter[str] = Counter()
+    for s in specs:
+        assert DEFAULT.min_duration <= s.duration <= DEFAULT.max_duration
+        assert len({o.colour for o in s.objects}) == 3 and len({o.shape for o in s.objects}) == 3
+        queried = [e for e in s.events if e.query]
+        assert len(queried) == DEFAULT.queries_per_video
+        assert len({e.query for e in queried}) == len(queried)
+        for e in s.events:
+            assert 0 <= e.start < e.end <= s.duration
+            assert e.start == round(e.start, 1) and e.end == round(e.end, 1)
+        for e in queried:
+            families[e.kind] += 1
+            assert e.partner is not None
+            d = s.events[e.partner]
+            assert d.kind == e.kind and d.partner == s.events.index(e)
+            # the distractor does not overlap the target
+            assert d.end <= e.start or d.start >= e.end
+            if e.kind == "ordered":
+                assert d.obj == e.obj and d.actions == e.actions[::-1]
+                assert e.switch is not None and e.start < e.switch < e.end
+            else:
+                assert d.obj != e.obj and d.actions == e.actions
+        # events of one object never overlap and leave a visible gap
+        for o in range(3):
+            spans = sorted((e.start, e.end) for e in s.events if e.obj == o)
+            for (_, e1), (s2, _) in itertools.pairwise(spans):
+                assert s2 - e1 >= syn.MIN_GAP - 1e-6
+    assert families["ordered"] == families["posture"] == 480
+
+
+def test_moments_like_charades_and_text_independent(default_plan: list[VideoSpec]) -> None:
+    """Lengths ~ a quarter of the video; positions spread over the whole video; a per-text
+    position prior (the best a query-only model can learn) fails on the test split."""
+    frac, rel = [], []
+    by_text: dict[str, list[tuple[float, float]]] = {}
+    test: list[tuple[str, float, float, float]] = []
+    for s in default_plan:
+        for e in s.events:
+            if not e.query:
+                continue
+            length = e.end - e.start
+            frac.append(length / s.duration)
+            rel.append(e.start / (s.duration - length))
+            assert length >= syn.MIN_CLIPS * DEFAULT.clip_seconds - 1e-6
+            norm = (e.start / s.duration, e.end / s.duration)
+            if s.split == "train":
+                by_text.setdefault(_content(e.query), []).append(norm)
+            else:
+                test.append((_content(e.query), s.duration, e.start, e.end))
+    f = np.array(frac)
+    assert 0.22 <= f.mean() <= 0.30 and f.min() >= 0.10 - 1e-6 and f.max() <= 0.45 + 1e-6
+    hist = np.histogram(rel, bins=5, range=(0, 1))[0]
+    assert hist.min() >= 0.1 * len(rel), hist  # no region of the video is starved
+    # Query-only "model": the mean normalised span of the same content in train (or global mean).
+    glob = np.mean([x for v in by_text.values() for x in v], axis=0)
+    hits = 0
+    for content, dur, s0, e0 in test:
+        ps, pe = np.mean(by_text[content], axis=0) if content in by_text else glob
+        hits += _iou(ps * dur, pe * dur, s0, e0) >= 0.5
+    assert hits / len(test) < 0.25
+    assert sum(len(v) > 1 for v in by_text.values()) >= 100  # texts recur across videos
+
+
+def _content(query: str) -> str:
+    """The query without its template words (what a text-only model could key on)."""
+    for w in ("and then", "first", "before it", "for a while"):
+        query = query.replace(w, "")
+    return " ".join(query.split())
+
+
+def _iou(a0: float, a1: float, b0: float, b1: float) -> float:
+    inter = max(0.0, min(a1, b1) - max(a0, b0))
+    return inter / (max(a1, b1) - min(a0, b0))
+
+
+def test_plan_is_deterministic_and_seeded() -> None:
+    assert syn.plan_dataset(TINY) == syn.plan_dataset(TINY)
+    other = SynthParams(**{**TINY.__dict__, "seed": 8})
+    assert syn.plan_dataset(other) != syn.plan_dataset(TINY)
+
+
+def test_bad_sizes_are_reported() -> None:
+    with pytest.raises(DataError, match="even"):
+        syn.plan_dataset(SynthParams(size=33))
+    with pytest.raises(DataError, match="min_duration"):
+        syn.plan_dataset(SynthParams(min_duration=10, max_duration=5))
+    with pytest.raises(DataError, match="empty train or test"):
+        syn.plan_dataset(SynthParams(num_videos=6, test_fraction=0.05))
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _one_event_video(event: EventSpec, shape: str = "square") -> VideoSpec:
+    obj = ObjectSpec("red", shape, (0.5, 0.5))
+    return VideoSpec("S0000", "train", 6.0, 8, 64, (obj,), (event,))
+
+
+def _red(frames: np.ndarray) -> np.ndarray:
+    return (frames[..., 0] > 200) & (frames[..., 1] < 80) & (frames[..., 2] < 80)
+
+
+def _centroid_x(mask: np.ndarray) -> float:
+    return float(np.nonzero(mask)[1].mean())
+
+
+def test_render_ordered_event_follows_the_plan() -> None:
+    ev = EventSpec(0, "ordered", ("right", "grow"), 1.0, 5.0, switch=3.0, query="q")
+    frames = syn.render_video(_one_event_video(ev))
+    red = _red(frames)
+    area = red.sum((1, 2))
+    assert frames.shape == (48, 64, 64, 3)
+    assert _centroid_x(red[0]) == pytest.approx(31.5, abs=1)  # at home before the event
+    assert (red[0] == red[7]).all()  # still until the onset
+    assert _centroid_x(red[16]) > _centroid_x(red[9]) + 10  # moves right during [1, 3)
+    assert abs(int(area[23]) - int(area[9])) < 0.15 * area[9]  # same size while moving
+    assert area[39] > 2.5 * area[9]  # grows during [3, 5)
+    assert (red[40] == red[0]).all() and (red[47] == red[0]).all()  # snaps home at the offset
+
+
+@pytest.mark.parametrize(
+    ("posture", "check"),
+    [
+        ("big", lambda a, b: a > 3 * b),
+        ("small", lambda a, b: a < 0.4 * b),
+        ("hollow", lambda a, b: a < 0.8 * b),
+        ("striped", lambda a, b: 0.3 * b < a < 0.7 * b),
+    ],
+)
+def test_render_posture_is_held(posture: str, check: object) -> None:
+    ev = EventSpec(0, "posture", (posture,), 2.0, 4.0, query="q")
+    red = _red(syn.render_video(_one_event_video(ev)))
+    area = red.sum((1, 2))
+    assert callable(check) and check(area[20], area[0])
+    assert len(set(area[16:32].tolist())) == 1  # held still
+    assert area[32] == area[0]
+
+
+def test_render_corner_and_blink() -> None:
+    ev = EventSpec(0, "posture", ("bottom_left",), 2.0, 4.0, query="q")
+    red = _red(syn.render_video(_one_event_video(ev)))
+    ys, xs = np.nonzero(red[20])
+    assert xs.mean() < 16 and ys.mean() > 48
+    ev = EventSpec(0, "filler", ("blink",), 2.0, 4.0)
+    area = _red(syn.render_video(_one_event_video(ev))).sum((1, 2))
+    assert area[16] == 0 and area[20] > 0 and area[24] == 0  # hidden, shown, hidden (1 s period)
+
+
+# ------------------------------------------------------------------------- written files
+
+
+def test_generated_files_are_consistent(tiny_dirs: tuple[Path, Path, dict, dict]) -> None:
+    root, _, summary, _ = tiny_dirs
+    durations = json.loads((root / "charades.json").read_text())
+    assert set(durations) == {f"S{i:04d}" for i in range(6)}
+    seen: dict[str, set[str]] = {}
+    for split, subset in (("train", "training"), ("test", "testing")):
+        lines = (root / f"charades_sta_{split}.txt").read_text().splitlines()
+        assert len(lines) == summary[f"{split}_queries"] > 0
+        seen[split] = set()
+        for line in lines:
+            m = LINE.match(line)
+            assert m, line
+            vid, start, end = m[1], float(m[2]), float(m[3])
+            assert durations[vid]["subset"] == subset
+            assert 0 <= start < end <= durations[vid]["duration"]
+            seen[split].add(vid)
+    assert not seen["train"] & seen["test"]
+    meta = json.loads((root / syn.META_FILE).read_text())
+    assert {q["family"] for q in meta["queries"]} == {"exploitation", "exploration"}
+    assert all(q["distractor"] for q in meta["queries"])
+    glove = (root / syn.glove_name(300)).read_text().splitlines()
+    assert len(glove) == len(syn.vocabulary()) and len(glove[0].split()) == 301
+    for vid, info in durations.items():
+        frames = syn.decode_video(root / "videos" / f"{vid}.mp4")
+        assert frames.shape[1:] == (32, 32, 3)
+        assert abs(len(frames) - info["duration"] * TINY.fps) <= 1
+
+
+def test_same_seed_same_bytes_and_frames(tiny_dirs: tuple[Path, Path, dict, dict]) -> None:
+    a, b, _, _ = tiny_dirs
+    for name in (*syn.ANNOTATION_FILES, syn.META_FILE, syn.glove_name(300)):
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name
+    for video in sorted((a / "videos").iterdir()):
+        fa = syn.decode_video(video)
+        assert np.array_equal(fa, syn.decode_video(b / "videos" / video.name))
+
+
+def test_decoded_video_matches_the_render(tiny_dirs: tuple[Path, Path, dict, dict]) -> None:
+    root = tiny_dirs[0]
+    spec = syn.plan_dataset(TINY)[0]
+    decoded = syn.decode_video(root / "videos" / f"{spec.vid}.mp4").astype(np.int16)
+    rendered = syn.render_video(spec).astype(np.int16)
+    assert np.abs(decoded - rendered).mean() < 12  # lossy, but the same picture
+
+
+def test_killed_run_leaves_no_annotation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = {"n": 0}
+    real = syn._render_one
+
+    def dying(job: tuple[VideoSpec, str]) -> tuple[str, int]:
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(job)
+
+    monkeypatch.setattr(syn, "_render_one", dying)
+    with pytest.raises(KeyboardInterrupt):
+        syn.generate(TINY, tmp_path, workers=1, progress=False)
+    assert not any((tmp_path / f).exists() for f in syn.ANNOTATION_FILES)
+    assert sorted(p.name for p in (tmp_path / "videos").iterdir()) == ["S0000.mp4", "S0001.mp4"]
+
+
+def test_refuses_real_data_and_removes_stale_videos(tmp_path: Path) -> None:
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "charades_sta_train.txt").write_text("AO8RW 0.0 6.9##a person.\n")
+    with pytest.raises(DataError, match="not written by"):
+        syn.generate(TINY, real, workers=1, progress=False)
+    out = tmp_path / "syn"
+    (out / "videos").mkdir(parents=True)
+    (out / "videos" / "S0099.mp4").write_bytes(b"old")
+    (out / "videos" / "mine.mp4").write_bytes(b"user")
+    syn.generate(TINY, out, workers=1, progress=False)
+    names = {p.name for p in (out / "videos").iterdir()}
+    assert "S0099.mp4" not in names and "mine.mp4" in names and len(names) == 7
+
+
+def test_step_maps_the_config(tmp_path: Path) -> None:
+    cfg = Config.model_validate(
+        {
+            "seed": 7,
+            "synth": {
+                "num_videos": 6,
+                "queries_per_video": 2,
+                "min_duration": 4.0,
+                "max_duration": 8.0,
+                "size": 32,
+            },
+            "vocab": {"dim": 8},
+            "extract": {"stride": 8},
+        }
+    )
+    params = synth_step.params_from_config(cfg)
+    assert params.clip_seconds == 1.0 and params.embedding_dim == 8 and params.seed == 7
+    result = synth_step.run(cfg, tmp_path, workers=1)
+    assert result["videos"] == 6 and result["train_queries"] + result["test_queries"] == 12
+    assert result["seconds"] > 0 and math.isfinite(result["seconds"])
+    assert (tmp_path / "glove.synthetic.8d.txt").exists()
