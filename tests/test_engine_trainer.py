@@ -152,11 +152,10 @@ def build_trainer(
         progress=False,
     )
 
-    def loader_fn(indices: Sequence[int]) -> Iterable[Batch]:
+    def loader_fn(indices: Sequence[int], local_batch: int) -> Iterable[Batch]:
         # a real DataLoader: creating its iterator draws from the global RNG (must be isolated)
         subset = [train_items[i] for i in indices]
-        world = dist.world_size if dist is not None else 1
-        return DataLoader(subset, batch_size=batch_size // world, collate_fn=collate)
+        return DataLoader(subset, batch_size=local_batch, collate_fn=collate)
 
     def validate(m: nn.Module) -> dict[str, float]:
         batches = [collate(val_items[i : i + 5]) for i in range(0, len(val_items), 5)]

@@ -122,7 +122,7 @@ def _to_predictions(
     out = []
     for i in range(len(batch)):
         spans = [
-            [round(float(s_sec[i, j]), 4), round(float(e_sec[i, j]), 4), float(sc[i, j])]
+            [float(s_sec[i, j]), float(e_sec[i, j]), float(sc[i, j])]
             for j in range(s_idx.shape[1])
             if ok[i, j]
         ]

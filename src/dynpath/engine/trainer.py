@@ -72,8 +72,9 @@ class LossFn(Protocol):
     ) -> tuple[Tensor, Mapping[str, float | Tensor]]: ...
 
 
-LoaderFn = Callable[[Sequence[int]], Iterable[Batch]]
-"""Builds an IN-ORDER loader over the given training-sample indices (no shuffling inside)."""
+LoaderFn = Callable[[Sequence[int], int], Iterable[Batch]]
+"""``loader_fn(indices, batch_size)``: an IN-ORDER loader over those training-sample indices (no
+shuffling inside, last partial batch kept); ``batch_size`` is the per-rank batch."""
 
 ValidateFn = Callable[[nn.Module], dict[str, float]]
 """Scores the (unwrapped, eval-mode) model on the validation split; keys as in metrics.json."""
@@ -467,7 +468,7 @@ class Trainer:
             order = list(self.sampler)
             todo = order[p.batches_done * self.local_batch :]
             with _rng_isolated():  # DataLoader iterators draw a seed from the global RNG
-                batches = iter(self.loader_fn(todo))
+                batches = iter(self.loader_fn(todo, self.local_batch))
             bar = tqdm(
                 total=self.steps_per_epoch,
                 initial=p.batches_done,

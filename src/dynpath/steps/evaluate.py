@@ -1,0 +1,221 @@
+"""``evaluate`` stage: a trained variant's ``best.pt`` on a split -> ``outputs/eval/<variant>/``.
+
+Outputs (atomic): ``metrics.json`` and ``predictions.jsonl``.
+
+metrics.json keys: ``variant``, ``arch``, ``split``, ``n``, ``r1_iou0.3`` ... ``r5_iou0.7``,
+``miou`` (percent, in SECONDS against the clipped ground truth, top-k de-duplicated by temporal
+NMS at ``eval.nms_iou``), ``shuffled`` (the same metric keys for the shuffled-video control, {}
+when ``eval.shuffled_control`` is off), ``routes`` (per pathway: ``share`` = fraction of queries
+in 0..1, ``n`` and the metric keys, null metrics for a route no query took; {} for variants
+without a selector), ``latency_ms`` (``p50``/``p95`` of batch-1 forward + decoding over a seeded
+sample of up to 50 queries, features already in memory) and ``mlflow_run_id``.
+
+The shuffled control (see :mod:`dynpath.engine.evaluator`): every query is scored against the
+features of ANOTHER video of the split (a seeded derangement of the videos), resampled to the
+query's own number of positions; ground truth, duration and masks are the query's own.
+
+predictions.jsonl: one line per query ``{qid, vid, query, topk: [[start, end, score], ...]
+(seconds, best first), route: "exploitation" | "exploration" | null, gt: [start, end],
+duration}``.
+
+MLflow: metrics go to the variant's TRAINING run (its id from ``train_summary.json``) as
+``<split>_<metric>``, ``<split>_shuffled_<metric>`` and ``<split>_latency_p50_ms``/``p95``, with
+metrics.json and predictions.jsonl as artifacts under ``eval/``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Subset
+
+from dynpath.data.annotations import load_splits
+from dynpath.data.dataset import MomentDataset, collate
+from dynpath.data.features import FeatureStore
+from dynpath.engine.checkpoint import load_checkpoint
+from dynpath.engine.evaluator import (
+    derangement,
+    measure_latency,
+    predict,
+    route_breakdown,
+    score,
+    swap_videos,
+)
+from dynpath.engine.trainer import BEST, resolve_device
+from dynpath.errors import CheckpointError, DataError
+from dynpath.io import atomic_path, write_json
+from dynpath.steps.train import SUMMARY, eval_loader, load_vocab, ranking_ks
+
+if TYPE_CHECKING:
+    from dynpath.config import Config
+
+log = logging.getLogger(__name__)
+
+METRICS = "metrics.json"
+PREDICTIONS = "predictions.jsonl"
+LATENCY_QUERIES = 50
+
+
+def run(
+    cfg: Config,
+    variant: str,
+    vocab_dir: Path,
+    model_dir: Path,
+    out_dir: Path,
+    split: str = "test",
+) -> dict[str, Any]:
+    """Evaluate ``model_dir/best.pt`` of ``variant`` on ``split``; returns metrics.json's dict."""
+    from dynpath.config import Config as ConfigModel
+    from dynpath.model.registry import build_model, variant_metadata
+
+    arch, vcfg = cfg.variant(variant)
+    if vcfg.train.threads > 0:
+        torch.set_num_threads(vcfg.train.threads)
+    model_dir, out_dir, vocab_dir = Path(model_dir), Path(out_dir), Path(vocab_dir)
+    t0 = time.perf_counter()
+    device = resolve_device(vcfg.train.device)
+    ckpt = load_checkpoint(model_dir / BEST, variant=variant, arch=arch)
+    meta = ckpt["meta"]
+    # The architecture comes from the checkpoint's own config (it is what the weights fit);
+    # data paths and the evaluation protocol come from the current params.
+    model_cfg = ConfigModel.model_validate(meta["config"])
+    if model_cfg.model != vcfg.model:
+        log.warning(
+            "%s: model settings differ from params.yaml; using the checkpoint's", model_dir / BEST
+        )
+
+    splits, _report = load_splits(vcfg)
+    if split not in splits:
+        raise DataError(f"split {split!r} not found; available: {sorted(splits)}")
+    moments = splits[split]
+    vocab = load_vocab(vocab_dir)
+    if len(vocab) != int(meta["vocab_size"]):
+        raise CheckpointError(
+            f"{vocab_dir}: vocabulary has {len(vocab)} words but {model_dir / BEST} was trained "
+            f"with {meta['vocab_size']}; use the vocab of that training run"
+        )
+    store = FeatureStore(vcfg.data.features)
+    if store.dim != int(meta["feature_dim"]):
+        raise CheckpointError(
+            f"{store.path}: features are {store.dim}-d but {model_dir / BEST} was trained on "
+            f"{meta['feature_dim']}-d features"
+        )
+    assert vocab.embeddings is not None
+    model = build_model(arch, model_cfg, vocab.embeddings, store.dim)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{model_dir / BEST}: does not fit {arch!r}: {err}") from None
+    model.to(device).eval()
+    amp = (
+        (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+        if device.type == "cuda" and vcfg.train.amp
+        else None
+    )
+
+    ds = MomentDataset(moments, store, vocab, vcfg.data.max_len, vcfg.vocab.max_query_len)
+    ks, thresholds = ranking_ks(vcfg), vcfg.eval.iou_thresholds
+    k, nms = vcfg.eval.topk, vcfg.eval.nms_iou
+    loader = eval_loader(ds, vcfg, device)
+    preds = predict(model, loader, device, k, nms, amp)
+    metrics = score(preds, ks, thresholds)
+    has_selector = bool(variant_metadata(arch)["has_selector"])
+    routes = route_breakdown(preds, has_selector, ks, thresholds)
+
+    shuffled: dict[str, float] = {}
+    if vcfg.eval.shuffled_control:
+        partner = derangement([m.vid for m in moments], vcfg.seed)
+
+        def partner_features(vid: str) -> torch.Tensor:
+            return torch.from_numpy(np.array(ds.features(partner[vid])))
+
+        shuffled_preds = predict(
+            model, loader, device, k, nms, amp, transform=lambda b: swap_videos(b, partner_features)
+        )
+        shuffled = score(shuffled_preds, ks, thresholds)
+
+    rng = np.random.default_rng(vcfg.seed)
+    sample = sorted(rng.choice(len(ds), size=min(LATENCY_QUERIES, len(ds)), replace=False).tolist())
+    single = DataLoader(Subset(ds, sample), batch_size=1, shuffle=False, collate_fn=collate)
+    latency = measure_latency(model, single, device, k, nms, amp)
+
+    run_id = _training_run_id(model_dir)
+    result: dict[str, Any] = {
+        "variant": variant,
+        "arch": arch,
+        "split": split,
+        "n": len(preds),
+        **metrics,
+        "shuffled": shuffled,
+        "routes": routes,
+        "latency_ms": {"p50": round(latency["p50"], 3), "p95": round(latency["p95"], 3)},
+        "mlflow_run_id": run_id,
+    }
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_dir / PREDICTIONS, suffix=".jsonl") as tmp, open(tmp, "w") as fh:
+        for p in preds:
+            fh.write(json.dumps(p.to_json()) + "\n")
+    result["mlflow_run_id"] = _log_to_mlflow(vcfg, variant, arch, run_id, split, result, out_dir)
+    write_json(out_dir / METRICS, result)
+    log.info(
+        "%s on %s (%d queries, %.1fs on %s): R@1 IoU0.5 %.2f, mIoU %.2f; shuffled R@1 IoU0.5 %s",
+        variant,
+        split,
+        len(preds),
+        time.perf_counter() - t0,
+        device,
+        metrics.get("r1_iou0.5", float("nan")),
+        metrics["miou"],
+        f"{shuffled['r1_iou0.5']:.2f}" if "r1_iou0.5" in shuffled else "-",
+    )
+    return result
+
+
+def _training_run_id(model_dir: Path) -> str | None:
+    path = model_dir / SUMMARY
+    if not path.is_file():
+        return None
+    try:
+        rid = json.loads(path.read_text(encoding="utf-8")).get("mlflow_run_id")
+    except (json.JSONDecodeError, OSError):
+        return None
+    return str(rid) if rid else None
+
+
+def _log_to_mlflow(
+    cfg: Config,
+    variant: str,
+    arch: str,
+    run_id: str | None,
+    split: str,
+    result: dict[str, Any],
+    out_dir: Path,
+) -> str | None:
+    """Log test metrics into the variant's training run (a new run if it had none)."""
+    if not cfg.tracking.enabled:
+        return run_id
+    from dynpath.engine.metrics import metric_keys
+    from dynpath.tracking import start_tracking
+
+    keys = metric_keys(ranking_ks(cfg), cfg.eval.iou_thresholds)
+    values = {f"{split}_{k}": result[k] for k in keys}
+    values.update({f"{split}_shuffled_{k}": v for k, v in result["shuffled"].items()})
+    values[f"{split}_latency_p50_ms"] = result["latency_ms"]["p50"]
+    values[f"{split}_latency_p95_ms"] = result["latency_ms"]["p95"]
+    for route, entry in result["routes"].items():
+        values[f"{split}_{route}_share"] = entry["share"]
+        values.update(
+            {f"{split}_{route}_{k}": v for k, v in entry.items() if k in keys and v is not None}
+        )
+    with start_tracking(cfg, variant, arch, resume_run_id=run_id) as tracker:
+        tracker.log_metrics(values)
+        tracker.log_artifact(out_dir / PREDICTIONS, "eval")
+        tracker.log_dict({k: v for k, v in result.items()}, f"eval/{split}_{METRICS}")
+        return tracker.run_id or run_id

@@ -1,0 +1,340 @@
+"""``train`` stage: one ablation variant -> ``outputs/models/<variant>/``.
+
+Outputs (rank 0 only, each written atomically):
+
+- ``best.pt``: the checkpoint with the best VALIDATION ``cfg.eval.selection_metric`` (the test
+  split is never looked at during training); ``last.pt``: the latest state, for ``--resume``.
+- ``history.json``: one flat record per epoch (``epoch``, ``step``, ``train_loss`` and its parts,
+  ``val_<metric>``, ``lr``, ``seconds``, ``samples_per_s``); a JSON list, which DVC plots read.
+- ``train_summary.json``: variant, arch, parameters, train_seconds, best_epoch, best_val,
+  mlflow_run_id, pretrained_features (from the feature store), feature_dim, and how it ran.
+
+MLflow (through :func:`dynpath.tracking.start_tracking`, a no-op when disabled): the resolved
+config as params, per-epoch curves named ``epoch_<history key>`` (``epoch_train_loss``,
+``epoch_val_r1_iou0.5``, ...) with step = epoch, and at the end ``val_<metric>`` = the metrics of
+the SELECTED checkpoint (so a run's ``val_r1_iou0.5``, which promotion compares, is that of the
+model it registered), the history and summary as artifacts, and ``best.pt`` as a pyfunc model
+registered as the new ``challenger``. ``--resume`` continues the same MLflow run.
+
+Under ``torchrun`` the same entry point trains with DDP (see :mod:`dynpath.engine.trainer`);
+``train.batch_size`` is the global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Subset
+
+from dynpath.data.annotations import load_splits
+from dynpath.data.batch import Batch
+from dynpath.data.dataset import MomentDataset, collate
+from dynpath.data.features import FeatureStore
+from dynpath.data.vocab import Vocabulary
+from dynpath.engine.checkpoint import load_checkpoint, make_meta, seed_everything
+from dynpath.engine.evaluator import predict, score
+from dynpath.engine.trainer import (
+    LAST,
+    DistInfo,
+    Trainer,
+    TrainOptions,
+    init_distributed,
+    resolve_device,
+    shutdown_distributed,
+)
+from dynpath.errors import DataError
+from dynpath.io import write_json
+from dynpath.model.output import ModelOutput
+
+if TYPE_CHECKING:
+    from dynpath.config import Config
+    from dynpath.tracking.tracker import NullTracker
+
+log = logging.getLogger(__name__)
+
+SUMMARY = "train_summary.json"
+
+
+def ranking_ks(cfg: Config) -> tuple[int, ...]:
+    """R@1 and R@``eval.topk`` (R@5 by default)."""
+    return (1,) if cfg.eval.topk == 1 else (1, cfg.eval.topk)
+
+
+def load_vocab(vocab_dir: Path) -> Vocabulary:
+    vocab = Vocabulary.load(vocab_dir)
+    if vocab.embeddings is None:
+        raise DataError(f"{vocab_dir}/embeddings.npy: word vectors not found (run `dynpath vocab`)")
+    return vocab
+
+
+def eval_loader(ds: MomentDataset, cfg: Config, device: torch.device) -> DataLoader[Any]:
+    """In-order loader for validation/test (no workers: features are cached in-process)."""
+    return DataLoader(
+        ds,
+        batch_size=cfg.eval.batch_size,
+        shuffle=False,
+        collate_fn=collate,
+        pin_memory=device.type == "cuda",
+    )
+
+
+@contextlib.contextmanager
+def _tracking(
+    cfg: Config, variant: str, arch: str, main: bool, run_id: str | None
+) -> Iterator[Any]:
+    """The MLflow tracker on rank 0, a no-op tracker on the other ranks."""
+    from dynpath.tracking import NullTracker, start_tracking
+
+    if not main:
+        yield NullTracker()
+        return
+    with start_tracking(cfg, variant, arch, resume_run_id=run_id) as tracker:
+        yield tracker
+
+
+def _previous_run_id(out_dir: Path, variant: str, arch: str) -> str | None:
+    if not (out_dir / LAST).exists():
+        return None
+    rid = load_checkpoint(out_dir / LAST, variant=variant, arch=arch)["meta"].get("mlflow_run_id")
+    return str(rid) if rid else None
+
+
+def run(cfg: Config, variant: str, vocab_dir: Path, out_dir: Path, resume: bool) -> dict[str, Any]:
+    """Train ``variant`` (a key of ``cfg.variants``) and return its summary."""
+    arch, vcfg = cfg.variant(variant)
+    if vcfg.train.threads > 0:
+        torch.set_num_threads(vcfg.train.threads)
+    info = init_distributed(vcfg.train.device)
+    try:
+        return _run(vcfg, variant, arch, Path(vocab_dir), Path(out_dir), resume, info)
+    finally:
+        shutdown_distributed(info)
+
+
+def _run(
+    cfg: Config,
+    variant: str,
+    arch: str,
+    vocab_dir: Path,
+    out_dir: Path,
+    resume: bool,
+    info: DistInfo,
+) -> dict[str, Any]:
+    from dynpath.model.loss import localization_loss
+    from dynpath.model.registry import build_model, count_parameters
+
+    t_start = time.perf_counter()
+    device = resolve_device(cfg.train.device, info)
+    splits, report = load_splits(cfg)
+    vocab = load_vocab(vocab_dir)
+    store = FeatureStore(cfg.data.features)
+    feature_dim = store.dim
+    attrs = store.attrs
+    pretrained = bool(attrs.get("pretrained", False))
+    if not pretrained and info.is_main:
+        log.warning(
+            "%s: features come from a randomly initialised %s (no pretrained weights); "
+            "results are not comparable with the paper",
+            store.path,
+            attrs.get("backbone", "backbone"),
+        )
+    mql = cfg.vocab.max_query_len
+    train_ds = MomentDataset(splits["train"], store, vocab, cfg.data.max_len, mql)
+    val_ds = MomentDataset(splits["val"], store, vocab, cfg.data.max_len, mql)
+
+    seed_everything(cfg.seed)  # model initialisation depends on the seed only
+    assert vocab.embeddings is not None
+    model = build_model(arch, cfg, vocab.embeddings, feature_dim)
+    n_params = count_parameters(model)
+    meta = make_meta(
+        variant,
+        arch,
+        cfg.model_dump(mode="json"),
+        feature_dim,
+        len(vocab),
+        pretrained_features=pretrained,
+        backbone=str(attrs.get("backbone", "")),
+    )
+
+    def loss_fn(out: ModelOutput, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        return localization_loss(out, batch, cfg.train.lambda_bound, cfg.train.lambda_inner)
+
+    pin = device.type == "cuda"
+
+    def loader_fn(indices: Sequence[int], batch_size: int) -> Iterable[Batch]:
+        return DataLoader(
+            Subset(train_ds, list(indices)),
+            batch_size=batch_size,
+            shuffle=False,
+            collate_fn=collate,
+            num_workers=cfg.train.num_workers,
+            pin_memory=pin,
+        )
+
+    val_loader = eval_loader(val_ds, cfg, device)
+    ks = ranking_ks(cfg)
+    holder: dict[str, Trainer] = {}
+
+    def validate(m: nn.Module) -> dict[str, float]:
+        amp = holder["trainer"].amp_dtype
+        preds = predict(m, val_loader, device, cfg.eval.topk, cfg.eval.nms_iou, amp)
+        return score(preds, ks, cfg.eval.iou_thresholds)
+
+    run_id = _previous_run_id(out_dir, variant, arch) if resume and info.is_main else None
+    with _tracking(cfg, variant, arch, info.is_main, run_id) as tracker:
+        meta["mlflow_run_id"] = tracker.run_id
+        if info.is_main:
+            _log_inputs(
+                tracker, cfg, report.sources, splits, n_params, feature_dim, pretrained, info
+            )
+
+        def on_epoch_end(entry: dict[str, Any]) -> None:
+            step = int(entry["epoch"])
+            tracker.log_metrics({f"epoch_{k}": v for k, v in entry.items() if k != "epoch"}, step)
+
+        options = TrainOptions(
+            epochs=cfg.train.epochs,
+            batch_size=cfg.train.batch_size,
+            lr=cfg.train.lr,
+            seed=cfg.seed,
+            selection_metric=cfg.eval.selection_metric,
+            weight_decay=cfg.train.weight_decay,
+            warmup_fraction=cfg.train.warmup_fraction,
+            clip_norm=cfg.train.clip_norm,
+            amp=cfg.train.amp,
+            compile=cfg.train.compile,
+            checkpoint_every_steps=_checkpoint_every(cfg),
+        )
+        trainer = Trainer(
+            model,
+            loss_fn,
+            len(train_ds),
+            loader_fn,
+            validate,
+            options,
+            out_dir,
+            meta,
+            device=device,
+            dist=info,
+            on_epoch_end=on_epoch_end,
+        )
+        holder["trainer"] = trainer
+        if info.is_main:
+            log.info(
+                "training %s (%s): %d parameters, %d train / %d val moments, global batch %d "
+                "(%d per rank x %d), %d steps/epoch on %s%s",
+                variant,
+                arch,
+                n_params,
+                len(train_ds),
+                len(val_ds),
+                trainer.local_batch * info.world_size,
+                trainer.local_batch,
+                info.world_size,
+                trainer.steps_per_epoch,
+                device,
+                f", AMP {trainer.amp_dtype}" if trainer.amp_dtype else "",
+            )
+        result = trainer.fit(resume=resume)
+        history = result.history
+        summary: dict[str, Any] = {
+            "variant": variant,
+            "arch": arch,
+            "parameters": n_params,
+            "train_seconds": round(result.train_seconds, 3),
+            "best_epoch": result.best_epoch,
+            "best_val": result.best_val,
+            "selection_metric": cfg.eval.selection_metric,
+            "mlflow_run_id": tracker.run_id,
+            "pretrained_features": pretrained,
+            "feature_dim": feature_dim,
+            "backbone": attrs.get("backbone"),
+            "epochs": cfg.train.epochs,
+            "steps": result.global_step,
+            "samples_per_s": _mean([e.get("samples_per_s") for e in history]),
+            "device": str(device),
+            "amp": str(trainer.amp_dtype) if trainer.amp_dtype else None,
+            "world_size": info.world_size,
+            "global_batch": trainer.local_batch * info.world_size,
+            "resumed_from": result.resumed_from,
+            "wall_seconds": round(time.perf_counter() - t_start, 3),
+        }
+        if info.is_main:
+            write_json(out_dir / SUMMARY, summary)
+            _log_outputs(tracker, out_dir, vocab_dir, result.best_val, result.best_epoch, summary)
+    return summary
+
+
+def _checkpoint_every(cfg: Config) -> int:
+    """Mid-epoch checkpoint period in steps (``train.checkpoint_every`` when the schema has it).
+
+    Default: about every 10 minutes' worth of work is unknowable up front, so checkpoint mid-epoch
+    only for long epochs: every 500 steps (epoch ends are always checkpointed).
+    """
+    return int(getattr(cfg.train, "checkpoint_every", 500))
+
+
+def _mean(values: Sequence[Any]) -> float | None:
+    nums = [float(v) for v in values if isinstance(v, int | float)]
+    return round(sum(nums) / len(nums), 3) if nums else None
+
+
+def _log_inputs(
+    tracker: NullTracker,
+    cfg: Config,
+    sources: dict[str, str],
+    splits: dict[str, Any],
+    n_params: int,
+    feature_dim: int,
+    pretrained: bool,
+    info: DistInfo,
+) -> None:
+    tracker.log_params(
+        {
+            "parameters": n_params,
+            "feature_dim": feature_dim,
+            "pretrained_features": pretrained,
+            "world_size": info.world_size,
+        }
+    )
+    files = [Path(cfg.data.features), *(Path(p) for p in sorted(set(sources.values())))]
+    tracker.log_dataset(
+        name=cfg.data.name,
+        paths=[p for p in files if p.is_file()],
+        context="train",
+        profile={f"{k}_moments": len(v) for k, v in splits.items()},
+    )
+
+
+def _log_outputs(
+    tracker: NullTracker,
+    out_dir: Path,
+    vocab_dir: Path,
+    best_val: dict[str, float],
+    best_epoch: int | None,
+    summary: dict[str, Any],
+) -> None:
+    final = {f"val_{k}": v for k, v in best_val.items()}
+    final.update(
+        best_epoch=float(best_epoch or 0),
+        train_seconds=float(summary["train_seconds"]),
+        parameters=float(summary["parameters"]),
+    )
+    tracker.log_metrics(final, step=best_epoch or 0)
+    for name in ("history.json", SUMMARY):
+        tracker.log_artifact(out_dir / name)
+    if tracker.enabled:
+        # The checkpoints are already on disk: a model that cannot be logged must not turn a
+        # finished training into a failed stage (the tracker itself never raises for MLflow).
+        try:
+            tracker.log_model(out_dir, vocab_dir)
+            tracker.register_model()
+        except Exception as err:
+            log.warning("could not log the model to MLflow (training outputs are kept): %s", err)
