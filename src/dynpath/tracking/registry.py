@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 CHALLENGER = "challenger"
 CHAMPION = "champion"
+_LOGGED_MODEL = re.compile(r"^models:/m-[0-9a-f]{32}$")
 
 
 def register_challenger(client: MlflowClient, name: str, model_uri: str, run_id: str | None) -> str:
@@ -39,7 +41,10 @@ def register_challenger(client: MlflowClient, name: str, model_uri: str, run_id:
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    mv = client.create_model_version(name, source=model_uri, run_id=run_id)
+    # A logged model (``models:/m-<id>``, what MLflow 3's log_model returns) must be named by
+    # id too: servers reject a models:/ source without the model_id that owns it.
+    model_id = model_uri.removeprefix("models:/") if _LOGGED_MODEL.match(model_uri) else None
+    mv = client.create_model_version(name, source=model_uri, run_id=run_id, model_id=model_id)
     _await_ready(client, name, mv.version)
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     log.info("registered %s version %s (alias %s)", name, mv.version, CHALLENGER)
