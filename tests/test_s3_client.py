@@ -256,3 +256,31 @@ def test_without_retries_the_same_fault_fails(
     with pytest.raises(s3.S3Error, match=r"SlowDown|503"):
         s3.upload_file(src, f"s3://{bucket}/once")
     assert proxy.failed == 1
+
+
+@pytest.mark.slow
+def test_module_command_as_used_by_the_bucket_job(
+    s3_env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """``python -m dynpath.s3`` (the create-bucket Job of infra/k8s) against the server."""
+    import subprocess
+    import sys
+    import uuid
+
+    name = f"cli-{uuid.uuid4().hex[:8]}"
+    src = tmp_path / "f.txt"
+    src.write_text("hello")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dynpath.s3", *args], capture_output=True, text=True, timeout=120
+        )
+
+    for _ in range(2):  # idempotent
+        assert cli("ensure-bucket", name).returncode == 0
+    assert cli("upload", str(src), f"s3://{name}/a/f.txt").returncode == 0
+    assert cli("download", f"s3://{name}/a/f.txt", str(tmp_path / "g.txt")).returncode == 0
+    assert (tmp_path / "g.txt").read_text() == "hello"
+    bad = cli("download", f"s3://{name}/missing", str(tmp_path / "h.txt"))
+    assert bad.returncode == 2 and "missing" in bad.stderr

@@ -42,8 +42,18 @@ def _run(repo: Path, *cmd: str) -> str:
     return out.stdout
 
 
+TRACKED = ("data/tiny", "data/features/tiny.h5", "outputs/vocab")
+
+
 def _write_data(repo: Path, version: str) -> dict[str, bytes]:
+    """The DVC-tracked inputs (annotations, features, vocabulary) and a params.yaml naming them."""
+    from dynpath.profiles import use_profile
+
+    use_profile("tiny", repo / "params.yaml")
     files: dict[str, bytes | str] = {
+        "data/features/tiny.h5": f"features {version}",
+        "outputs/vocab/vocab.json": '{"<pad>": 0, "<unk>": 1}',
+        "params.yaml": (repo / "params.yaml").read_text(),
         "data/tiny/charades_sta_train.txt": f"V1 0.0 2.0##a person opens a door {version}\n",
         "data/tiny/videos/V1.mp4": "same video in both versions",
     }
@@ -62,7 +72,12 @@ class Project:
 
     def clear_local(self) -> None:
         """Drop the workspace copy and the cache: whatever comes back came from the remote."""
-        shutil.rmtree(self.repo / "data" / "tiny", ignore_errors=True)
+        for rel in TRACKED:  # the outputs, not their .dvc pointer files beside them
+            path = self.repo / rel
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
         shutil.rmtree(self.repo / ".dvc" / "cache", ignore_errors=True)
 
 
@@ -86,7 +101,7 @@ def project(s3_endpoint: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         revs, files = {}, {}
         for version in ("v1", "v2"):
             files[version] = _write_data(repo, version)
-            _run(repo, "dvc", "add", "-q", "data/tiny")
+            _run(repo, "dvc", "add", "-q", *TRACKED)
             _run(repo, "git", "add", "-A")
             _run(repo, "git", "commit", "-q", "-m", f"data {version}")
             revs[version] = _run(repo, "git", "rev-parse", "HEAD").strip()
@@ -98,7 +113,9 @@ def test_dvc_push_then_pull_through_s3(project: Project, s3_env: dict[str, str])
     from dynpath import s3
 
     listed = s3.client().list_objects_v2(Bucket=project.bucket, Prefix="dvc/")["Contents"]
-    assert len(listed) == 5  # 2 versions x (2 files + directory manifest), one file shared
+    # v1: 2 data files + .dir manifest, features, vocab.json + .dir; v2: new annotation, new
+    # .dir manifest, new features (the video and the vocabulary are shared)
+    assert len(listed) == 9
     project.clear_local()
     _run(project.repo, "dvc", "pull", "-q")
     for rel, body in project.files["v2"].items():
@@ -113,7 +130,9 @@ def test_fetch_step_brings_data_at_a_revision(
     project.clear_local()
     for version, rev in project.revs.items():
         dest = tmp_path / f"fetched-{version}"
-        manifest = kfp_pipeline.fetch_dvc_paths(str(project.repo), rev, ["data/tiny"], dest)
+        paths = [*TRACKED, "params.yaml"]
+        manifest = kfp_pipeline.fetch_dvc_paths(str(project.repo), rev, paths, dest)
+        assert manifest["paths"]["params.yaml"]["md5"] is None  # in git, not DVC
         assert manifest["paths"]["data/tiny"]["type"] == "directory"
         assert manifest["paths"]["data/tiny"]["md5"].endswith(".dir")
         for rel, body in project.files[version].items():
@@ -128,6 +147,7 @@ def test_fetch_step_brings_data_at_a_revision(
     assert d1.startswith("dvc-") and d2.startswith("dvc-") and d1 != d2
 
 
+@pytest.mark.filterwarnings("ignore:.*non-Python base image:RuntimeWarning")
 def test_fetch_data_component_runs_in_kfp_local(
     project: Project,
     s3_env: dict[str, str],  # noqa: F811
@@ -145,7 +165,7 @@ def test_fetch_data_component_runs_in_kfp_local(
     task = comps.fetch_data(
         repo_url=str(project.repo),
         data_rev=project.revs["v1"],
-        paths=["data/tiny"],
+        paths=[*TRACKED, "params.yaml"],
         code_version="t",
         data_digest="d",
     )
@@ -153,6 +173,32 @@ def test_fetch_data_component_runs_in_kfp_local(
     for rel, body in project.files["v1"].items():
         assert (out / rel).read_bytes() == body
     assert task.outputs["data"].metadata["data_rev"] == project.revs["v1"]
+
+
+def test_fetch_training_inputs_command(
+    project: Project,
+    s3_env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """The Kubeflow Trainer init container: params.yaml, then the paths it names."""
+    import sys
+
+    project.clear_local()
+    dest = tmp_path / "workspace"
+    out = subprocess.run(
+        [
+            *(sys.executable, "-m", "dynpath.kfp_pipeline", "fetch-training-inputs"),
+            *("--repo", str(project.repo), "--rev", project.revs["v1"], "--dest", str(dest)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stderr
+    for rel, body in project.files["v1"].items():
+        if not rel.endswith(".mp4"):  # training reads no videos
+            assert (dest / rel).read_bytes() == body, rel
+    assert not (dest / "data/tiny/videos").exists()
 
 
 def test_fetch_without_repository_says_what_to_set(tmp_path: Path) -> None:

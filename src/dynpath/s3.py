@@ -208,12 +208,56 @@ def download_file(uri: str, local: str | Path, s3: Any | None = None) -> Path:
 
 def ensure_bucket(name: str, s3: Any | None = None) -> None:
     """Create bucket ``name`` unless it exists (infra bootstrap, tests)."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
     s3 = s3 or client()
     try:
-        s3.head_bucket(Bucket=name)
-    except Exception:
+        try:
+            s3.head_bucket(Bucket=name)
+            return
+        except ClientError as err:
+            if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket", "NotFound"):
+                raise
         region = s3.meta.region_name
         if region and region != "us-east-1":
             s3.create_bucket(Bucket=name, CreateBucketConfiguration={"LocationConstraint": region})
         else:
             s3.create_bucket(Bucket=name)
+    except (BotoCoreError, ClientError) as err:
+        raise S3Error(f"bucket {name!r} at {s3.meta.endpoint_url}: {err}") from err
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m dynpath.s3 ensure-bucket NAME | upload FILE URI | download URI FILE``, with
+    the same environment, retries and verification as the library (used by infra/k8s)."""
+    import argparse
+    import json
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m dynpath.s3")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("ensure-bucket").add_argument("name")
+    up = sub.add_parser("upload")
+    up.add_argument("file")
+    up.add_argument("uri")
+    down = sub.add_parser("download")
+    down.add_argument("uri")
+    down.add_argument("file")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "ensure-bucket":
+            ensure_bucket(args.name)
+            result: Any = {"bucket": args.name}
+        elif args.command == "upload":
+            result = upload_file(args.file, args.uri)
+        else:
+            result = {"file": str(download_file(args.uri, args.file))}
+    except DynpathError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
