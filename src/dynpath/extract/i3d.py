@@ -91,18 +91,9 @@ class Unit3D(nn.Module):
         bn, conv = self.bn, self.conv3d
         assert bn.running_var is not None and bn.running_mean is not None
         g = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        fused = nn.Conv3d(
-            conv.in_channels,
-            conv.out_channels,
-            conv.kernel_size,  # type: ignore[arg-type]
-            stride=conv.stride,  # type: ignore[arg-type]
-            padding=conv.padding,  # type: ignore[arg-type]
-            bias=True,
-        ).to(device=conv.weight.device, dtype=conv.weight.dtype)
-        fused.weight.copy_(conv.weight * g.view(-1, 1, 1, 1, 1))
         old_bias = conv.bias if conv.bias is not None else torch.zeros_like(g)
-        fused.bias.copy_(bn.bias + (old_bias - bn.running_mean) * g)  # type: ignore[union-attr]
-        self.conv3d = fused
+        conv.weight = nn.Parameter(conv.weight * g.view(-1, 1, 1, 1, 1), requires_grad=False)
+        conv.bias = nn.Parameter(bn.bias + (old_bias - bn.running_mean) * g, requires_grad=False)
         self.bn = None
 
 

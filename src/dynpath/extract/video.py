@@ -114,6 +114,7 @@ class VideoReader:
     def _decoded(self) -> Iterator[tuple[av.VideoFrame, float]]:
         """Decoded frames with their time in seconds from the first frame."""
         t0: float | None = None
+        t: float | None = None
         index = 0
         try:
             for frame in self._container.decode(self._stream):
@@ -128,6 +129,35 @@ class VideoReader:
             raise DataError(
                 f"{self.path}: decoding failed after {index} frames (corrupt or truncated): {err}"
             ) from None
+        if index:
+            self._check_complete(index, (t or 0.0) - (t0 or 0.0))
+
+    def _check_complete(self, decoded: int, last_t: float) -> None:
+        """Reject streams that end well before their header says (a truncated download).
+
+        FFmpeg decodes a cut Matroska/WebM file without any error, so the decoded frame count
+        and span are compared with the container's own declaration: the frame count when the
+        header has one (MP4, AVI), else the duration (the video stream's, else the container's),
+        with a tolerance of 2% of the frames, or max(1 s, 10%) of the duration.
+        """
+        declared = int(self._stream.frames or 0)
+        if declared > 0 and decoded < declared - max(2, 0.02 * declared):
+            raise DataError(
+                f"{self.path}: truncated: decoded {decoded} of the {declared} frames its header "
+                "declares"
+            )
+        if self._stream.duration is not None and self._stream.time_base is not None:
+            duration = float(self._stream.duration * self._stream.time_base)
+        elif self._container.duration is not None:
+            duration = self._container.duration / av.time_base
+        else:
+            return
+        span = last_t + (1.0 / self.source_fps if self.source_fps > 0 else 0.0)
+        if duration > 0 and span < duration - max(1.0, 0.1 * duration):
+            raise DataError(
+                f"{self.path}: truncated: frames cover {span:.2f} s of the {duration:.2f} s its "
+                "header declares"
+            )
 
     def __iter__(self) -> Iterator[np.ndarray]:
         """Yield [size, size, 3] uint8 RGB frames; DataError if none can be decoded."""
