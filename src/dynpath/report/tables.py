@@ -363,6 +363,11 @@ def data_tables(report: Mapping[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 for s in names
             ]
         )
+    order = {"train": 0, "val": 1, "test": 2}
+    counts = counts.sort_values(
+        "Split", key=lambda c: c.map(lambda s: order.get(s, 3)), kind="stable"
+    )
+    counts = counts.reset_index(drop=True)
     skipped = pd.DataFrame(
         [
             {"Split": s, "Reason": reason, "Lines": n}

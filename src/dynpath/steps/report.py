@@ -333,6 +333,9 @@ def build_document(
         )
         if example_of is not None:
             ex = route_examples(example_of, cfg.eval.examples_per_route)
+            unused = [r for r in ROUTES if (example_of.route_share(r) or 0.0) == 0.0]
+            if unused:
+                s.text(f"{example_of.display}: no test query was routed to {', '.join(unused)}.")
             if not ex.empty:
                 s.table(
                     ex,

@@ -1,0 +1,183 @@
+"""A real `dvc repro` of the tiny profile in a temporary copy of the repository, then what a
+params change reruns: nothing twice, one variant alone, evaluation without training.
+
+Slow (a minute or two on 2 CPUs): the whole DAG runs, synth to report, once; the later checks use
+`dvc repro --dry` / `dvc status` except for the one-variant change, which really reruns.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dynpath.profiles import VARIANT_NAMES, use_profile
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+ENV = {
+    "GIT_AUTHOR_NAME": "test",
+    "GIT_AUTHOR_EMAIL": "test@example.invalid",
+    "GIT_COMMITTER_NAME": "test",
+    "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    "DVC_NO_ANALYTICS": "1",
+    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    "DYNPATH_SYNTH_WORKERS": "2",
+}
+RAN = re.compile(r"Running stage '([^']+)'")
+
+
+def run(repo: Path, *cmd: str, check: bool = True, timeout: int = 900) -> str:
+    env = {**os.environ, **ENV}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    out = subprocess.run(
+        list(cmd), cwd=repo, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    text = out.stdout + out.stderr
+    if check:
+        assert out.returncode == 0, f"{' '.join(cmd)} failed ({out.returncode}):\n{text[-4000:]}"
+    return text
+
+
+def copy_repo(dest: Path) -> Path:
+    """The working tree's tracked and not-ignored files (what a fresh clone would have)."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        check=True,
+    ).stdout.split(b"\0")
+    for raw in files:
+        if not raw:
+            continue
+        rel = raw.decode()
+        src = REPO / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
+def set_params(repo: Path, **changes: object) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        node = params
+        *parents, last = dotted.split("/")
+        for p in parents:
+            node = node[p]
+        node[last] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def would_run(repo: Path) -> set[str]:
+    return set(RAN.findall(run(repo, "dvc", "repro", "--dry")))
+
+
+@dataclass
+class Project:
+    repo: Path
+    first: str  # output of the first `dvc repro`
+    seconds: float
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    repo = copy_repo(tmp_path_factory.mktemp("dvc") / "repo")
+    use_profile("tiny", repo / "params.yaml")
+    for stale in ("dvc.lock", "mlflow.db"):
+        (repo / stale).unlink(missing_ok=True)
+    run(repo, "git", "init", "-q", "-b", "main")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-q", "-m", "tiny")
+    t0 = time.perf_counter()
+    first = run(repo, "dvc", "repro")
+    seconds = time.perf_counter() - t0
+    print(f"tiny dvc repro: {seconds:.1f} s")
+    run(repo, "git", "add", "-A")
+    run(repo, "git", "commit", "-q", "-m", "tiny results")
+    yield Project(repo, first, seconds)
+
+
+def test_full_repro_runs_every_stage_and_reports(project: Project) -> None:
+    ran = set(RAN.findall(project.first))
+    expected = {"data", "extract", "vocab", "report"}
+    expected |= {f"{s}@{v}" for s in ("train", "evaluate") for v in VARIANT_NAMES}
+    assert ran == expected
+    repo = project.repo
+    summary = json.loads((repo / "reports" / "summary.json").read_text())
+    assert set(summary["variants"]) == set(VARIANT_NAMES) and summary["missing"] == []
+    assert [c["name"] for c in summary["checks"]]  # recorded (tiny is not expected to pass)
+    html = (repo / "reports" / "report.html").read_text()
+    assert "<script" not in html and 'src="data:image/png;base64,' in html
+    for v in VARIANT_NAMES:
+        m = json.loads((repo / "outputs" / "eval" / v / "metrics.json").read_text())
+        assert 0.0 <= m["r1_iou0.5"] <= 100.0
+    # params came from the tiny profile: data and features live where it says
+    assert (repo / "data" / "tiny" / "charades_sta_train.txt").exists()
+    assert (repo / "data" / "features" / "tiny.h5").exists()
+    assert not (repo / "mlflow.db").exists()  # tiny: tracking disabled
+
+
+def test_second_repro_runs_nothing(project: Project) -> None:
+    out = run(project.repo, "dvc", "repro")
+    assert not RAN.findall(out), out
+    assert "up to date" in out or "didn't change" in out
+    status = run(project.repo, "dvc", "status")
+    assert "Data and pipelines are up to date" in status, status
+
+
+def test_metrics_params_and_plots_commands(project: Project) -> None:
+    repo = project.repo
+    metrics = json.loads(run(repo, "dvc", "metrics", "show", "--json"))
+    shown = json.dumps(metrics)
+    for v in VARIANT_NAMES:
+        assert f"outputs/eval/{v}/metrics.json" in shown
+    plots = json.loads(run(repo, "dvc", "plots", "show", "--json"))
+    names = set(plots["data"]) if "data" in plots else set(plots)
+    assert any("history.json" in n for n in names), names
+    assert any("per variant" in n for n in names), names
+
+
+def test_eval_change_reevaluates_without_training(project: Project) -> None:
+    repo = project.repo
+    set_params(repo, **{"eval/nms_iou": 0.4})
+    try:
+        status = run(repo, "dvc", "status")
+        assert "eval.nms_iou" in status and "train@" not in status, status
+        assert would_run(repo) == {f"evaluate@{v}" for v in VARIANT_NAMES} | {"report"}
+    finally:
+        run(repo, "git", "checkout", "--", "params.yaml")
+
+
+def test_edited_variant_reruns_that_variant_alone(project: Project) -> None:
+    repo = project.repo
+    set_params(repo, **{"variants/sum_fusion": {"model.dropout": 0.1}})
+    try:
+        assert would_run(repo) == {"train@sum_fusion", "evaluate@sum_fusion", "report"}
+        assert "variants.sum_fusion.model.dropout" in run(repo, "dvc", "params", "diff")
+    finally:
+        run(repo, "git", "checkout", "--", "params.yaml")
+
+
+def test_exp_run_with_a_variant_override(project: Project) -> None:
+    """`dvc exp run -S` in the format params.yaml uses (dotted keys) really reruns one variant."""
+    repo = project.repo
+    out = run(repo, "dvc", "exp", "run", "-S", "+variants.sum_fusion={model.dropout:0.2}")
+    assert set(RAN.findall(out)) == {"train@sum_fusion", "evaluate@sum_fusion", "report"}, out
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["variants"]["sum_fusion"] == {"model.dropout": 0.2}
+    assert "variants.sum_fusion.model.dropout" in run(repo, "dvc", "params", "diff")
+    assert "sum_fusion" in run(repo, "dvc", "exp", "show", "--csv")
+    assert run(repo, "dvc", "status").strip().endswith("Data and pipelines are up to date.")
