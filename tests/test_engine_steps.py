@@ -274,3 +274,36 @@ def test_real_model_resume_after_kill_matches(workspace: Path, tmp_path: Path) -
     wa = load_checkpoint(ref / "last.pt")["model"]
     wb = load_checkpoint(got / "last.pt")["model"]
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.mark.slow
+def test_mlflow_run_holds_training_and_test_metrics(workspace: Path, tmp_path: Path) -> None:
+    """Tracking on (local SQLite): one run per variant gets the epoch curves, the SELECTED
+    checkpoint's val_* metrics, the test metrics of evaluate, and a challenger model version;
+    --resume continues the same run."""
+    from mlflow import MlflowClient
+
+    raw = make_cfg(workspace, epochs=2).model_dump(mode="json")
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    raw["tracking"] = {
+        "enabled": True,
+        "uri": uri,
+        "artifact_location": str(tmp_path / "art"),
+        "log_system_metrics": False,
+    }
+    cfg = Config.model_validate(raw)
+    models = tmp_path / "models" / "dynamic"
+    s = train.run(cfg, "dynamic", workspace / "vocab", models, resume=False)
+    m = evaluate.run(cfg, "dynamic", workspace / "vocab", models, tmp_path / "eval")
+    assert s["mlflow_run_id"] and m["mlflow_run_id"] == s["mlflow_run_id"]
+    assert load_checkpoint(models / "last.pt")["meta"]["mlflow_run_id"] == s["mlflow_run_id"]
+    client = MlflowClient(uri)
+    metrics = client.get_run(s["mlflow_run_id"]).data.metrics
+    assert metrics["val_miou"] == s["best_val"]["miou"]
+    assert metrics["test_miou"] == m["miou"]
+    assert metrics["test_shuffled_miou"] == m["shuffled"]["miou"]
+    curve = client.get_metric_history(s["mlflow_run_id"], "epoch_train_loss")
+    assert [p.step for p in curve] == [1, 2]
+    assert client.get_registered_model("dynpath-enginetest").aliases.get("challenger") in (1, "1")
+    again = train.run(cfg, "dynamic", workspace / "vocab", models, resume=True)
+    assert again["mlflow_run_id"] == s["mlflow_run_id"]
