@@ -136,6 +136,7 @@ def build_trainer(
     batch_size: int = 8,
     on_step: Any = None,
     dist: Any = None,
+    compile_model: bool = False,
 ) -> Trainer:
     torch.manual_seed(0)
     model = TinyPathwayModel(stochastic)
@@ -150,6 +151,7 @@ def build_trainer(
         warmup_fraction=0.1,
         checkpoint_every_steps=every,
         progress=False,
+        compile=compile_model,
     )
 
     def loader_fn(indices: Sequence[int], local_batch: int) -> Iterable[Batch]:
@@ -288,6 +290,22 @@ def test_resume_refuses_another_variant(reference: Path, tmp_path: Path) -> None
         build_trainer(tmp_path, variant="other").fit(resume=True)
 
 
+def test_autocast_path_keeps_losses_finite(tmp_path: Path) -> None:
+    """The AMP code path (CUDA in production) exercised with bf16 autocast on CPU: the forward
+    runs in low precision, losses and decoding in float32, checkpoints stay loadable."""
+    trainer = build_trainer(tmp_path, epochs=1)
+    trainer.amp_dtype = torch.bfloat16
+    result = trainer.fit()
+    assert all(math.isfinite(v) for k, v in result.history[0].items() if k.startswith("train_"))
+    assert all(t.dtype == torch.float32 for t in weights(tmp_path / LAST).values())
+
+
+def test_determinism_flag_is_restored(tmp_path: Path) -> None:
+    before = torch.are_deterministic_algorithms_enabled()
+    build_trainer(tmp_path, epochs=1).fit()
+    assert torch.are_deterministic_algorithms_enabled() == before
+
+
 def test_linear_decay_schedule() -> None:
     f = linear_decay(total_steps=10, warmup_steps=2)
     assert [f(s) for s in range(2)] == [0.5, 1.0]
@@ -368,6 +386,14 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
     for k in wa:
         assert torch.allclose(wa[k], wb[k], atol=1e-4), k
     assert load_checkpoint(ddp / LAST)["world_size"] == 2
+
+
+@pytest.mark.slow
+def test_torch_compile_option(tmp_path: Path) -> None:
+    """train.compile: the compiled module trains; checkpoints hold the plain module's keys."""
+    result = build_trainer(tmp_path, epochs=1, compile_model=True).fit()
+    assert math.isfinite(result.history[0]["train_loss"])
+    assert not any(k.startswith("_orig_mod") for k in weights(tmp_path / LAST))
 
 
 def _main(argv: list[str]) -> None:

@@ -453,8 +453,18 @@ class Trainer:
     def fit(self, resume: bool = False) -> TrainResult:
         """Train all epochs (or the remaining ones with ``resume``); returns the summary."""
         self.out_dir.mkdir(parents=True, exist_ok=True)
+        previous = (
+            torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled(),
+        )
         if self.opt.deterministic:
             configure_determinism(self.device)
+        try:
+            return self._fit(resume)
+        finally:
+            torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
+
+    def _fit(self, resume: bool) -> TrainResult:
         resumed = self._resume() if resume else None
         if resumed is None:
             seed_everything(self.opt.seed + self.dist.rank)

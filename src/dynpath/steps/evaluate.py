@@ -129,7 +129,10 @@ def run(
     routes = route_breakdown(preds, has_selector, ks, thresholds)
 
     shuffled: dict[str, float] = {}
-    if vcfg.eval.shuffled_control:
+    n_videos = len({m.vid for m in moments})
+    if vcfg.eval.shuffled_control and n_videos < 2:
+        log.warning("shuffled-video control skipped: the %s split has %d video(s)", split, n_videos)
+    elif vcfg.eval.shuffled_control:
         partner = derangement([m.vid for m in moments], vcfg.seed)
 
         def partner_features(vid: str) -> torch.Tensor:
