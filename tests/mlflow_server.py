@@ -185,6 +185,7 @@ def tiny_config(name: str = "unit", **model: object) -> Config:
         {
             "data": {"name": name, "max_len": 16},
             "vocab": {"dim": 8, "embeddings": None},
+            "extract": {"backbone": "i3d", "size": 64, "batch_size": 4, "device": "cpu"},
             "model": {
                 "dim": 16,
                 "heads": 2,
@@ -199,7 +200,13 @@ def tiny_config(name: str = "unit", **model: object) -> Config:
     )
 
 
-def make_model_dir(root: Path, variant: str = "dynamic", seed: int = 0, name: str = "unit") -> Path:
+def make_model_dir(
+    root: Path,
+    variant: str = "dynamic",
+    seed: int = 0,
+    name: str = "unit",
+    feature_dim: int = FEATURE_DIM,
+) -> Path:
     """``root/outputs/models/<variant>/best.pt`` (the trainer's checkpoint format, real model
     code, random weights) and ``root/outputs/vocab``; returns the model directory."""
     import numpy as np
@@ -220,23 +227,25 @@ def make_model_dir(root: Path, variant: str = "dynamic", seed: int = 0, name: st
     else:
         emb = Vocabulary.load(vocab_dir).embeddings  # type: ignore[assignment]
     torch.manual_seed(seed)
-    model = build_model(arch, resolved, emb, FEATURE_DIM)
+    model = build_model(arch, resolved, emb, feature_dim)
     model_dir = root / "outputs" / "models" / variant
     model_dir.mkdir(parents=True, exist_ok=True)
-    meta = make_meta(variant, arch, resolved.model_dump(mode="json"), FEATURE_DIM, len(WORDS))
+    meta = make_meta(variant, arch, resolved.model_dump(mode="json"), feature_dim, len(WORDS))
     save_checkpoint(model_dir / "best.pt", {"meta": meta, "model": model.state_dict()})
     return model_dir
 
 
-def make_feature_store(path: Path, videos: dict[str, int], seed: int = 0) -> Path:
-    """An HDF5 feature store with ``videos`` = {id: positions} of FEATURE_DIM random features
+def make_feature_store(
+    path: Path, videos: dict[str, int], seed: int = 0, dim: int = FEATURE_DIM
+) -> Path:
+    """An HDF5 feature store with ``videos`` = {id: positions} of ``dim`` random features
     (fps 8, stride 16: one position = 2 s)."""
     import numpy as np
 
     from dynpath.data.features import write_features
 
     rng = np.random.default_rng(seed)
-    feats = {v: rng.normal(size=(t, FEATURE_DIM)).astype(np.float32) for v, t in videos.items()}
+    feats = {v: rng.normal(size=(t, dim)).astype(np.float32) for v, t in videos.items()}
     attrs = {
         "backbone": "i3d",
         "fps": 8.0,
@@ -246,4 +255,19 @@ def make_feature_store(path: Path, videos: dict[str, int], seed: int = 0) -> Pat
         "weights": None,
     }
     write_features(path, feats, attrs)
+    return path
+
+
+def make_video(path: Path, frames: int = 32, fps: int = 8, seed: int = 0) -> Path:
+    """A small real H.264 video (64x64 noise with a moving square): ``frames / fps`` seconds."""
+    import numpy as np
+
+    from dynpath.data.synthetic import encode_video
+
+    rng = np.random.default_rng(seed)
+    imgs = rng.integers(0, 60, size=(frames, 64, 64, 3), dtype=np.uint8)
+    for i in range(frames):
+        x = (i * 2) % 48
+        imgs[i, 20:36, x : x + 16] = (230, 40, 40)
+    encode_video(imgs, path, fps)
     return path

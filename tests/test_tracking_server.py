@@ -16,7 +16,13 @@ from typing import Any
 
 import mlflow_server as fixtures
 import pytest
-from mlflow_server import MlflowServer, make_feature_store, make_model_dir, tiny_config
+from mlflow_server import (
+    MlflowServer,
+    make_feature_store,
+    make_model_dir,
+    make_video,
+    tiny_config,
+)
 
 from dynpath.config import Config
 from dynpath.errors import TrackingError
@@ -31,7 +37,7 @@ mlflow_env = fixtures.mlflow_env
 
 pytestmark = [
     pytest.mark.slow,
-    pytest.mark.filterwarnings("ignore:An input example was not provided"),
+    pytest.mark.filterwarnings("ignore:.*An input example was not provided"),
 ]
 
 QUERY = "the person opens a door"
@@ -122,11 +128,14 @@ def test_failed_training_ends_the_run_failed_and_reraises(mlflow_env: MlflowServ
 FRESH_PROCESS = r"""
 import contextlib, io, json, sys
 import mlflow, numpy as np, pandas as pd
-uri, run_uri, store, query = sys.argv[1:5]
+uri, run_uri, store, feats_file, video, query = sys.argv[1:7]
 assert "dynpath" not in sys.modules
 model = mlflow.pyfunc.load_model(uri)
-feats = json.loads(sys.argv[5])
-frame = pd.DataFrame([{"query": query, "features": feats, "duration": 30.0}])
+feats = np.load(feats_file)
+frame = pd.DataFrame([
+    {"query": query, "features": feats.tolist(), "duration": 30.0, "video": None},
+    {"query": query, "video": video, "features": None, "duration": None},
+])
 pyfunc = model.predict(frame, params={"topk": 3})
 from dynpath.cli import main
 buf = io.StringIO()
@@ -134,8 +143,7 @@ with contextlib.redirect_stdout(buf):
     rc = main(["localize", "--model", uri, "--features", store, "--video-id", "vidA",
                "--query", query, "--topk", "3", "--json"])
 from dynpath.tracking.localizer import Localizer
-by_run = Localizer.load(run_uri).predict(features=np.asarray(feats), query=query, duration=30.0,
-                                         topk=3)
+by_run = Localizer.load(run_uri).predict(features=feats, query=query, duration=30.0, topk=3)
 print("RESULT" + json.dumps({"pyfunc": pyfunc, "cli_rc": rc, "cli": json.loads(buf.getvalue()),
                              "run": by_run}))
 """
@@ -144,11 +152,14 @@ print("RESULT" + json.dumps({"pyfunc": pyfunc, "cli_rc": rc, "cli": json.loads(b
 def test_model_is_logged_registered_and_predicts_in_a_fresh_process(
     mlflow_env: MlflowServer, tmp_path: Path
 ) -> None:
+    """Features, a feature store (CLI) and a video file (I3D on the fly) -> identical spans."""
     import numpy as np
 
     arch, cfg = _resolved("srv-model")
-    model_dir = make_model_dir(tmp_path, name="srv-model")
-    store = make_feature_store(tmp_path / "feats.h5", {"vidA": 15})
+    dim = 1024  # the I3D backbone of the model's extract config
+    model_dir = make_model_dir(tmp_path, name="srv-model", feature_dim=dim)
+    store = make_feature_store(tmp_path / "feats.h5", {"vidA": 15}, dim=dim)
+    video = make_video(tmp_path / "clip.mp4", frames=32, fps=8)  # 4 s
     with start_tracking(cfg, "dynamic", arch) as tracker:
         tracker.log_metrics({"val_r1_iou0.5": 30.0}, 0)
         model_uri = tracker.log_model(model_dir, model_dir.parents[1] / "vocab")
@@ -162,9 +173,13 @@ def test_model_is_logged_registered_and_predicts_in_a_fresh_process(
     assert client.get_run(run_id).data.tags["dynpath.model_uri"] == model_uri
 
     local = Localizer.load(model_dir, device="cpu")
-    feats = np.random.default_rng(3).normal(size=(20, 12)).astype(np.float32)
+    feats = np.random.default_rng(3).normal(size=(20, dim)).astype(np.float32)
+    np.save(tmp_path / "feats.npy", feats)
     expected = local.predict(features=feats, query=QUERY, duration=30.0, topk=3)
     expected_store = local.predict(features=store, video_id="vidA", query=QUERY, topk=3)
+    expected_video = local.predict(video=video, query=QUERY, topk=3)
+    assert expected_video["duration"] == 4.0
+    assert all(0 <= s["start"] < s["end"] <= 4.0 for s in expected_video["spans"])
 
     env = {**os.environ, "PYTHONPATH": ""}
     proc = subprocess.run(
@@ -175,8 +190,9 @@ def test_model_is_logged_registered_and_predicts_in_a_fresh_process(
             "models:/dynpath-srv-model@challenger",
             f"runs:/{run_id}/model",
             str(store),
+            str(tmp_path / "feats.npy"),
+            str(video),
             QUERY,
-            json.dumps(feats.tolist()),
         ],
         capture_output=True,
         text=True,
@@ -187,7 +203,7 @@ def test_model_is_logged_registered_and_predicts_in_a_fresh_process(
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
     got = json.loads(line[len("RESULT") :])
-    assert got["pyfunc"] == [expected]
+    assert got["pyfunc"] == [expected, expected_video]
     assert got["run"] == expected
     assert got["cli_rc"] == 0 and got["cli"] == expected_store
     assert len(expected["spans"]) == 3
@@ -322,6 +338,26 @@ def test_tracker_survives_a_server_stopped_mid_run_and_flushes_after_restart(
     tags = run.data.tags
     assert tags["tracking_status"] == "degraded" and tags["outage"] == "seen"
     assert int(tags["tracking_failed_calls"]) >= 4 and tags["tracking_dropped_calls"] == "0"
+
+    # the evaluate step resumes the run: same run, no param conflict, the outage stays recorded
+    changed = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"batch_size": 7})})
+    with start_tracking(changed, "dynamic", arch, resume_run_id=run_id) as again:
+        again.log_metrics({"test_miou": 12.0})
+        assert again.run_id == run_id
+    run = _client(server).get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.metrics["test_miou"] == 12.0
+    assert run.data.params["eval.batch_size"] == str(cfg.eval.batch_size)  # first value kept
+    assert run.data.tags["tracking_status"] == "degraded"
+    assert run.data.tags["tracking_failed_calls"] == tags["tracking_failed_calls"]
+
+
+def test_resuming_an_unknown_run_starts_a_new_one(mlflow_env: MlflowServer) -> None:
+    arch, cfg = _resolved("srv-resume")
+    with start_tracking(cfg, "dynamic", arch, resume_run_id="0" * 32) as tracker:
+        tracker.log_metrics({"loss": 1.0}, 0)
+    assert tracker.run_id and tracker.run_id != "0" * 32
+    run = _client(mlflow_env).get_run(tracker.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["tracking_status"] == "ok"
 
 
 # --------------------------------------------------------------------------- default store

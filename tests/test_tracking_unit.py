@@ -10,7 +10,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from mlflow_server import FEATURE_DIM, make_feature_store, make_model_dir, tiny_config
+from mlflow_server import (
+    FEATURE_DIM,
+    make_feature_store,
+    make_model_dir,
+    make_video,
+    tiny_config,
+)
 
 from dynpath.errors import DataError, DynpathError
 from dynpath.tracking import NullTracker, start_tracking
@@ -252,7 +258,7 @@ def test_localizer_errors_are_actionable(localizer: Localizer, tmp_path: Path) -
         Localizer.load(tmp_path / "empty")
 
 
-@pytest.mark.filterwarnings("ignore:An input example was not provided")
+@pytest.mark.filterwarnings("ignore:.*An input example was not provided")
 def test_pyfunc_directory_wraps_the_same_localizer(
     model_dir: Path, localizer: Localizer, tmp_path: Path
 ) -> None:
@@ -284,3 +290,33 @@ def test_pyfunc_directory_wraps_the_same_localizer(
         "features",
         "duration",
     ]
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:.*An input example was not provided")
+def test_video_file_is_localized_with_the_models_own_backbone(tmp_path: Path) -> None:
+    """A video in -> I3D features (random init from the config's seed) -> spans in seconds;
+    the pyfunc model's ``video`` column takes the same path."""
+    import mlflow
+    import pandas as pd
+
+    from dynpath.extract import extract_video_features, num_clips
+    from dynpath.tracking.localizer import video_duration
+    from dynpath.tracking.pyfunc_model import build_pyfunc_kwargs
+
+    model_dir = make_model_dir(tmp_path, feature_dim=1024)
+    video = make_video(tmp_path / "clip.mp4", frames=40, fps=8)
+    loc = Localizer.load(model_dir, device="cpu")
+    out = loc.predict(video=video, query=QUERY, topk=3)
+    assert out["duration"] == pytest.approx(5.0) and video_duration(video) == pytest.approx(5.0)
+    assert all(0.0 <= s["start"] < s["end"] <= 5.0 for s in out["spans"])
+    feats = extract_video_features(video, "i3d", loc.cfg.extract, None, "cpu", seed=loc.cfg.seed)
+    assert feats.shape == (num_clips(40, 16, 16), 1024)  # 40 frames, window = stride = 16
+    assert loc.predict(features=feats, query=QUERY, duration=5.0, topk=3) == out
+
+    arch, resolved = tiny_config().variant("dynamic")
+    kwargs = build_pyfunc_kwargs(model_dir, None, resolved, "dynamic", arch, tmp_path / "stage")
+    mlflow.pyfunc.save_model(tmp_path / "pyfunc", **kwargs)
+    model = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
+    got = model.predict(pd.DataFrame([{"query": QUERY, "video": str(video)}]), params={"topk": 3})
+    assert got == [out]

@@ -206,6 +206,7 @@ class Localizer:
             self.cfg.extract,
             self.backbone_weights,
             str(self.device),
+            seed=self.cfg.seed,  # a random-init backbone must be the one training features used
         )
         if isinstance(out, tuple):
             feats, duration = out[0], out[1]
@@ -223,10 +224,15 @@ class Localizer:
 
         if not video_id:
             raise DataError(f"{store}: --video-id is required with an HDF5 feature store")
+        import h5py
+
         with FeatureStore(store) as fs:
             feats = fs.read(video_id)
             attrs = fs.attrs
         if duration is None:
+            with h5py.File(store, "r") as f:
+                video_attrs = dict(f[video_id].attrs)
+            attrs = {**attrs, "video": video_attrs}
             duration = store_duration(attrs, feats.shape[0], str(store), video_id)
         return feats, duration
 
@@ -380,14 +386,24 @@ def video_duration(path: Path) -> float:
 
 
 def store_duration(attrs: dict[str, Any], positions: int, store: str, video_id: str) -> float:
-    """Duration of a video in a feature store: ``durations`` metadata, else T * stride / fps."""
+    """Duration of a video in a feature store, from the best metadata available.
+
+    ``attrs["video"]`` (the video's dataset attributes written by ``dynpath extract``):
+    ``n_frames / fps`` (frames fed to the backbone at their rate); else a file-level
+    ``durations`` mapping; else ``T * stride / fps`` from the file attributes (``fps`` 0 means
+    "each video's own rate" and cannot be used). The annotation's duration, when the caller has
+    it, is better than all of these: pass ``duration``.
+    """
+    video = attrs.get("video") or {}
+    if video.get("n_frames") and video.get("fps"):
+        return float(video["n_frames"]) / float(video["fps"])
     durations = attrs.get("durations")
     if isinstance(durations, dict) and video_id in durations:
         return float(durations[video_id])
     fps, stride = attrs.get("fps"), attrs.get("stride")
     if fps and stride:
         return positions * float(stride) / float(fps)
-    raise DataError(f"{store}: no duration for {video_id!r}; pass duration (seconds)")
+    raise DataError(f"{store}: no duration for {video_id!r}; pass the duration in seconds")
 
 
 def download_model(uri: str, tracking_uri: str | None = None) -> Path:

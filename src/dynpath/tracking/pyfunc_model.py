@@ -15,6 +15,8 @@ not installed (with the pinned pip requirements).
 
 Input (signature): a DataFrame with ``query`` (str) and either ``video`` (a video file path) or
 ``features`` (a [T, D] list of lists) plus ``duration`` (seconds). Param ``topk`` (default 5).
+Rows of both kinds may share a frame if the absent cells are None (MLflow's schema check rejects
+the NaN that pandas puts in a missing list cell).
 Output: one dict per row ``{query, spans: [{start, end, score}], route, duration, ...}``.
 
 :func:`build_pyfunc_kwargs` (used by the tracker) assembles the ``log_model`` arguments; it runs

@@ -392,6 +392,9 @@ class Tracker(NullTracker):
         self.model_uri: str | None = None
         self.model_version: str | None = None
         self._resume_run_id = resume_run_id
+        self._known_params: dict[str, str] = {}  # already on the run: never re-sent
+        self._previous: dict[str, int] | None = None  # a resumed run's earlier degraded outcome
+        self._param_conflicts: set[str] = set()
         self._monitor: Any = None
         self._tmp = Path(tempfile.mkdtemp(prefix="dynpath-tracking-"))
 
@@ -399,7 +402,7 @@ class Tracker(NullTracker):
 
     @property
     def status(self) -> str:  # type: ignore[override]
-        return STATUS_DEGRADED if self._sink.degraded else STATUS_OK
+        return STATUS_DEGRADED if self._sink.degraded or self._previous else STATUS_OK
 
     def open(self) -> None:
         """Create (or resume) the run and log what is known before training starts."""
@@ -442,15 +445,33 @@ class Tracker(NullTracker):
         if commit:
             tags["mlflow.source.git.commit"] = commit
             tags["dynpath.git_dirty"] = str(dirty).lower()
+        run = None
         if self._resume_run_id:
-            run = self.client.get_run(self._resume_run_id)
+            try:
+                run = self.client.get_run(self._resume_run_id)
+            except MlflowException as err:
+                if not _is_permanent(err):
+                    raise
+                log.warning(
+                    "MLflow run %s cannot be resumed (%s); starting a new run",
+                    self._resume_run_id,
+                    str(err).splitlines()[0],
+                )
+        if run is not None:
             self.client.update_run(run.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-            for k, v in tags.items():
-                self.client.set_tag(run.info.run_id, k, v)
+            self.client.log_batch(run.info.run_id, tags=_tags(tags))
+            self._known_params = dict(run.data.params)
+            previous = run.data.tags
+            if previous.get("tracking_status") == STATUS_DEGRADED:
+                # keep the earlier session's outcome: resuming must not hide an outage
+                self._previous = {
+                    "failed_calls": int(previous.get("tracking_failed_calls", "0") or 0),
+                    "dropped_calls": int(previous.get("tracking_dropped_calls", "0") or 0),
+                }
         else:
             run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.variant)
         self.run_id = run.info.run_id
-        self._start_system_metrics(resume=bool(self._resume_run_id))
+        self._start_system_metrics(resume=self._resume_run_id == self.run_id)
 
     def _artifact_location(self) -> str | None:
         """Params' location, or ``./mlartifacts`` beside a local SQLite store (not ./mlruns)."""
@@ -544,8 +565,9 @@ class Tracker(NullTracker):
             "tracking_status": self.status,
             "mlflow_run_id": self.run_id,
             "experiment": experiment_name(self.cfg),
-            "failed_calls": self._sink.failed_calls,
-            "dropped_calls": self._sink.dropped_calls,
+            "failed_calls": self._sink.failed_calls + (self._previous or {}).get("failed_calls", 0),
+            "dropped_calls": self._sink.dropped_calls
+            + (self._previous or {}).get("dropped_calls", 0),
             "buffered_calls": len(self._sink.pending),
             "outage_seconds": round(self._sink.outage_seconds, 1),
             "model_uri": self.model_uri,
@@ -562,21 +584,42 @@ class Tracker(NullTracker):
         return ok
 
     def _rid(self) -> str:
-        if self.run_id is None:  # cannot happen: run creation is always the first queued call
-            raise RuntimeError("MLflow run was not created")
+        # Run creation is always the first call in the queue, so this only fails when it was
+        # rejected for good (ValueError = permanent: the call is dropped, not retried).
+        if self.run_id is None:
+            raise ValueError("no MLflow run: its creation was rejected by the server")
         return self.run_id
 
     def log_params(self, params: Mapping[str, Any]) -> None:
-        """Flattened, stringified, secret-free params (in chunks of 100, MLflow's batch limit)."""
+        """Flattened, stringified, secret-free params (in chunks of 100, MLflow's batch limit).
+
+        Params already on the run (a resumed run, the evaluate step) are not re-sent; a key
+        whose value changed since is reported once and kept as first logged (MLflow params are
+        immutable) instead of failing the whole batch.
+        """
         items = list(safe_params(params).items())
         for i in range(0, len(items), 100):
-            chunk = items[i : i + 100]
-            self._submit(
-                "log_params",
-                lambda chunk=chunk: self.client.log_batch(  # type: ignore[misc]
-                    self._rid(), params=_params(dict(chunk))
-                ),
-            )
+            chunk = dict(items[i : i + 100])
+            self._submit("log_params", lambda chunk=chunk: self._send_params(chunk))  # type: ignore[misc]
+
+    def _send_params(self, chunk: dict[str, str]) -> None:
+        fresh = {}
+        for key, value in chunk.items():
+            old = self._known_params.get(key)
+            if old is None:
+                fresh[key] = value
+            elif old != value and key not in self._param_conflicts:
+                self._param_conflicts.add(key)
+                log.warning(
+                    "MLflow param %r is already %r on run %s; new value %r not logged",
+                    key,
+                    old[:80],
+                    self.run_id,
+                    value[:80],
+                )
+        if fresh:
+            self.client.log_batch(self._rid(), params=_params(fresh))
+            self._known_params.update(fresh)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
         """Numeric metrics (nested dicts flattened); timestamps are taken now, not at replay."""
