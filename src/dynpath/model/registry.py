@@ -144,6 +144,7 @@ def measure_latency(
     warmup: int = 1,
     device: str = "cpu",
     seed: int = 0,
+    threads: int | None = None,
     baseline: str = "soft_dynamic",
 ) -> dict[str, Any]:
     """Eval-mode forward latency of ``variants`` on one random batch, in one process.
@@ -153,9 +154,11 @@ def measure_latency(
     selection decides what is computed (``DynamicSelection``) is measured twice: with its selector
     as initialised ("natural": an untrained FC_3 often sends most samples one way) and with FC_3's
     bias shifted so the batch splits evenly ("balanced", the realistic mix for a trained model).
+    Repeats are interleaved across rows (row A, row B, ..., row A, ...) so that a change in machine
+    load affects every row alike; ``threads`` sets torch's intra-op threads for the measurement.
     Returns per-row median milliseconds, the share routed to exploitation, and ratios to
-    ``baseline`` (when measured). Default shape and ``model_cfg`` (None = the paper's) are the
-    paper's Charades-STA setting.
+    ``baseline`` (when measured). Default shape and ``model_cfg`` (None = the paper's, dropout 0)
+    are the paper's Charades-STA setting.
     """
     dev = torch.device(device)
     model_cfg = model_cfg or ModelConfig.model_validate({"dropout": 0.0})
@@ -169,41 +172,45 @@ def measure_latency(
     cfg = Config(model=model_cfg)
 
     rows: list[dict[str, Any]] = []
+    models: list[DynamicPathwayModel] = []
     for name in variants:
-        torch.manual_seed(seed)
-        model = build_model(name, cfg, embeddings, feature_dim).to(dev).eval()
-        mixes = ["natural"]
-        if isinstance(model.fusion, DynamicSelection):
-            mixes.append("balanced")
-        for mix in mixes:
+        selecting = FUSIONS.get(VARIANTS.get(name).fusion) is DynamicSelection
+        for mix in ("natural", "balanced") if selecting else ("n/a",):
+            torch.manual_seed(seed)
+            model = build_model(name, cfg, embeddings, feature_dim).to(dev).eval()
             if mix == "balanced":
                 assert isinstance(model.fusion, DynamicSelection)
                 with torch.inference_mode():
                     _, fs = model.text(word_ids, Masks.build(video_mask, word_mask, video.dtype))
                     assert fs is not None
                     model.fusion.balance(fs)
-            times = []
-            with torch.inference_mode():
-                for i in range(warmup + repeats):
+            models.append(model)
+            rows.append({"variant": name, "route_mix": mix, "times": []})
+
+    old_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            for i in range(warmup + repeats):
+                for row, model in zip(rows, models, strict=True):
                     _sync(dev)
                     t0 = time.perf_counter()
                     out = model(video, video_mask, word_ids, word_mask)
                     _sync(dev)
                     if i >= warmup:
-                        times.append((time.perf_counter() - t0) * 1000.0)
-            share = None
-            if FUSIONS.get(model.spec.fusion).has_selector:
-                share = float((out.route == 0).float().mean())
-            rows.append(
-                {
-                    "variant": name,
-                    "route_mix": mix if len(mixes) > 1 else "n/a",
-                    "exploitation_share": share,
-                    "ms": statistics.median(times),
-                    "ms_min": min(times),
-                }
-            )
-        del model
+                        row["times"].append((time.perf_counter() - t0) * 1000.0)
+                    has_selector = FUSIONS.get(model.spec.fusion).has_selector
+                    row["exploitation_share"] = (
+                        float((out.route == 0).float().mean()) if has_selector else None
+                    )
+        used_threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(old_threads)
+    for row in rows:
+        times = row.pop("times")
+        row["ms"] = statistics.median(times)
+        row["ms_min"] = min(times)
     base = next((r["ms"] for r in rows if r["variant"] == baseline), None)
     ratios = {}
     if base:
@@ -212,7 +219,7 @@ def measure_latency(
             ratios[f"{label}/{baseline}"] = r["ms"] / base
     return {
         "device": str(dev),
-        "threads": torch.get_num_threads(),
+        "threads": used_threads,
         "shape": {"batch": batch, "clips": clips, "words": words, "feature_dim": feature_dim},
         "model": {
             "dim": model_cfg.dim,
