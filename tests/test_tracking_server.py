@@ -225,14 +225,23 @@ def _train_version(name: str, root: Path, metric: float | None, seed: int) -> st
 
 
 class FlakyClient:
-    """The real client, except that version tags fail after ``ok_tags`` successful writes."""
+    """The real client, except that version tags fail after ``ok_tags`` successful writes and
+    the alias write fails when ``fail_alias``."""
 
-    def __init__(self, real: Any, ok_tags: int) -> None:
+    def __init__(self, real: Any, ok_tags: int, fail_alias: bool = False) -> None:
         self.real = real
         self.ok_tags = ok_tags
+        self.fail_alias = fail_alias
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.real, name)
+
+    def set_registered_model_alias(self, *args: Any) -> None:
+        from mlflow.exceptions import MlflowException
+
+        if self.fail_alias:
+            raise MlflowException("API request failed: server closed the connection")
+        self.real.set_registered_model_alias(*args)
 
     def set_model_version_tag(self, *args: Any) -> None:
         from mlflow.exceptions import MlflowException
@@ -286,6 +295,10 @@ def test_promotion_moves_champion_only_on_merit_and_records_why(
     with pytest.raises(Exception, match="connection reset"):
         promote(FlakyClient(client, ok_tags=1), model, v4, "val_r1_iou0.5")
     assert champion() == v3
+    with pytest.raises(Exception, match="closed the connection"):  # the last step fails
+        promote(FlakyClient(client, ok_tags=100, fail_alias=True), model, v4, "val_r1_iou0.5")
+    assert champion() == v3
+    assert tags(v4)["promotion_decision"] == "failed" and "closed" in tags(v4)["promotion_error"]
     # a candidate whose run never logged the metric is refused, champion untouched
     v5 = _train_version(name, tmp_path, None, seed=5)
     with pytest.raises(TrackingError, match=r"no metric 'val_r1_iou0\.5'"):

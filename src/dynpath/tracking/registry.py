@@ -10,6 +10,7 @@ metric missing) leaves the previous champion exactly where it was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -137,10 +138,18 @@ def promote(
         "promotion_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     # Tags first, alias last: if anything fails before the alias call, champion is untouched.
-    for key, value in tags.items():
-        client.set_model_version_tag(name, candidate, key, value)
+    try:
+        for key, value in tags.items():
+            client.set_model_version_tag(name, candidate, key, value)
+        if decision == "promoted":
+            client.set_registered_model_alias(name, CHAMPION, candidate)
+    except Exception as err:
+        # Best effort: the tags must not claim a promotion that did not happen.
+        with contextlib.suppress(Exception):
+            client.set_model_version_tag(name, candidate, "promotion_decision", "failed")
+            client.set_model_version_tag(name, candidate, "promotion_error", str(err)[:500])
+        raise
     if decision == "promoted":
-        client.set_registered_model_alias(name, CHAMPION, candidate)
         log.info("%s: champion is now version %s (%s)", name, candidate, reason)
     else:
         log.info("%s: version %s not promoted (%s)", name, candidate, reason)
