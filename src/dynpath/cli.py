@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -278,7 +279,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (DynpathError, ConfigError) as err:
         print(f"dynpath {args.command}: error: {err}", file=sys.stderr)
         return 2
-    _print(result, as_json=True)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        _print(result, as_json=True)
     return 0
 
 

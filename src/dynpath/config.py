@@ -116,6 +116,7 @@ class TrainConfig(_Section):
     amp: bool = True  # CUDA only
     compile: bool = False
     threads: int = Field(0, ge=0)  # torch CPU threads; 0 = torch default
+    checkpoint_every: int = Field(500, ge=0)  # mid-epoch checkpoint period (steps); 0 = epochs only
 
 
 class EvalConfig(_Section):
