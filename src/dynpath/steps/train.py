@@ -210,7 +210,7 @@ def _run(
             clip_norm=cfg.train.clip_norm,
             amp=cfg.train.amp,
             compile=cfg.train.compile,
-            checkpoint_every_steps=_checkpoint_every(cfg),
+            checkpoint_every_steps=cfg.train.checkpoint_every,
         )
         trainer = Trainer(
             model,
@@ -270,15 +270,6 @@ def _run(
             write_json(out_dir / SUMMARY, summary)
             _log_outputs(tracker, out_dir, vocab_dir, result.best_val, result.best_epoch, summary)
     return summary
-
-
-def _checkpoint_every(cfg: Config) -> int:
-    """Mid-epoch checkpoint period in steps (``train.checkpoint_every`` when the schema has it).
-
-    Default: about every 10 minutes' worth of work is unknowable up front, so checkpoint mid-epoch
-    only for long epochs: every 500 steps (epoch ends are always checkpointed).
-    """
-    return int(getattr(cfg.train, "checkpoint_every", 500))
 
 
 def _mean(values: Sequence[Any]) -> float | None:
