@@ -15,7 +15,8 @@ Cache keys: each task receives ``code_version`` (package version + git commit) a
 ``data_digest`` (content digest of the inputs) as inputs, so KFP's cache reruns a step when the
 code or the data change, and reuses it otherwise. The data steps get only the config sections
 they depend on, so tuning training does not re-extract features. ``promote`` acts on the MLflow
-registry, state outside the pipeline, and is never cached.
+registry, state outside the pipeline, and is never cached; with ``tracking.enabled: false``
+there is no registry and the DAG ends at the report.
 """
 
 from typing import Any
@@ -92,6 +93,8 @@ def build_pipeline(
     inputs = data_paths(cfg)
     full = step_params(cfg, "train")
     gpu = cfg.pipeline.gpu
+    # Promotion moves an alias in the MLflow registry: without tracking there is none.
+    tracking = cfg.tracking.enabled
 
     @dsl.pipeline(
         name=cfg.pipeline.name,
@@ -136,14 +139,18 @@ def build_pipeline(
 
         rep = comps.report(
             params=full,
+            vocab=vocab,
             evaluations=dsl.Collected(ev.outputs["evaluation"]),
             models=dsl.Collected(tr.outputs["model"]),
             **keys,
         )
         _use_env(rep, cfg)
-        pro = comps.promote(params=full, code_version=code_version, report=rep.outputs["report"])
-        pro.set_caching_options(enable_caching=False)
-        _use_env(pro, cfg)
+        if tracking:
+            pro = comps.promote(
+                params=full, code_version=code_version, report=rep.outputs["report"]
+            )
+            pro.set_caching_options(enable_caching=False)
+            _use_env(pro, cfg)
         return rep.outputs["report"]
 
     return dynpath_pipeline

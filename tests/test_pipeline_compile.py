@@ -16,7 +16,7 @@ from dynpath.profiles import resolve
 VARIANTS = ["dynamic", "exploitation_only", "sum_fusion"]
 
 
-def _cfg(profile: str = "tiny", **pipeline: Any) -> Config:
+def _cfg(profile: str = "tiny", tracking: bool = True, **pipeline: Any) -> Config:
     raw = resolve(profile)
     raw["variants"] = {v: {} for v in VARIANTS}
     raw["pipeline"]["gpu"] = {
@@ -36,6 +36,7 @@ def _cfg(profile: str = "tiny", **pipeline: Any) -> Config:
         },
     }
     raw["pipeline"].update(pipeline)
+    raw["tracking"]["enabled"] = tracking
     return Config.model_validate(raw)
 
 
@@ -84,14 +85,23 @@ def test_root_dag_is_data_extract_vocab_loop_report_promote(compiled: Any) -> No
     assert tasks["extract"]["cachingOptions"] == {"enableCache": True}
 
 
+def test_without_tracking_the_dag_ends_at_the_report(tmp_path: Path) -> None:
+    spec, _ = _compile(_cfg(tracking=False), tmp_path / "p.yaml")
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "report" in tasks and "promote" not in tasks
+    assert spec["root"]["dag"]["outputs"]["artifacts"]["Output"]["artifactSelectors"] == [
+        {"outputArtifactKey": "report", "producerSubtask": "report"}
+    ]
+
+
 def test_report_fans_in_every_iteration(compiled: Any) -> None:
     spec, _ = compiled
     loop_name, loop = _loop(spec)
     report = spec["root"]["dag"]["tasks"]["report"]
     arts = report["inputs"]["artifacts"]
-    assert set(arts) == {"evaluations", "models"}
-    for art in arts.values():
-        assert art["taskOutputArtifact"]["producerTask"] == loop_name
+    assert set(arts) == {"evaluations", "models", "vocab"}
+    for name in ("evaluations", "models"):
+        assert arts[name]["taskOutputArtifact"]["producerTask"] == loop_name
     loop_outputs = spec["components"][loop["componentRef"]["name"]]["outputDefinitions"]
     assert all(a.get("isArtifactList") for a in loop_outputs["artifacts"].values())
     inputs = spec["components"]["comp-report"]["inputDefinitions"]["artifacts"]

@@ -256,6 +256,8 @@ def run_local(cfg: Config, workdir: Path) -> dict[str, Any]:
     # kfp.local warns that the project image is "not a Python image": irrelevant here, the
     # subprocess runner uses this environment, which is what the image is built from.
     warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
+    # GPU requests, node selectors and secrets are cluster settings; locally they mean nothing.
+    warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     pipeline_func = build_pipeline(cfg)
