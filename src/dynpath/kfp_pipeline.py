@@ -40,10 +40,14 @@ log = logging.getLogger(__name__)
 #: File name of the HDF5 store inside the ``features`` artifact directory.
 FEATURES_FILE = "features.h5"
 
-#: Config sections each data step depends on. Passing only these to the step keeps its cache key
-#: stable when an unrelated section changes: editing ``train.epochs`` must not re-extract features.
+#: Config keys (sections or dotted keys) each data step depends on: the ``params:`` of its
+#: dvc.yaml stage. Passing only these to the step keeps its cache key stable when an unrelated
+#: key changes: editing ``train.epochs`` must not re-extract features. The rest of the Config
+#: takes its defaults, which these steps do not read.
 STEP_SECTIONS: dict[str, tuple[str, ...]] = {
-    "synth": ("seed", "data", "synth"),
+    # the synthetic clip length follows the extractor's stride and frame rate, and the GloVe
+    # file's width follows vocab.dim (dynpath.steps.synth.params_from_config)
+    "synth": ("seed", "data", "synth", "extract.frame_rate", "extract.stride", "vocab.dim"),
     "extract": ("seed", "data", "extract"),
     "vocab": ("seed", "data", "vocab"),
 }
@@ -150,7 +154,7 @@ def data_digest(cfg: Config, repo: str | Path = ".", rev: str | None = None) -> 
     """
     h = hashlib.sha256()
     if cfg.data.dataset == "synthetic":
-        sections = {k: cfg.model_dump(mode="json")[k] for k in STEP_SECTIONS["synth"]}
+        sections = _subset(cfg.model_dump(mode="json"), STEP_SECTIONS["synth"])
         h.update(json.dumps(sections, sort_keys=True).encode())
         return "synthetic-" + h.hexdigest()[:16]
     from dvc.api import DVCFileSystem
@@ -296,8 +300,21 @@ def step_params(cfg: Config, step: str) -> str:
     raw = cfg.model_dump(mode="json")
     keys = STEP_SECTIONS.get(step)
     if keys is not None:
-        raw = {k: raw[k] for k in keys}
+        raw = _subset(raw, keys)
     return json.dumps(raw, sort_keys=True, separators=(",", ":"))
+
+
+def _subset(raw: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
+    """The part of ``raw`` named by sections / dotted keys, nested as in ``raw``."""
+    out: dict[str, Any] = {}
+    for dotted in keys:
+        *parents, last = dotted.split(".")
+        src, dst = raw, out
+        for key in parents:
+            src = src[key]
+            dst = dst.setdefault(key, {})
+        dst[last] = src[last]
+    return out
 
 
 def _rebase(path: str | None, root: str | Path) -> str | None:
