@@ -228,13 +228,20 @@ def submit(cfg: Config, host: str | None, package: Path) -> dict[str, Any]:
     import kfp
 
     compile_pipeline(cfg, package)
-    client = kfp.Client(host=host)
-    run = client.create_run_from_pipeline_package(
-        str(package),
-        arguments={},
-        run_name=cfg.pipeline.run_name,
-        experiment_name=cfg.pipeline.experiment,
-    )
+    try:
+        client = kfp.Client(host=host)
+        run = client.create_run_from_pipeline_package(
+            str(package),
+            arguments={},
+            run_name=cfg.pipeline.run_name,
+            experiment_name=cfg.pipeline.experiment,
+        )
+    except Exception as err:  # kfp raises urllib3/ApiException/ValueError alike
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise DynpathError(
+            f"submitting {package} to the Kubeflow Pipelines API at {host or '(in-cluster)'} "
+            f"failed: {first}"
+        ) from err
     base = (host or "").rstrip("/")
     return {
         "run_id": run.run_id,
