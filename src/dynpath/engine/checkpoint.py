@@ -121,10 +121,17 @@ def seed_everything(seed: int) -> None:
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write ``payload`` atomically (temp file + fsync + rename)."""
+    """Write ``payload`` atomically (temp file + fsync + rename).
+
+    ``torch.save`` writes through a Python file object: given a path, PyTorch's zip writer
+    reports a full disk as ``RuntimeError: unexpected pos ...`` with no file name and no errno;
+    through a file object the failing ``write`` leaves the real OSError behind it, which
+    :func:`~dynpath.io.atomic_path` turns into an :class:`~dynpath.errors.OutputError` naming
+    ``path`` (the previous checkpoint is untouched).
+    """
     path = Path(path)
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(payload, tmp)
+    with atomic_path(path, suffix=".pt") as tmp, open(tmp, "wb") as fh:
+        torch.save(payload, fh)
     return path
 
 
