@@ -25,7 +25,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dynpath.errors import DataError
-from dynpath.io import atomic_path
+from dynpath.io import atomic_path, ensure_room
 
 REQUIRED_ATTRS = ("backbone", "dim", "fps", "window", "stride", "pretrained", "weights")
 _NULLABLE = ("weights",)  # stored as "" because HDF5 attributes cannot hold None
@@ -197,6 +197,7 @@ def _write_items(
                 raise DataError(f"{path}: video {vid!r} has NaN/Inf features")
             if vid in f:
                 raise DataError(f"{path}: video {vid!r} given twice")
+            ensure_room(tmp, a.nbytes, name=path)  # HDF5 cannot recover from a failed write (io.py)
             f.create_dataset(vid, data=a)
             count += 1
             positions += int(a.shape[0])

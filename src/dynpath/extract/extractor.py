@@ -13,8 +13,11 @@ stride the number of clips is (:func:`num_clips`)::
 e.g. w = s = 16: 16 frames -> 1, 17 -> 2, 40 -> 3, 48 -> 3; w = 16, s = 8: 40 frames -> 4.
 
 Store. One float32 dataset [T, D] per video id (the file stem) in an HDF5 file whose attrs record
-backbone, dim, fps, window, stride, size, pretrained, weights, weights_id (the layout
-:mod:`dynpath.data.features` reads). Writing is atomic and resumable:
+backbone, dim, fps (0.0: each video's own rate), window, stride, size, pretrained, weights
+(checkpoint path or ``random-init(seed=N)``), weights_id (sha256 of the checkpoint) and failures
+(JSON) -- the layout :mod:`dynpath.data.features` reads. Each dataset's attrs give its fps,
+source_fps, n_frames and precision (fp32 / bfloat16 / fp16-autocast). Writing is atomic and
+resumable:
 
 - extraction writes ``<output>.partial`` and flushes after each video; a video's dataset counts
   as done only once its ``complete`` attr is set, so a half-written one is redone;
@@ -50,11 +53,11 @@ import torch
 from tqdm import tqdm
 
 from dynpath.config import ExtractConfig
-from dynpath.errors import DataError
+from dynpath.errors import DataError, OutputError
 from dynpath.extract.backbones import LoadedBackbone, build_backbone
 from dynpath.extract.i3d import InceptionI3d
 from dynpath.extract.video import VideoReader, list_videos
-from dynpath.io import write_json
+from dynpath.io import ensure_room, space_errno, write_json
 
 log = logging.getLogger(__name__)
 
@@ -120,11 +123,24 @@ class VideoFeatures:
     source_fps: float
 
 
-class ClipFeatureExtractor:
-    """Runs one backbone over the clips of videos, batched, on CPU or GPU (fp16 autocast).
+def cpu_bf16_supported() -> bool:
+    """Whether oneDNN runs bfloat16 natively here (AVX512-BF16 / AMX), i.e. bf16 is a speed-up."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
-    For inference the BatchNorms of I3D are folded into the convolutions and the network is put
-    in channels-last-3d memory format: both measured faster on CPU (see the extract report).
+
+class ClipFeatureExtractor:
+    """Runs one backbone over the clips of videos, batched, on CPU or GPU.
+
+    Precision (``extract.amp``): on CUDA, fp16 autocast; on a CPU with native bfloat16 (AMX or
+    AVX512-BF16, as oneDNN reports) the network runs in bfloat16, measured 2x (I3D) to 4x (C3D)
+    faster than fp32 on 2 cores, with features within ~0.6% (relative L2) of fp32; elsewhere,
+    or with ``amp: false``, fp32. The precision is recorded with the features.
+
+    For inference the BatchNorms of I3D are folded into the convolutions and the network uses
+    the channels-last-3d memory format: both measured faster on CPU.
     """
 
     def __init__(
@@ -136,9 +152,14 @@ class ClipFeatureExtractor:
         model = backbone.model
         if isinstance(model, InceptionI3d):
             model = _folded_copy(model)
-        model = model.to(self.device).to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
-        self.model = model.eval()
         self.amp = bool(cfg.amp and self.device.type == "cuda")
+        self.dtype = torch.float32
+        if cfg.amp and self.device.type == "cpu" and cpu_bf16_supported():
+            self.dtype = torch.bfloat16
+        self.precision = "fp16-autocast" if self.amp else str(self.dtype).removeprefix("torch.")
+        model = model.to(self.device, self.dtype)
+        model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
+        self.model = model.eval()
 
     def _autocast(self) -> AbstractContextManager[Any]:
         if self.amp:
@@ -149,7 +170,8 @@ class ClipFeatureExtractor:
     def run_clips(self, clips: list[np.ndarray]) -> np.ndarray:
         """[B] clips of [window, H, W, 3] uint8 -> [B, D] float32 features."""
         x = torch.from_numpy(np.stack(clips)).to(self.device, non_blocking=True)
-        x = self.backbone.spec.normalize(x).contiguous(memory_format=torch.channels_last_3d)
+        x = self.backbone.spec.normalize(x).to(self.dtype)
+        x = x.contiguous(memory_format=torch.channels_last_3d)
         with self._autocast():
             y = self.model(x)
         return y.float().cpu().numpy()
@@ -264,6 +286,7 @@ class ExtractionSummary:
     pretrained: bool
     weights: str
     device: str
+    precision: str = ""
     videos: int = 0
     extracted: int = 0
     skipped: int = 0
@@ -288,7 +311,40 @@ def extract_directory(
     seed: int,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Extract features of every video in ``videos`` into ``output`` (atomic, resumable)."""
+    """Extract features of every video in ``videos`` into ``output`` (atomic, resumable).
+
+    A full disk (or file-size/quota limit) while writing is an :class:`OutputError` naming the
+    partial store: h5py's own message names neither the output nor what to do.
+    """
+    try:
+        return _extract_directory(videos, output, backbone, cfg, weights, seed, progress)
+    except (OSError, RuntimeError) as err:
+        partial = _partial_path(output)
+        if isinstance(err, OutputError):  # ensure_room, or a sidecar written by atomic_path
+            code, reason, name = err.errno, str(err.strerror), str(err.filename)
+        else:
+            code = space_errno(err)
+            if code is None:
+                raise
+            reason, name = os.strerror(code), str(partial)
+        raise OutputError(
+            code,
+            reason,
+            name,
+            note=f"{output} is unchanged; free some space and re-run: the complete videos in "
+            f"{partial.name} are kept",
+        ) from err
+
+
+def _extract_directory(
+    videos: Path,
+    output: Path,
+    backbone: str,
+    cfg: ExtractConfig,
+    weights: str | None,
+    seed: int,
+    progress: bool,
+) -> dict[str, Any]:
     paths = list_videos(videos)
     if not paths:
         raise DataError(f"{videos}: no video files (looked for common video suffixes)")
@@ -327,6 +383,7 @@ def extract_directory(
         partial.unlink(missing_ok=True)
         summary.skipped = len(ids)
         summary.device = "none (all videos already extracted)"
+        summary.precision = "n/a"
         log.info("extract: all %d videos already in %s", len(ids), output)
         return summary.as_dict()
 
@@ -346,6 +403,7 @@ def extract_directory(
 
     extractor = ClipFeatureExtractor(loaded, cfg)
     summary.device = str(extractor.device)
+    summary.precision = extractor.precision
     todo = [p for p in paths if p.stem not in partial_done]
     summary.skipped = len(paths) - len(todo)
     t0 = time.perf_counter()
@@ -361,6 +419,7 @@ def extract_directory(
                 continue
             if vid in f:  # an incomplete dataset from a killed run
                 del f[vid]
+            ensure_room(partial, vf.features.nbytes)  # a failed HDF5 write cannot be undone
             ds = f.create_dataset(vid, data=vf.features)
             ds.attrs.update({"fps": vf.fps, "source_fps": vf.source_fps, "n_frames": vf.n_frames})
             ds.attrs["complete"] = True
