@@ -115,7 +115,9 @@ def reference(ws: Workspace) -> dict[str, Any]:
     }
 
 
-def _spawn(argv: list[str], log: Path, code: str | None = None, **env: str) -> subprocess.Popen[bytes]:
+def _spawn(
+    argv: list[str], log: Path, code: str | None = None, **env: str
+) -> subprocess.Popen[bytes]:
     cmd = cli_command(argv) if code is None else [cli_command([])[0], "-c", code, *argv]
     with open(log, "wb") as fh:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=fh, env=child_env(**env))
