@@ -139,13 +139,14 @@ def _model_info(args: argparse.Namespace) -> Any:
 def _localize(args: argparse.Namespace) -> Any:
     from dynpath.tracking.localizer import Localizer, format_spans
 
-    loc = Localizer.load(args.model)
+    loc = Localizer.load(args.model, device=args.device)
     result = loc.predict(
         video=args.video,
         query=args.query,
         features=args.features,
         video_id=args.video_id,
         topk=args.topk,
+        duration=args.duration,
     )
     if args.json:
         return result
@@ -245,7 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", help="video file (features extracted on the fly)")
     p.add_argument("--features", help="HDF5 feature store instead of a video")
     p.add_argument("--video-id", help="video id in --features")
+    p.add_argument("--duration", type=float, help="seconds (feature stores without durations)")
     p.add_argument("--topk", type=int, default=5)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--json", action="store_true")
 
     p = add("bench", _bench, "benchmark suite (writes a JSON and prints a table)")
