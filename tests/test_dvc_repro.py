@@ -155,7 +155,7 @@ def test_eval_change_reevaluates_without_training(project: Project) -> None:
     set_params(repo, **{"eval/nms_iou": 0.4})
     try:
         status = run(repo, "dvc", "status")
-        assert "eval.nms_iou" in status and "train@" not in status, status
+        assert "modified:           eval" in status and "train@" not in status, status
         assert would_run(repo) == {f"evaluate@{v}" for v in VARIANT_NAMES} | {"report"}
     finally:
         run(repo, "git", "checkout", "--", "params.yaml")
