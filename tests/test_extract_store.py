@@ -10,6 +10,7 @@ import av
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from dynpath.config import Config, ExtractConfig
 from dynpath.errors import DataError
@@ -23,7 +24,7 @@ from dynpath.extract.extractor import (
 from dynpath.steps import extract as extract_step
 
 FPS = 8
-CFG = ExtractConfig(size=16, batch_size=2, max_failures=0.0)
+CFG = ExtractConfig(size=16, batch_size=2, max_failures=0.0, amp=False)  # fp32: exact
 
 
 def write_video(path: Path, n: int, codec: str = "libx264") -> Path:
@@ -243,3 +244,16 @@ def test_step_run_returns_the_summary(videos: Path, tmp_path: Path) -> None:
     json.dumps(result)  # JSON-able
     with pytest.raises(DataError, match="no video files"):
         extract_step.run(cfg, tmp_path, tmp_path / "g.h5", "i3d", None)
+
+
+def test_reduced_precision_on_cpu_stays_close_to_fp32(videos: Path) -> None:
+    # extract.amp: bfloat16 where oneDNN runs it natively (AMX / AVX512-BF16), else fp32.
+    fast_cfg = CFG.model_copy(update={"amp": True})
+    fast = ex.ClipFeatureExtractor(ex.build_backbone("i3d", None, 3), fast_cfg, torch.device("cpu"))
+    exact = ex.ClipFeatureExtractor(ex.build_backbone("i3d", None, 3), CFG)
+    assert exact.precision == "float32"
+    assert fast.precision == ("bfloat16" if ex.cpu_bf16_supported() else "float32")
+    a = fast.video(videos / "v40.mp4").features
+    b = exact.video(videos / "v40.mp4").features
+    assert a.dtype == b.dtype == np.float32
+    assert np.linalg.norm(a - b) / np.linalg.norm(b) < 0.03
