@@ -93,7 +93,8 @@ def ablation_bars(
         ax.grid(axis="x", alpha=0.3)
     axes[0].set_yticks(ys, names)
     axes[0].invert_yaxis()
-    axes[1].legend(loc="lower right", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", bbox_to_anchor=(0.5, -0.06), ncol=3, fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
 
@@ -118,6 +119,6 @@ def route_shares(results: Sequence[VariantResult], path: Path) -> Path | None:
     ax.set_yticks(ys, [r.display for r in rows])
     ax.invert_yaxis()
     ax.set(xlim=(0, 100), xlabel="% of test queries", title="route chosen by the selector")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
     fig.tight_layout()
     return _save(fig, path)
