@@ -35,6 +35,8 @@ def write_fixture(
     dynamic_r05: float = 80.0,
     dynamic_shuffled_r05: float = 20.0,
     shares: tuple[float, float] = (0.625, 0.375),
+    run_ids: dict[str, str] | None = None,
+    experiment_id: str | None = "7",
 ) -> tuple[Path, Path]:
     """outputs/{eval,models,vocab} as the train, evaluate and vocab steps write them."""
     eval_dir, models_dir, vocab_dir = root / "eval", root / "models", root / "vocab"
@@ -53,7 +55,7 @@ def write_fixture(
         else:
             m["routes"] = {}
         m["latency_ms"] = {"p50": 3.5 + i, "p95": 5.0 + i}
-        m["mlflow_run_id"] = f"{i:032x}"
+        m["mlflow_run_id"] = (run_ids or {}).get(name, f"{i:032x}")
         (eval_dir / name).mkdir(parents=True)
         (eval_dir / name / "metrics.json").write_text(json.dumps(m))
         preds = []
@@ -83,8 +85,8 @@ def write_fixture(
                     "train_seconds": 12.5 * (i + 1),
                     "best_epoch": 2,
                     "best_val": {"r1_iou0.5": 50.0},
-                    "mlflow_run_id": f"{i:032x}",
-                    "mlflow_experiment_id": "7",
+                    "mlflow_run_id": m["mlflow_run_id"],
+                    "mlflow_experiment_id": experiment_id,
                     "pretrained_features": pretrained,
                 }
             )

@@ -93,8 +93,11 @@ def mlflow_links(results: Sequence[VariantResult], tracking_uri: str) -> dict[st
                     client = MlflowClient(tracking_uri=tracking_uri)
                 exp = str(client.get_run(r.run_id).info.experiment_id)
             except Exception as err:  # the report must not depend on a live server
-                log.warning("no MLflow link for %s: %s", r.name, err)
-                continue
+                if "RESOURCE_DOES_NOT_EXIST" in str(getattr(err, "error_code", "")):
+                    log.warning("no MLflow link for %s: run %s not found", r.name, r.run_id)
+                    continue
+                log.warning("no MLflow links (%s unreachable?): %s", tracking_uri, err)
+                break
         links[r.name] = f"{base}/#/experiments/{exp}/runs/{r.run_id}"
     return links
 
