@@ -38,6 +38,7 @@ def mlflow_server(
         f"database_uri = sqlite:///{tmp / 'auth.db'}\n"
         "admin_username = admin\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+        "auth_cache_ttl_seconds = 60\n"  # one password hash per client, not per request
     )
     env = {
         **os.environ,
