@@ -274,6 +274,28 @@ class Localizer:
         """The core shared by every entry point: features [T, D] + query -> spans in seconds."""
         return self.predict_batch([feats], [query], [duration], topk)[0]
 
+    def _encode(self, query: str) -> list[int]:
+        """Word ids of a user's query; refuses text the model cannot condition on.
+
+        Training data goes through the readers' checks, but a query typed by a user reaches
+        the model directly: undecodable bytes (the shell's argv with a non-UTF-8 locale arrives
+        as lone surrogates) and a query none of whose words the model knows (every token UNK:
+        the spans would not depend on the query at all) are errors, not silent guesses.
+        """
+        from dynpath.data.vocab import UNK_ID
+
+        try:
+            query.encode("utf-8")
+        except UnicodeEncodeError:
+            raise DataError(f"query {query!r} is not valid UTF-8 text") from None
+        ids = self.vocab.encode(query, self.cfg.vocab.max_query_len)
+        if all(i == UNK_ID for i in ids):
+            raise DataError(
+                f"query {query[:80]!r}: none of its words is in the model's vocabulary "
+                f"({len(self.vocab)} words); rephrase it with common words"
+            )
+        return list(ids)
+
     def predict_batch(
         self,
         feats: Sequence[np.ndarray],
@@ -298,7 +320,7 @@ class Localizer:
                 )
             if not d > 0:
                 raise DataError(f"duration must be > 0 seconds, got {d}")
-            words = np.asarray(self.vocab.encode(q, self.cfg.vocab.max_query_len), np.int64)
+            words = np.asarray(self._encode(q), np.int64)
             video = resample(f, self.cfg.data.max_len)
             items.append(
                 {
