@@ -105,8 +105,10 @@ def write_dataset(root: Path, n_videos: int = 32, dim: int = FEATURE_DIM, seed: 
     return root
 
 
-def params_dict(data: Path, **sections: dict[str, Any]) -> dict[str, Any]:
-    """A complete params mapping for the dataset in ``data``; ``sections`` update sections."""
+def params_dict(data_root: Path, **sections: dict[str, Any]) -> dict[str, Any]:
+    """A complete params mapping for the dataset in ``data_root``; ``sections`` update (merge
+    into) whole sections, e.g. ``data={"features": ...}``."""
+    data = data_root
     from dynpath.config import Config
 
     raw: dict[str, Any] = Config().model_dump(mode="json")
