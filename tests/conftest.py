@@ -5,6 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
+
+# Tests use tiny models: threads only add contention on a 2-core CI machine (measured ~10x slower
+# for the model tests under load). Benchmarks, not tests, measure multi-threaded speed.
+torch.set_num_threads(1)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()
