@@ -157,6 +157,7 @@ class PipelineConfig(_Section):
     image: str = "ghcr.io/dynpath/dynpath:0.1.0"
     experiment: str = "dynpath"
     run_name: str = "dynpath-ablation"
+    data_repo: str = ""  # git URL the pods fetch DVC-tracked data from ("" = the origin remote)
     data_rev: str = "HEAD"
     mlflow_secret: str = "dynpath-mlflow"
     s3_secret: str = "dynpath-s3"
