@@ -197,7 +197,7 @@ def build_pipeline(cfg: Config) -> Any:
 def _default_data_repo(cfg: Config, root: Path) -> str:
     """Where the pods clone the DVC-tracked inputs from: ``pipeline.data_repo`` when the config
     has it, else this checkout's ``origin`` remote (empty for the synthetic dataset)."""
-    configured = getattr(cfg.pipeline, "data_repo", None)
+    configured = cfg.pipeline.data_repo
     if configured:
         return str(configured)
     if cfg.data.dataset == "synthetic":
