@@ -130,7 +130,8 @@ code{background:#f5f5f5;padding:0 .2em}
 """
 
 
-def _html_table(block: Block) -> str:
+def _html_table(block: Block, number: int) -> str:
+    """pandas ``to_html`` of the formatted cells; text columns left-aligned by a scoped rule."""
     assert block.table is not None
     cells = _cells(block.table, block.digits).map(html.escape)
     for column, urls in block.links.items():
@@ -140,10 +141,19 @@ def _html_table(block: Block) -> str:
                 for text, u in zip(cells[column], urls, strict=True)
             ]
     cells.columns = [html.escape(str(c)) for c in cells.columns]
-    table = cells.to_html(index=False, escape=False, border=0)
+    cls = f"t{number}"
+    table = cells.to_html(index=False, escape=False, border=0, classes=cls)
     if block.text:
         table = table.replace(">", f"><caption>{html.escape(block.text)}</caption>", 1)
-    return table
+    text_cols = [
+        i + 1
+        for i, c in enumerate(block.table.columns)
+        if not pd.api.types.is_numeric_dtype(block.table[c])
+    ]
+    rules = "".join(
+        f".{cls} td:nth-child({i}),.{cls} th:nth-child({i}){{text-align:left}}" for i in text_cols
+    )
+    return (f"<style>{rules}</style>\n" if rules else "") + table
 
 
 def _data_uri(path: Path) -> str:
@@ -160,6 +170,7 @@ def render_html(doc: Document) -> str:
     ]
     if doc.subtitle:
         parts.append(f'<p class="subtitle">{html.escape(doc.subtitle)}</p>')
+    tables = 0
     for section in doc.sections:
         parts.append(f"<h2>{html.escape(section.title)}</h2>")
         for b in section.blocks:
@@ -168,7 +179,8 @@ def render_html(doc: Document) -> str:
             elif b.kind in ("alert", "ok"):
                 parts.append(f'<div class="{b.kind}">{html.escape(b.text)}</div>')
             elif b.kind == "table":
-                parts.append(_html_table(b))
+                tables += 1
+                parts.append(_html_table(b, tables))
             elif b.kind == "image" and b.image is not None:
                 parts.append(
                     f'<figure><img alt="{html.escape(b.text, quote=True)}" '

@@ -213,14 +213,14 @@ def shuffled_table(results: Sequence[VariantResult], thresholds: Sequence[float]
     """The shuffled-video control next to the real score: a model that reads the video drops."""
     rows = []
     key = metric_key(1, 0.5) if 0.5 in thresholds else metric_key(1, thresholds[0])
+    main = key.replace("r1_iou", "R@1 IoU≥")
     for r in results:
         row: dict[str, Any] = {"Variant": r.display}
         for k, label in r1_columns(thresholds):
             row[f"{label} shuffled"] = r.shuffled(k)
         real, shuf = r.metric(key), r.shuffled(key)
-        label = key.replace("r1_iou", "R@1 IoU≥")
-        row[f"{label} real"] = real
-        row[f"{label} kept"] = (
+        row[f"{main} real"] = real
+        row[f"{main} kept %"] = (
             None if real is None or shuf is None or real == 0 else 100.0 * shuf / real
         )
         rows.append(row)
