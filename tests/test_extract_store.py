@@ -119,6 +119,7 @@ def test_extracts_every_video_with_counts_and_attrs(videos: Path, tmp_path: Path
     assert (attrs["window"], attrs["stride"], attrs["fps"]) == (16, 16, 0.0)
     with h5py.File(out, "r") as f:
         assert f["v40"].attrs["n_frames"] == 40 and f["v40"].attrs["fps"] == pytest.approx(FPS)
+        assert f["v40"].attrs["precision"] == "float32"
     assert not (tmp_path / "features" / "f.h5.partial").exists()
     # Different clips of random-noise videos give different features; the padded tail is fine.
     assert not np.allclose(data["v40"][0], data["v40"][2])

@@ -421,7 +421,14 @@ def _extract_directory(
                 del f[vid]
             ensure_room(partial, vf.features.nbytes)  # a failed HDF5 write cannot be undone
             ds = f.create_dataset(vid, data=vf.features)
-            ds.attrs.update({"fps": vf.fps, "source_fps": vf.source_fps, "n_frames": vf.n_frames})
+            ds.attrs.update(
+                {
+                    "fps": vf.fps,
+                    "source_fps": vf.source_fps,
+                    "n_frames": vf.n_frames,
+                    "precision": extractor.precision,
+                }
+            )
             ds.attrs["complete"] = True
             f.flush()
             summary.extracted += 1
