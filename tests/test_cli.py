@@ -40,3 +40,16 @@ def test_bad_params_key_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert main(["--params", str(params), "vocab", "--out", str(tmp_path / "v")]) == 2
     assert "train.epocs: unknown key" in capsys.readouterr().err
     assert not (tmp_path / "v").exists()
+
+
+def test_data_step_checks_a_real_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    params = tmp_path / "params.yaml"
+    assert main(["--params", str(params), "profile", "charades_sta"]) == 0
+    raw = yaml.safe_load(params.read_text())
+    raw["data"]["root"] = str(tmp_path / "missing")
+    params.write_text(yaml.safe_dump(raw))
+    assert main(["--params", str(params), "data"]) == 2
+    assert "missing" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()  # a real dataset's folder is never created

@@ -94,3 +94,11 @@ def test_overrides_on_load(tmp_path: Path) -> None:
     assert cfg.train.epochs == 3 and cfg.seed == 1
     with pytest.raises(ConfigError, match="no such config key"):
         load_config(p, overrides={"train.nope": 3})
+
+
+def test_nested_variant_overrides_touch_one_key() -> None:
+    # `dvc exp run -S variants.x.model.dropout=0.1` writes a nested mapping
+    cfg = Config(variants={"x": {"arch": "dynamic", "model": {"dropout": 0.1}}})
+    arch, vcfg = cfg.variant("x")
+    assert arch == "dynamic" and vcfg.model.dropout == 0.1
+    assert vcfg.model.dim == cfg.model.dim and vcfg.model.kernels == cfg.model.kernels

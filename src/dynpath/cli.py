@@ -48,6 +48,13 @@ def _synth(args: argparse.Namespace) -> Any:
     return synth.run(cfg, out_dir=Path(args.out or cfg.data.root))
 
 
+def _data(args: argparse.Namespace) -> Any:
+    cfg = _cfg(args)
+    from dynpath.steps import data
+
+    return data.run(cfg, root=Path(cfg.data.root))
+
+
 def _extract(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
     from dynpath.steps import extract
@@ -196,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("synth", _synth, "generate the synthetic benchmark (videos, annotations, GloVe file)")
     p.add_argument("--out", help="output directory (default: data.root)")
+
+    add("data", _data, "generate the synthetic benchmark, or check a real dataset's annotations")
 
     p = add("extract", _extract, "extract clip features from videos into an HDF5 store")
     p.add_argument("--videos", help="directory of videos (default: data.videos)")

@@ -187,12 +187,25 @@ class Config(_Section):
             raise ConfigError(
                 f"unknown variant {name!r}: params.yaml 'variants' has {sorted(self.variants)}"
             )
-        overrides = dict(self.variants[name] or {})
+        overrides = _flatten(dict(self.variants[name] or {}))
         arch = str(overrides.pop("arch", name))
         raw = self.model_dump(mode="python")
         for dotted, value in overrides.items():
             _set_dotted(raw, dotted, value, where=f"variants.{name}.{dotted}")
         return arch, _validate(raw, source=f"variants.{name}")
+
+
+def _flatten(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested overrides ({model: {dropout: 0.1}}, as `dvc exp run -S variants.x.model.dropout=0.1`
+    writes them) become dotted keys, so they override one key instead of replacing a section."""
+    flat: dict[str, Any] = {}
+    for key, value in overrides.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value and dotted != "arch":
+            flat.update(_flatten(value, prefix=f"{dotted}."))
+        else:
+            flat[dotted] = value
+    return flat
 
 
 def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, where: str) -> None:

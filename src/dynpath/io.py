@@ -40,6 +40,9 @@ def space_errno(err: BaseException) -> int | None:
     return None
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)  # read once at import: os.umask can only be read by setting it
+
 ROOM_MARGIN = 64 * 1024  # bytes kept free beyond a write: HDF5 metadata, B-tree nodes
 
 
@@ -95,6 +98,8 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         if tmp_path.exists():
             with open(tmp_path, "rb+") as fh:
                 os.fsync(fh.fileno())
+            # mkstemp makes 0600 files; outputs get the mode a plain open() would give them
+            os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     except BaseException as err:
         tmp_path.unlink(missing_ok=True)
