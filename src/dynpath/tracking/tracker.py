@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -539,7 +540,10 @@ class Tracker(NullTracker):
                     ),
                 )
             try:
-                self.client.set_terminated(self.run_id, status)
+                # MLflow prints the run's URL to STDOUT here; the CLI's stdout is its JSON
+                # result (read by scripts and pipelines), so the link goes to stderr instead.
+                with contextlib.redirect_stdout(sys.stderr):
+                    self.client.set_terminated(self.run_id, status)
             except Exception as err:
                 log.warning("could not mark MLflow run %s as %s: %s", self.run_id, status, err)
         if summary["tracking_status"] == STATUS_DEGRADED:
