@@ -1,0 +1,274 @@
+"""S3 faults that tests/test_s3_client.py does not inject (it covers 503s and connections dropped
+before any answer, on single-part objects, and an object replaced mid-download).
+
+Here a proxy in front of the real S3 server (moto, ``s3_server.py``) misbehaves the way a
+flaky network or gateway does:
+
+- downloads whose connection is cut half-way through the body (the response promised N bytes,
+  N/2 arrive): retried and completed, or, when it never stops, a clear S3Error and no file;
+- multipart uploads whose part uploads fail for a while (HTTP 503) or for good: retried and
+  verified, or a clear S3Error, no object at the key and no multipart upload left open;
+- an endpoint that refuses connections for a while (nothing listening yet), then comes up: the
+  transfer waits it out; one that never comes up: a clear S3Error naming the object.
+
+"No half-written object taken as complete": after every failure the target file does not exist,
+no temp file is left beside it, and the store holds no object under the key.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+from s3_server import bucket, s3_endpoint, s3_env  # noqa: F401  (fixtures)
+
+from dynpath import s3
+
+pytestmark = pytest.mark.slow
+
+BIG = s3.MULTIPART_CHUNKSIZE + 1024 * 1024  # two parts
+
+
+class FaultyProxy:
+    """Forwards to ``upstream``; ``faults[kind]`` requests of a kind misbehave first:
+
+    - ``"truncate_get"``: a GET whose body is cut after half its bytes (connection closed);
+    - ``"fail_part"``: a PUT of a multipart part answered 503 SlowDown.
+    """
+
+    def __init__(self, upstream: str, port: int = 0, **faults: int) -> None:
+        host, up_port = upstream.removeprefix("http://").split(":")
+        self.faults = dict(faults)
+        self.injected = dict.fromkeys(faults, 0)
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def _body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                        chunk = self.rfile.read(size)
+                        self.rfile.readline()
+                        if size == 0:
+                            break
+                        chunks.append(chunk)
+                    return b"".join(chunks)
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+
+            def _fault(self, kind: str) -> bool:
+                with proxy.lock:
+                    if proxy.injected.get(kind, 0) < proxy.faults.get(kind, 0):
+                        proxy.injected[kind] += 1
+                        return True
+                return False
+
+            def _handle(self) -> None:
+                body = self._body()
+                part = self.command == "PUT" and "partNumber=" in self.path
+                if part and self._fault("fail_part"):
+                    err = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
+                    self.send_response(503)
+                    self.send_header("Content-Type", "application/xml")
+                    self.send_header("Content-Length", str(len(err)))
+                    self.end_headers()
+                    self.wfile.write(err)
+                    return
+                conn = http.client.HTTPConnection(host, int(up_port), timeout=60)
+                skip = ("connection", "transfer-encoding", "content-length")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
+                conn.request(self.command, self.path, body=body, headers=headers)
+                resp = conn.getresponse()
+                data = resp.read()
+                conn.close()
+                cut = self.command == "GET" and len(data) > 1024 and self._fault("truncate_get")
+                self.send_response(resp.status)
+                for k, v in resp.getheaders():
+                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
+                        self.send_header(k, v)
+                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
+                self.end_headers()
+                if self.command == "HEAD":
+                    return
+                if cut:  # promise everything, deliver half, hang up
+                    self.wfile.write(data[: len(data) // 2])
+                    self.wfile.flush()
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.wfile.write(data)
+
+            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def proxies(s3_endpoint: str) -> Iterator[Any]:  # noqa: F811
+    made: list[FaultyProxy] = []
+
+    def make(port: int = 0, **faults: int) -> FaultyProxy:
+        made.append(FaultyProxy(s3_endpoint, port, **faults))
+        return made[-1]
+
+    yield make
+    for p in made:
+        p.close()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _no_leftovers(target: Path) -> None:
+    assert not target.exists()
+    assert [p.name for p in target.parent.iterdir()] == [], "a temp file was left"
+
+
+def _no_object(bucket: str, key: str) -> None:  # noqa: F811
+    client = s3.client()
+    assert client.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0) == 0
+    assert client.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+
+
+def _payload(tmp_path: Path, size: int) -> Path:
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(size))
+    return src
+
+
+def test_downloads_cut_mid_body_are_retried_to_the_exact_bytes(
+    proxies: Any,
+    bucket: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = _payload(tmp_path, BIG)
+    s3.upload_file(src, f"s3://{bucket}/cut")
+    proxy = proxies(truncate_get=2)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "5")
+    out = s3.download_file(f"s3://{bucket}/cut", tmp_path / "dl" / "cut.bin")
+    assert proxy.injected["truncate_get"] == 2
+    assert out.read_bytes() == src.read_bytes()
+    assert [p.name for p in out.parent.iterdir()] == ["cut.bin"]
+
+
+def test_downloads_cut_every_time_fail_clearly_and_leave_nothing(
+    proxies: Any,
+    bucket: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = _payload(tmp_path, 300_000)
+    s3.upload_file(src, f"s3://{bucket}/always-cut")
+    proxy = proxies(truncate_get=1000)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    target = tmp_path / "dl" / "always-cut.bin"
+    target.parent.mkdir()
+    with pytest.raises(s3.S3Error, match=rf"download of s3://{bucket}/always-cut to .* failed"):
+        s3.download_file(f"s3://{bucket}/always-cut", target)
+    assert proxy.injected["truncate_get"] >= 2
+    _no_leftovers(target)
+
+
+def test_multipart_upload_with_failing_parts_is_retried_and_verified(
+    proxies: Any,
+    bucket: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = _payload(tmp_path, BIG)
+    proxy = proxies(fail_part=2)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "5")
+    result = s3.upload_file(src, f"s3://{bucket}/parts")
+    assert proxy.injected["fail_part"] == 2
+    assert result["size"] == BIG and result["etag"].endswith("-2")  # a real two-part upload
+    monkeypatch.setenv("AWS_ENDPOINT_URL", os.environ["MLFLOW_S3_ENDPOINT_URL"])  # direct
+    back = s3.download_file(f"s3://{bucket}/parts", tmp_path / "back.bin")
+    assert back.read_bytes() == src.read_bytes()
+
+
+def test_multipart_upload_that_keeps_failing_leaves_no_object(
+    proxies: Any,
+    bucket: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = _payload(tmp_path, BIG)
+    proxy = proxies(fail_part=1000)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    with pytest.raises(s3.S3Error, match=rf"upload of {src} to s3://{bucket}/never failed"):
+        s3.upload_file(src, f"s3://{bucket}/never")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", os.environ["MLFLOW_S3_ENDPOINT_URL"])
+    _no_object(bucket, "never")
+
+
+def test_an_endpoint_that_refuses_connections_for_a_while(
+    proxies: Any,
+    bucket: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = _payload(tmp_path, 50_000)
+    port = _free_port()  # nothing listens there yet: connection refused
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "8")
+    monkeypatch.setenv("DYNPATH_S3_CONNECT_TIMEOUT", "2")
+    timer = threading.Timer(1.5, lambda: proxies(port=port))  # the endpoint comes up
+    timer.start()
+    t0 = time.monotonic()
+    try:
+        s3.upload_file(src, f"s3://{bucket}/late")
+    finally:
+        timer.join()
+    waited = time.monotonic() - t0
+    print(f"\nupload waited {waited:.1f}s for the endpoint to come up")
+    assert waited >= 1.0
+    out = s3.download_file(f"s3://{bucket}/late", tmp_path / "late.bin")
+    assert out.read_bytes() == src.read_bytes()
+
+
+def test_an_endpoint_that_never_answers_fails_naming_the_object(
+    bucket: str,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    src = _payload(tmp_path, 1000)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+    with pytest.raises(s3.S3Error, match=rf"upload of {src} to s3://{bucket}/gone failed"):
+        s3.upload_file(src, f"s3://{bucket}/gone")
+    target = tmp_path / "dl" / "gone.bin"
+    target.parent.mkdir()
+    with pytest.raises(s3.S3Error, match=rf"s3://{bucket}/gone: cannot read the object"):
+        s3.download_file(f"s3://{bucket}/gone", target)
+    _no_leftovers(target)
