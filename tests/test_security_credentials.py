@@ -57,7 +57,7 @@ def test_a_tracked_training_run_stores_and_prints_no_credentials(tmp_path: Path)
         "uri": f"sqlite:///{tmp_path / 'mlflow.db'}",
         "log_system_metrics": False,
     }
-    ws = build_workspace(tmp_path, tracking=tracking, train={"epochs": 2})
+    ws = build_workspace(tmp_path, tracking=tracking, train={"epochs": 1})
     done = run_cli(ws.train_argv(), cwd=tmp_path, **SECRETS, **IDENTITY)
     assert done.returncode == 0, done.stderr[-3000:]
     summary = json.loads(done.stdout)
