@@ -90,51 +90,53 @@ def test_plan_properties(default_plan: list[VideoSpec]) -> None:
             assert e.partner is not None
             d = s.events[e.partner]
             assert d.kind == e.kind and d.partner == s.events.index(e)
-            # the distractor does not overlap the target
-            assert d.end <= e.start or d.start >= e.end
             if e.kind == "ordered":
                 assert d.obj == e.obj and d.actions == e.actions[::-1]
                 assert e.switch is not None and e.start < e.switch < e.end
             else:
                 assert d.obj != e.obj and d.actions == e.actions
-        # events of one object never overlap and leave a visible gap
-        for o in range(3):
-            spans = sorted((e.start, e.end) for e in s.events if e.obj == o)
-            for (_, e1), (s2, _) in itertools.pairwise(spans):
-                assert s2 - e1 >= syn.MIN_GAP - 1e-6
+        # one event at a time, with a visible gap between neighbours
+        spans = sorted((e.start, e.end) for e in s.events)
+        for (_, e1), (s2, _) in itertools.pairwise(spans):
+            assert s2 - e1 >= syn.MIN_GAP - 1e-6
     assert families["ordered"] == families["posture"] == 480
 
 
-def test_moments_like_charades_and_text_independent(default_plan: list[VideoSpec]) -> None:
-    """Lengths ~ a quarter of the video; positions spread over the whole video; a per-text
-    position prior (the best a query-only model can learn) fails on the test split."""
-    frac, rel = [], []
+def test_moments_and_text_independence(default_plan: list[VideoSpec]) -> None:
+    """Moments last several clips; the best span a query-only model could learn (per query
+    content, or one constant span for all) fails on the test split; texts recur across videos."""
+    frac = []
     by_text: dict[str, list[tuple[float, float]]] = {}
-    test: list[tuple[str, float, float, float]] = []
+    train_all: list[tuple[float, float]] = []
+    test: list[tuple[str, float, float]] = []
     for s in default_plan:
         for e in s.events:
             if not e.query:
                 continue
             length = e.end - e.start
             frac.append(length / s.duration)
-            rel.append(e.start / (s.duration - length))
-            assert length >= syn.MIN_CLIPS * DEFAULT.clip_seconds - 1e-6
+            if s.duration >= 36:  # long enough for MIN_CLIPS clips per moment (docs)
+                assert length >= syn.MIN_CLIPS * DEFAULT.clip_seconds - 0.1
             norm = (e.start / s.duration, e.end / s.duration)
             if s.split == "train":
                 by_text.setdefault(_content(e.query), []).append(norm)
+                train_all.append(norm)
             else:
-                test.append((_content(e.query), s.duration, e.start, e.end))
+                test.append((_content(e.query), *norm))
     f = np.array(frac)
-    assert 0.22 <= f.mean() <= 0.30 and f.min() >= 0.10 - 1e-6 and f.max() <= 0.45 + 1e-6
-    hist = np.histogram(rel, bins=5, range=(0, 1))[0]
-    assert hist.min() >= 0.1 * len(rel), hist  # no region of the video is starved
-    # Query-only "model": the mean normalised span of the same content in train (or global mean).
-    glob = np.mean([x for v in by_text.values() for x in v], axis=0)
+    assert 0.12 <= f.mean() <= 0.30 and f.min() >= 0.08 and f.max() <= 0.45 + 1e-6
+    # per-content mean span
+    glob = np.mean(train_all, axis=0)
     hits = 0
-    for content, dur, s0, e0 in test:
+    for content, s0, e0 in test:
         ps, pe = np.mean(by_text[content], axis=0) if content in by_text else glob
-        hits += _iou(ps * dur, pe * dur, s0, e0) >= 0.5
-    assert hits / len(test) < 0.25
+        hits += _iou(ps, pe, s0, e0) >= 0.5
+    assert hits / len(test) < 0.2
+    # the best constant span, chosen on train (an upper bound of any text-blind prior)
+    grid = [(a / 40, b / 40) for a in range(40) for b in range(a + 1, 41)]
+    best = max(grid, key=lambda g: sum(_iou(*g, s0, e0) >= 0.5 for s0, e0 in train_all))
+    const = np.mean([_iou(*best, s0, e0) >= 0.5 for _, s0, e0 in test])
+    assert const < 0.3, (best, const)
     assert sum(len(v) > 1 for v in by_text.values()) >= 100  # texts recur across videos
 
 
@@ -218,7 +220,7 @@ def test_render_corner_and_blink() -> None:
     red = _red(syn.render_video(_one_event_video(ev)))
     ys, xs = np.nonzero(red[20])
     assert xs.mean() < 16 and ys.mean() > 48
-    ev = EventSpec(0, "filler", ("blink",), 2.0, 4.0)
+    ev = EventSpec(0, "ordered", ("blink", "grow"), 2.0, 6.0, switch=4.0, query="q")
     area = _red(syn.render_video(_one_event_video(ev))).sum((1, 2))
     assert area[16] == 0 and area[20] > 0 and area[24] == 0  # hidden, shown, hidden (1 s period)
 

@@ -14,9 +14,10 @@ The grammar (documented in docs/synthetic.md) mirrors the paper's two kinds of a
   the top left corner". Its distractor is the same posture held by ANOTHER object elsewhere.
 
 Each pair of events is queried both ways (each event is the target of one query and the distractor
-of the other), so no annotation is wasted. Event positions are drawn uniformly in the video
-independently of the text, and query texts recur across videos at different positions: a model
-that reads only the query cannot beat the prior of moment lengths.
+of the other), so no annotation is wasted. Events come one at a time (they never overlap: a clip
+feature then shows one action), in a random order with randomly cut free time between them,
+independently of the text; query texts recur across videos at different positions. A model that
+reads only the query cannot beat the prior of span positions and lengths.
 
 The visual signal is deliberately coarse (large saturated shapes on a plain background, fast
 motion, instant onset/offset), because features later come from a 3D-CNN with RANDOM weights.
@@ -102,9 +103,9 @@ SHRINK_FACTOR = 0.4
 POSTURE_SCALE = {"big": 1.9, "small": 0.5}
 CORNER = 0.14  # corner-posture centre distance from the two edges, fraction of the side
 MOMENT_FRACTION = (0.10, 0.45)  # moment length / video duration (Beta(2, 2.4) inside, mean 0.26)
-MIN_GAP = 1.5  # seconds between two events of one object (the reset must be visible)
+MIN_GAP = 1.5  # seconds between two events (the reset must be visible)
+SLACK = 0.2  # least share of the free time left between events for random placement
 MIN_CLIPS = 3  # shortest moment, in feature clips (clip seconds come from the extract config)
-FILLERS = (0, 2)  # unqueried single sub-action events per video, inclusive range
 
 
 def vocabulary() -> list[str]:
@@ -170,8 +171,8 @@ class ObjectSpec:
 class EventSpec:
     """One thing an object does on [start, end) seconds (0.1 s grid).
 
-    ``kind`` is "ordered" (two sub-actions, switching at ``switch``), "posture" (one held
-    posture) or "filler" (one unqueried sub-action). ``query`` is None for fillers.
+    ``kind`` is "ordered" (two sub-actions, switching at ``switch``) or "posture" (one held
+    posture). ``query`` is None for an unqueried distractor (odd queries_per_video).
     """
 
     obj: int
@@ -217,62 +218,48 @@ def _dec(x: float) -> float:
     return round(x * 10) / 10
 
 
-class _Timeline:
-    """Busy intervals per object; finds uniformly random free starts on the 0.1 s grid."""
+def _moment_lengths(
+    rng: np.random.Generator, n: int, duration: float, min_len: float
+) -> np.ndarray:
+    """Lengths (ticks of 0.1 s) of ``n`` sequential events that fit in the video.
 
-    def __init__(self, num_objects: int, duration: float) -> None:
-        self.busy: list[list[tuple[float, float]]] = [[] for _ in range(num_objects)]
-        self.ticks = math.floor(duration * 10 + 1e-6)  # last usable tick (end <= duration)
-
-    def load(self, obj: int) -> float:
-        return sum(e - s for s, e in self.busy[obj])
-
-    def free_starts(
-        self, obj: int, length: int, avoid: Sequence[tuple[float, float]] = ()
-    ) -> np.ndarray:
-        """Start ticks s with [s, s+length] free on ``obj`` (MIN_GAP apart) and off ``avoid``."""
-        starts = np.arange(0, self.ticks - length + 1)
-        ok = np.ones(len(starts), dtype=bool)
-        gap = round(MIN_GAP * 10)
-        for s, e in self.busy[obj]:
-            a, b = round(s * 10), round(e * 10)
-            ok &= (starts + length + gap <= a) | (starts >= b + gap)
-        for s, e in avoid:
-            a, b = round(s * 10), round(e * 10)
-            ok &= (starts + length <= a) | (starts >= b)
-        return starts[ok]
-
-    def add(self, obj: int, start: float, end: float) -> None:
-        self.busy[obj].append((start, end))
-
-
-def _moment_ticks(rng: np.random.Generator, duration: float, min_len: float) -> int:
+    Each is drawn as a fraction ``0.10 + 0.35 * Beta(2, 2.4)`` of the video, at least ``min_len``
+    seconds (capped at 45% of the video). When they do not fit with MIN_GAP between them and at
+    least a SLACK share of free time left for random placement, the part above the floor is
+    shrunk proportionally, and in a very short video the floor itself.
+    """
     lo, hi = MOMENT_FRACTION
-    frac = lo + (hi - lo) * rng.beta(2.0, 2.4)
-    length = max(frac * duration, min(min_len, hi * duration))
-    return max(2, round(length * 10))
+    floor = min(min_len, hi * duration)
+    lengths = np.maximum((lo + (hi - lo) * rng.beta(2.0, 2.4, size=n)) * duration, floor)
+    budget = (duration - (n - 1) * MIN_GAP) * (1 - SLACK)
+    if lengths.sum() > budget:
+        floor = min(floor, budget / n)
+        excess = lengths - floor
+        keep = max(0.0, 1 - (lengths.sum() - budget) / max(float(excess.sum()), 1e-9))
+        lengths = floor + excess * keep
+    return np.maximum(2, np.floor(lengths * 10)).astype(np.int64)
 
 
-def _place(
-    rng: np.random.Generator,
-    timeline: _Timeline,
-    obj: int,
-    duration: float,
-    min_len: float,
-    avoid: Sequence[tuple[float, float]] = (),
-) -> tuple[float, float] | None:
-    """A random free interval for ``obj``: uniform start among feasible ones, shrink if crowded."""
-    length = _moment_ticks(rng, duration, min_len)
-    # Crowded (short) videos may shrink a moment down to 30% of the video, never below.
-    floor_len = max(2, round(min(min_len, 0.3 * duration) * 10))
-    while True:
-        starts = timeline.free_starts(obj, length, avoid)
-        if len(starts):
-            s = int(starts[rng.integers(len(starts))])
-            return s / 10, (s + length) / 10
-        if length <= floor_len:
-            return None
-        length = max(floor_len, int(length * 0.8))
+def _arrange(rng: np.random.Generator, lengths: np.ndarray, duration: float) -> np.ndarray:
+    """Start ticks of events of ``lengths`` placed in a random order, never overlapping.
+
+    The free time (the video minus the events and the MIN_GAP between neighbours) is cut at
+    uniformly random points, so every arrangement of the gaps is equally likely whatever the text.
+    """
+    n = len(lengths)
+    gap = round(MIN_GAP * 10)
+    slack = math.floor(duration * 10 + 1e-6) - int(lengths.sum()) - (n - 1) * gap
+    if slack < 0:
+        raise DataError(f"synth: {n} events do not fit in a {duration} s video")
+    cuts = np.sort(rng.integers(0, slack + 1, size=n))
+    before = np.diff(np.concatenate([[0], cuts]))  # free ticks before each event (in order)
+    starts = np.empty(n, dtype=np.int64)
+    t = 0
+    for k, i in enumerate(rng.permutation(n)):
+        t += int(before[k]) + (gap if k else 0)
+        starts[i] = t
+        t += int(lengths[i])
+    return starts
 
 
 def _sub_actions_for(shape: str) -> list[str]:
@@ -282,9 +269,15 @@ def _sub_actions_for(shape: str) -> list[str]:
 
 def plan_video(params: SynthParams, index: int, split: str) -> VideoSpec:
     """The scene, the events and the queries of video ``index`` (pure function of its inputs)."""
+    # The duration is drawn once, outside the retries: retrying crowded plans must not favour
+    # long videos (durations stay uniform in [min_duration, max_duration]).
+    drawn = np.random.default_rng([params.seed, index]).uniform(
+        params.min_duration, params.max_duration
+    )
+    duration = max(round(float(drawn), 2), 4 / params.fps)
     for attempt in range(100):
         rng = np.random.default_rng([params.seed, index, attempt])
-        spec = _try_plan(rng, params, index, split)
+        spec = _try_plan(rng, params, index, split, duration)
         if spec is not None:
             return spec
     raise DataError(
@@ -294,11 +287,9 @@ def plan_video(params: SynthParams, index: int, split: str) -> VideoSpec:
 
 
 def _try_plan(
-    rng: np.random.Generator, params: SynthParams, index: int, split: str
+    rng: np.random.Generator, params: SynthParams, index: int, split: str, duration: float
 ) -> VideoSpec | None:
     vid = video_ids(params.num_videos)[index]
-    duration = round(float(rng.uniform(params.min_duration, params.max_duration)), 2)
-    duration = max(duration, 4 / params.fps)
     colours = rng.permutation(list(COLOURS))[:3]
     shapes = rng.permutation(list(SHAPES))[:3]
     theta = rng.uniform(0, 2 * math.pi)
@@ -313,59 +304,35 @@ def _try_plan(
         )
         for k in range(3)
     )
-    min_len = MIN_CLIPS * params.clip_seconds
-    timeline = _Timeline(len(objects), duration)
-    events: list[EventSpec] = []
-    signatures: set[tuple[Any, ...]] = set()
-    used_subs: set[str] = set()
-    pairs = math.ceil(params.queries_per_video / 2)
-    for k_pair in range(pairs):
+    # What happens: pairs of (target, distractor) events, each event queried once.
+    content: list[tuple[int, str, tuple[str, ...]]] = []
+    members: list[tuple[int, str, tuple[str, ...]]]
+    for k_pair in range(math.ceil(params.queries_per_video / 2)):
         # Families alternate (not drawn) so that retries of crowded plans cannot skew the mix.
-        family = "ordered" if (index + k_pair) % 2 == 0 else "posture"
-        loads = np.array([timeline.load(o) for o in range(len(objects))]) + rng.random(3) * 1e-3
-        by_load = [int(o) for o in np.argsort(loads)]
-        members: list[tuple[int, tuple[str, ...]]]
-        if family == "ordered":
-            o = by_load[0]
-            subs = _sub_actions_for(objects[o].shape)
-            a, b = (str(x) for x in rng.choice(subs, size=2, replace=False))
-            members = [(o, (a, b)), (o, (b, a))]
+        if (index + k_pair) % 2 == 0:
+            o = int(rng.integers(len(objects)))
+            a, b = (str(x) for x in rng.choice(_sub_actions_for(objects[o].shape), 2, False))
+            members = [(o, "ordered", (a, b)), (o, "ordered", (b, a))]
         else:
             p = str(rng.choice(list(POSTURES)))
-            members = [(by_load[0], (p,)), (by_load[1], (p,))]
-        sigs = [(family, o, acts) for o, acts in members]
-        if any(s in signatures for s in sigs):
-            return None
-        first = len(events)
-        placed: list[tuple[float, float]] = []
-        for k, (o, acts) in enumerate(members):
-            slot = _place(rng, timeline, o, duration, min_len, avoid=placed)
-            if slot is None:
-                return None
-            s, e = slot
-            timeline.add(o, s, e)
-            placed.append(slot)
-            switch = _dec(s + (e - s) * rng.uniform(0.4, 0.6)) if family == "ordered" else None
-            query = _sentence(rng, objects[o], family, acts)
-            events.append(EventSpec(o, family, acts, s, e, switch, query, first + 1 - k))
-        signatures.update(sigs)
-        if family == "ordered":
-            used_subs.update(members[0][1])
-    if params.queries_per_video % 2:  # odd: the last pair's second event is a distractor only
-        events[-1] = replace(events[-1], query=None)
-    # Fillers: unqueried single sub-actions that never reuse an ordered sub-action, so they cannot
-    # complete a queried sequence; they make "something happens" insufficient to localise.
-    spare = [a for a in SUB_ACTIONS if a not in used_subs]
-    for _ in range(int(rng.integers(FILLERS[0], FILLERS[1] + 1))):
-        o = int(rng.integers(len(objects)))
-        subs = [a for a in spare if a in _sub_actions_for(objects[o].shape)]
-        if not subs:
-            continue
-        slot = _place(rng, timeline, o, duration, min_len)
-        if slot is None:
-            continue
-        timeline.add(o, *slot)
-        events.append(EventSpec(o, "filler", (str(rng.choice(subs)),), slot[0], slot[1]))
+            o1, o2 = (int(x) for x in rng.choice(len(objects), size=2, replace=False))
+            members = [(o1, "posture", (p,)), (o2, "posture", (p,))]
+        if any(m in content for m in members):
+            return None  # every (object, family, content) at most once: one answer per query
+        content += members
+    # When: one event at a time (like the single actor of Charades-STA), in a random order.
+    lengths = _moment_lengths(rng, len(content), duration, MIN_CLIPS * params.clip_seconds)
+    starts = _arrange(rng, lengths, duration)
+    events: list[EventSpec] = []
+    for i, (o, kind, acts) in enumerate(content):
+        s, e = int(starts[i]), int(starts[i] + lengths[i])
+        switch = None
+        if kind == "ordered":  # the sub-actions switch at 40-60% of the moment
+            switch = (s + round((e - s) * rng.uniform(0.4, 0.6))) / 10
+        query: str | None = _sentence(rng, objects[o], kind, acts)
+        if i == len(content) - 1 and params.queries_per_video % 2:
+            query = None  # odd count: the last pair's second event is a distractor only
+        events.append(EventSpec(o, kind, acts, s / 10, e / 10, switch, query, i ^ 1))
     return VideoSpec(vid, split, duration, params.fps, params.size, objects, tuple(events))
 
 
@@ -450,8 +417,6 @@ def _state_at(ev: EventSpec, t: float) -> _State:
         else:
             raise DataError(f"synth: unknown posture {p!r}")
         return st
-    if ev.kind == "filler":
-        return _apply_sub(ev.actions[0], st, t - ev.start, ev.end - ev.start)
     assert ev.switch is not None
     if t < ev.switch:
         return _apply_sub(ev.actions[0], st, t - ev.start, ev.switch - ev.start)
