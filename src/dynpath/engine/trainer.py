@@ -304,8 +304,15 @@ class Trainer:
         self.total_steps = self.steps_per_epoch * options.epochs
 
         self.model.to(self.device)
+        # fused=True: one kernel per step for all parameters instead of ~10 tensor ops per
+        # parameter (measured 3.8x faster on CPU at d=512, 70.7M parameters: 827 -> 216 ms of a
+        # ~13 s step; docs/performance.md); same values as the per-parameter loop, deterministic.
+        params = list(self.model.parameters())
+        fused = self.device.type in ("cpu", "cuda") and all(
+            p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params
+        )
         self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=options.lr, weight_decay=options.weight_decay
+            params, lr=options.lr, weight_decay=options.weight_decay, fused=fused or None
         )
         warmup = round(options.warmup_fraction * self.total_steps)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
