@@ -8,7 +8,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from dynpath.errors import DynpathError
-from dynpath.model.layers import FFN, Masks, masked_softmax
+from dynpath.model.layers import FFN, Dropout, Masks, masked_softmax
 
 PAD_ID = 0
 UNK_ID = 1
@@ -50,7 +50,7 @@ class TextEncoder(nn.Module):
         self.vectors: Tensor
         self.register_buffer("vectors", vectors.clone())
         self.unk = nn.Parameter(vectors[UNK_ID].clone())
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         hidden = dim // 2
         self.lstm = nn.LSTM(
             vectors.shape[1],
@@ -103,7 +103,7 @@ class VideoEncoder(nn.Module):
     def __init__(self, feature_dim: int, dim: int, dropout: float) -> None:
         super().__init__()
         self.feature_dim = feature_dim
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.ffn = FFN(feature_dim, dim, dropout)
 
     def forward(self, video: Tensor, masks: Masks) -> Tensor:
