@@ -249,6 +249,21 @@ def test_bn_folding_is_exact() -> None:
         torch.testing.assert_close(folded(x), model(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(16, 32, 32), (5, 17, 20), (1, 16, 16)])
+def test_space_to_depth_stem_is_exact(shape: tuple[int, int, int]) -> None:
+    model = InceptionI3d(num_classes=10)
+    model.load_state_dict(_synthetic_state(i3d_layout(10), seed=5))
+    model.eval().fold_bn_()
+    fast = copy.deepcopy(model).space_to_depth_stem_()
+    x = torch.rand(2, 3, *shape) * 2 - 1
+    with torch.inference_mode():
+        ref = model.Conv3d_1a_7x7(x)
+        got = fast.Conv3d_1a_7x7(x)
+        assert got.shape == ref.shape
+        torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(fast(x), model(x), rtol=1e-4, atol=1e-5)
+
+
 def test_normalisation_follows_the_ports() -> None:
     clips = torch.tensor([0, 255, 51], dtype=torch.uint8).view(1, 1, 1, 1, 3)
     i3d = normalize_i3d(clips)

@@ -106,9 +106,12 @@ def random_init_(model: nn.Module) -> None:
     """Scale-preserving (He, fan-in) initialisation for randomly initialised feature extraction.
 
     PyTorch's default conv init shrinks activations by ~sqrt(3) per layer; through I3D's ~20
-    layers the features end near 1e-6, which fp16 autocast flushes to zero and which carry no
-    usable signal. He-normal init keeps the activation scale roughly constant, so random
-    features keep the information of the input. BatchNorm keeps its identity statistics.
+    layers the features end near 1e-6, which fp16/bf16 flush to zero. He-normal init keeps the
+    activation scale roughly constant. BatchNorm keeps its identity statistics. Even so, a deep
+    random ReLU network contracts its inputs together: on the synthetic videos consecutive I3D
+    clip features have cosine similarity ~0.999 and vary over time by only ~5% of their scale
+    (measured at 64 px). Random-init features are a plumbing default, flagged as not pretrained;
+    results worth reporting need the public checkpoints.
     """
     for module in model.modules():
         if isinstance(module, nn.Conv3d | nn.Linear):

@@ -157,6 +157,8 @@ class ClipFeatureExtractor:
         if cfg.amp and self.device.type == "cpu" and cpu_bf16_supported():
             self.dtype = torch.bfloat16
         self.precision = "fp16-autocast" if self.amp else str(self.dtype).removeprefix("torch.")
+        if isinstance(model, InceptionI3d) and self.dtype == torch.bfloat16:
+            model.space_to_depth_stem_()  # ~3x faster stem in bf16 (see SpaceToDepthStem)
         model = model.to(self.device, self.dtype)
         model = model.to(memory_format=torch.channels_last_3d)  # type: ignore[call-overload]
         self.model = model.eval()
