@@ -25,6 +25,7 @@ from torch import nn
 
 from dynpath.errors import CheckpointError
 from dynpath.extract.c3d import C3D
+from dynpath.extract.grid import ClipGrid
 from dynpath.extract.i3d import InceptionI3d
 from dynpath.registry import Registry
 
@@ -90,6 +91,21 @@ BACKBONES.add(
         default_size=112,
         native_fps=25.0,
         source="DavideA/c3d-pytorch C3D_model.py (c3d.pickle, Sports-1M)",
+    ),
+)
+
+
+BACKBONES.add(
+    "grid",
+    BackboneSpec(
+        name="grid",
+        dim=ClipGrid.feature_dim,
+        build=lambda n: ClipGrid(),
+        classes_key="",  # parameter-free: no checkpoint exists
+        normalize=normalize_i3d,
+        default_size=64,
+        native_fps=8.0,
+        source="dynpath.extract.grid (parameter-free clip descriptor, synthetic benchmark)",
     ),
 )
 
@@ -203,6 +219,11 @@ def build_backbone(name: str, weights: str | Path | None, seed: int) -> LoadedBa
     a forked RNG: it is reproducible from ``seed`` alone and leaves the global RNG untouched.
     """
     spec = get_backbone(name)
+    if not spec.classes_key:  # parameter-free: nothing to load or initialise
+        if weights:
+            raise CheckpointError(f"backbone {name!r} has no weights; remove extract.weights")
+        tag = "parameter-free"
+        return LoadedBackbone(spec, spec.build(None).eval(), False, tag, tag)
     if weights is None or str(weights) == "":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)

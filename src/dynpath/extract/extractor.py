@@ -154,7 +154,8 @@ class ClipFeatureExtractor:
             model = _folded_copy(model)
         self.amp = bool(cfg.amp and self.device.type == "cuda")
         self.dtype = torch.float32
-        if cfg.amp and self.device.type == "cpu" and cpu_bf16_supported():
+        has_weights = any(True for _ in model.parameters())  # not for parameter-free descriptors
+        if cfg.amp and has_weights and self.device.type == "cpu" and cpu_bf16_supported():
             self.dtype = torch.bfloat16
         self.precision = "fp16-autocast" if self.amp else str(self.dtype).removeprefix("torch.")
         if isinstance(model, InceptionI3d) and self.dtype == torch.bfloat16:
