@@ -478,6 +478,8 @@ class Trainer:
         p = self.progress
         if p.epoch >= self.opt.epochs:
             log.info("training already complete (%d epochs)", self.opt.epochs)
+            if self.dist.is_main:  # a kill after the last checkpoint but before history.json
+                write_json(self.out_dir / HISTORY, p.history)
         world = self.dist.world_size
         while p.epoch < self.opt.epochs:
             epoch = p.epoch
