@@ -95,7 +95,9 @@ FAMILIES = {"ordered": "exploitation", "posture": "exploration"}
 # Kinematics (units: frame sides and seconds): fast, coarse changes a random 3D-CNN can see.
 OBJECT_RADIUS = 0.125  # base radius as a fraction of the frame side (diameter ~ 1/4 frame)
 HOME_RING = 0.22  # homes sit on a ring around the centre, 120 degrees apart
-MOVE_SPEED = 0.2  # frame sides per second; objects wrap around the frame edges
+MOVE_SPEED = 0.3  # frame sides per second, until the move's edge line is reached
+MOVE_TO = {"left": (0, 0.18), "right": (0, 0.82), "up": (1, 0.18), "down": (1, 0.82)}  # axis, line
+MIN_TRAVEL = 0.2  # a move must cover at least this much of the frame side (else not planned)
 SPIN_SPEED = math.pi  # radians per second
 BLINK_PERIOD = 1.0  # seconds; hidden for the first half of each period
 GROW_FACTOR = 2.0  # scale multiplier over a whole "grows" sub-action
@@ -136,7 +138,7 @@ class SynthParams:
     size: int = 64
     test_fraction: float = 0.2
     embedding_dim: int = 300
-    clip_seconds: float = 2.0  # one feature's span: extract stride / frame rate
+    clip_seconds: float = 1.0  # one feature's span: extract stride / frame rate (8 / 8 fps)
 
     def check(self) -> None:
         if self.size % 2:
@@ -267,6 +269,18 @@ def _sub_actions_for(shape: str) -> list[str]:
     return [a for a in SUB_ACTIONS if not (a == "spin" and shape == "circle")]
 
 
+def _moves_ok(actions: tuple[str, ...], home: tuple[float, float]) -> bool:
+    """Every move of the sequence travels at least MIN_TRAVEL from where the object is."""
+    pos = list(home)
+    for action in actions:
+        if action in MOVE_TO:
+            axis, line = MOVE_TO[action]
+            if abs(line - pos[axis]) < MIN_TRAVEL:
+                return False
+            pos[axis] = line
+    return True
+
+
 def plan_video(params: SynthParams, index: int, split: str) -> VideoSpec:
     """The scene, the events and the queries of video ``index`` (pure function of its inputs)."""
     # The duration is drawn once, outside the retries: retrying crowded plans must not favour
@@ -311,7 +325,13 @@ def _try_plan(
         # Families alternate (not drawn) so that retries of crowded plans cannot skew the mix.
         if (index + k_pair) % 2 == 0:
             o = int(rng.integers(len(objects)))
-            a, b = (str(x) for x in rng.choice(_sub_actions_for(objects[o].shape), 2, False))
+            subs = _sub_actions_for(objects[o].shape)
+            for _ in range(100):  # both orders must be visible from the object's home
+                a, b = (str(x) for x in rng.choice(subs, 2, False))
+                if _moves_ok((a, b), objects[o].home) and _moves_ok((b, a), objects[o].home):
+                    break
+            else:
+                return None
             members = [(o, "ordered", (a, b)), (o, "ordered", (b, a))]
         else:
             p = str(rng.choice(list(POSTURES)))
@@ -363,17 +383,15 @@ def plan_dataset(params: SynthParams) -> list[VideoSpec]:
 
 @dataclass
 class _State:
-    dx: float = 0.0  # offset from home, frame sides (wraps)
-    dy: float = 0.0
+    x: float  # centre, fractions of the frame side
+    y: float
     scale: float = 1.0
     angle: float = 0.0
     visible: bool = True
     hollow: bool = False
     striped: bool = False
-    corner: tuple[float, float] | None = None
 
 
-_DIRS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 _CORNERS = {
     "top_left": (CORNER, CORNER),
     "top_right": (1 - CORNER, CORNER),
@@ -385,10 +403,15 @@ _CORNERS = {
 def _apply_sub(action: str, st: _State, dt: float, length: float) -> _State:
     """State ``dt`` seconds into a sub-action of ``length`` seconds that started in ``st``."""
     out = replace(st)
-    if action in _DIRS:
-        ux, uy = _DIRS[action]
-        out.dx += ux * MOVE_SPEED * dt
-        out.dy += uy * MOVE_SPEED * dt
+    if action in MOVE_TO:  # slide towards the edge line, then stay there: position is coarse
+        axis, line = MOVE_TO[action]
+        start = st.x if axis == 0 else st.y
+        travel = line - start
+        pos = start + math.copysign(min(abs(travel), MOVE_SPEED * dt), travel)
+        if axis == 0:
+            out.x = pos
+        else:
+            out.y = pos
     elif action in ("grow", "shrink"):
         factor = GROW_FACTOR if action == "grow" else SHRINK_FACTOR
         out.scale *= factor ** min(1.0, dt / max(length, 1e-6))
@@ -401,9 +424,9 @@ def _apply_sub(action: str, st: _State, dt: float, length: float) -> _State:
     return out
 
 
-def _state_at(ev: EventSpec, t: float) -> _State:
+def _state_at(ev: EventSpec, t: float, home: tuple[float, float]) -> _State:
     """The object's state at time t inside event ``ev`` (the object is reset after ``end``)."""
-    st = _State()
+    st = _State(*home)
     if ev.kind == "posture":
         p = ev.actions[0]
         if p in POSTURE_SCALE:
@@ -413,7 +436,7 @@ def _state_at(ev: EventSpec, t: float) -> _State:
         elif p == "striped":
             st.striped = True
         elif p in _CORNERS:
-            st.corner = _CORNERS[p]
+            st.x, st.y = _CORNERS[p]
         else:
             raise DataError(f"synth: unknown posture {p!r}")
         return st
@@ -462,22 +485,21 @@ def render_video(spec: VideoSpec) -> np.ndarray:
         striped = np.zeros(n, bool)
         evs = by_obj.get(o, [])
         for k, t in enumerate(times):
-            st = _State()
+            st = _State(*obj.home)
             for ev in evs:
                 if ev.start <= t < ev.end:
-                    st = _state_at(ev, float(t))
+                    st = _state_at(ev, float(t), obj.home)
                     break
-            hx, hy = st.corner if st.corner is not None else obj.home
-            cx[k] = (hx + st.dx) % 1.0
-            cy[k] = (hy + st.dy) % 1.0
+            cx[k] = st.x
+            cy[k] = st.y
             radius[k] = OBJECT_RADIUS * st.scale
             angle[k] = st.angle
             visible[k] = st.visible
             hollow[k] = st.hollow
             striped[k] = st.striped
-        # Wrapped offsets in frame sides, then rotate into object coordinates of radius 1.
-        ddx = (grid[None, None, :] - cx[:, None, None] + 0.5) % 1.0 - 0.5
-        ddy = (grid[None, :, None] - cy[:, None, None] + 0.5) % 1.0 - 0.5
+        # Offsets in frame sides (the frame edge clips), rotated into object coordinates.
+        ddx = grid[None, None, :] - cx[:, None, None]
+        ddy = grid[None, :, None] - cy[:, None, None]
         cos, sin = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
         r = radius[:, None, None]
         u = (ddx * cos + ddy * sin) / r
