@@ -59,13 +59,13 @@ class ExtractConfig(_Section):
 
     backbone: str = "i3d"  # registry name: i3d | c3d
     weights: str | None = None  # checkpoint path; None = seeded random init, flagged everywhere
-    frame_rate: float | None = None  # None = the backbone's native rate
+    frame_rate: float | None = None  # None = keep each video's own rate
     window: int = Field(16, ge=1)  # frames per clip
     stride: int = Field(16, ge=1)  # frames between clip starts (== window: non-overlapping)
     size: int = Field(224, ge=16)  # crop side fed to the backbone
     batch_size: int = Field(8, ge=1)
     device: str = "auto"  # auto | cpu | cuda
-    amp: bool = True  # autocast on CUDA only
+    amp: bool = True  # CUDA: fp16 autocast; CPU: bfloat16 where oneDNN supports it natively
     max_failures: float = Field(0.05, ge=0.0)  # fraction (<1) or count (>=1) of unreadable videos
 
 
