@@ -192,7 +192,7 @@ def test_data_steps_receive_only_their_config_sections(compiled: Any) -> None:
     assert sorted(params(tasks["vocab"])) == ["data", "seed", "vocab"]
     synth = params(tasks["synth"])
     assert sorted(synth) == ["data", "extract", "seed", "synth", "vocab"]
-    assert synth["extract"] == {"frame_rate": None, "stride": 16} and synth["vocab"] == {"dim": 300}
+    assert synth["extract"] == {"frame_rate": None, "stride": 8} and synth["vocab"] == {"dim": 300}
     assert "train" in params(tasks["report"])
 
 
@@ -203,7 +203,7 @@ def test_data_digest_changes_with_the_data_and_reruns(tmp_path: Path) -> None:
     b = Config.model_validate(raw)
     assert kfp_pipeline.data_digest(a) != kfp_pipeline.data_digest(b)
     raw = a.model_dump(mode="json")
-    raw["extract"]["stride"] = 8  # the synthetic clip length follows the extractor's stride
+    raw["extract"]["stride"] = 16  # the synthetic clip length follows the extractor's stride
     assert kfp_pipeline.data_digest(a) != kfp_pipeline.data_digest(Config.model_validate(raw))
     raw = a.model_dump(mode="json")
     raw["train"]["epochs"] += 1  # training does not change the data
