@@ -1,0 +1,136 @@
+"""`dynpath bench --quick`: every section runs on tiny shapes and lands in the JSON (a smoke test
+of the benchmark; its figures are measured by the full run, see docs/performance.md)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from dynpath import bench
+from dynpath.config import Config
+from dynpath.extract.backbones import BACKBONES
+from dynpath.profiles import resolve
+
+ARCHS = ("dynamic", "soft_dynamic", "exploitation_only")
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+    """One quick run (module-scoped: ~10 s) from a directory without dvc.yaml."""
+    tmp = tmp_path_factory.mktemp("bench")
+    cfg = Config.model_validate(resolve("tiny"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(tmp)
+        summary = bench.run_bench(cfg, tmp / "bench.json", quick=True, device="cpu")
+    return summary, json.loads((tmp / "bench.json").read_text())
+
+
+def test_quick_run_writes_every_section(quick: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    summary, r = quick
+    assert set(r) == {
+        "env",
+        "train_paper",
+        "train_default",
+        "inference",
+        "mslstm",
+        "data",
+        "extraction",
+        "dvc",
+        "targets",
+    }
+    assert r["env"]["quick"] is True and r["env"]["device"] == "cpu"
+    for key in ("train_paper", "train_default"):
+        t = r[key]
+        assert t["samples_per_s"] > 0 and t["flops_per_step"] > 0
+        assert 0 < t["peak_fraction"] < 5 and t["matmul_peak"]["gflops"] > 0
+        assert len(t["step_s_all"]) == len(t["peak_fraction_all"]) == 2
+    tp = r["train_paper"]
+    assert tp["shape"] == bench.QUICK_SHAPE
+    assert tp["top_operators"] and all(0 <= op["share"] <= 1 for op in tp["top_operators"])
+    assert tp["float64_ops"] == {}  # no float64 anywhere in a training step
+    assert tp["lstm_kernels"]["aten::lstm calls"] > 0
+    assert set(tp["peer_lstm_measured"]) == {"flops", "onednn", "native"}
+    for arch in ARCHS:
+        row = r["inference"][arch]
+        assert 0 < row["p50_ms"] <= row["p95_ms"] and row["queries_per_s"] > 0
+    assert r["inference"]["dynamic[balanced]"]["exploitation_share"] == 0.5
+    assert set(r["inference"]["ratios"]) >= {"dynamic_vs_soft_p50", "dynamic_vs_exploitation_p50"}
+    for mode in ("inference", "training"):
+        assert r["mslstm"][mode]["speedup"] > 0
+    d = r["data"]
+    assert d["hdf5_read_mb_per_s"] > 0 and 0 < d["loader_share"] < 1
+    assert 0 < d["loader_share_first_epoch"] < 1 and d["collate_ms"] > 0
+    assert {k.split("@")[0] for k in r["extraction"]} == set(BACKBONES.names())
+    assert all(row["clips_per_s"] > 0 for row in r["extraction"].values())
+    assert "skipped" in r["dvc"]  # no dvc.yaml in the working directory
+    assert set(summary["targets"]) == set(r["targets"])
+    assert all(v["status"].startswith("n/a") for v in r["targets"].values())
+
+
+def test_flop_count_sees_the_lstms(quick: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """The counting pass (oneDNN off) must see the LSTM matmuls: they match the analytic count
+    from the sequences each LSTM received (biases and gate non-linearities not counted by
+    either), and are a real part of the step's total."""
+    tp = quick[1]["train_paper"]
+    counted, analytic = tp["lstm_flops_counted"], tp["lstm_flops_analytic"]
+    assert analytic > 0
+    assert counted == pytest.approx(analytic, rel=0.05)
+    assert counted < tp["flops_per_step"]
+
+
+def test_flop_counter_misses_onednn_lstm_which_is_why_it_is_switched_off() -> None:
+    lstm = torch.nn.LSTM(8, 8, batch_first=True)
+    x = torch.randn(2, 5, 8)
+    with torch.utils.flop_counter.FlopCounterMode(display=False) as fc:
+        lstm(x)
+    on = fc.get_total_flops()
+    total, _ = bench.count_flops(lambda: lstm(x))
+    assert total == 2 * 2 * 5 * 4 * 8 * (8 + 8)  # 2*N*4H*(I+H), forward only
+    assert on < total
+
+
+def test_table_and_targets(
+    quick: tuple[dict[str, Any], dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    r = json.loads(json.dumps(quick[1]))
+    table = bench.format_table(r)
+    assert "matmul peak" in table and "infer dynamic" in table and "[n/a" in table
+    # Judged like a full run: each target flips with its value.
+    r["env"]["quick"] = False
+    r["dvc"] = {"noop": {"seconds": 1.2}}
+    r["inference"]["ratios"].update(dynamic_vs_soft_p50=0.5, dynamic_vs_exploitation_p50=1.2)
+    r["data"].update(loader_share=0.01, loader_share_first_epoch=0.06)
+    r["train_paper"]["peak_fraction"] = 0.7
+    status = {k: v["status"] for k, v in bench.check_targets(r).items()}
+    assert status == {
+        "dynamic <= 0.55x soft_dynamic latency (p50, one query)": "pass",
+        "dynamic <= 1.15x exploitation_only latency (p50, one query)": "FAIL",
+        "data loading < 5% of a training step (first epoch)": "FAIL",
+        "data loading < 5% of a training step (cached epochs)": "pass",
+        "train step (paper config) >= 65% of matmul peak": "pass",
+        "no-op dvc repro < 5 s": "pass",
+    }
+    r["dvc"] = {"skipped": "no dvc.lock"}
+    assert bench.check_targets(r)["no-op dvc repro < 5 s"]["status"] == "n/a"
+
+
+def test_random_batch_is_valid_with_varied_query_lengths() -> None:
+    b = bench.random_batch(8, 12, 5, 6, 50, seed=0)
+    assert b.video.shape == (8, 12, 5) and b.video_mask.all()
+    lengths = b.word_mask.sum(1)
+    assert lengths.max() == 6 and lengths.min() >= 3 and len(set(lengths.tolist())) > 1
+    assert (b.words[~b.word_mask] == 0).all() and (b.words[b.word_mask] >= 2).all()
+    assert (b.start <= b.end).all() and (b.end < 12).all()
+    assert torch.equal(b.inner.sum(1), (b.end - b.start + 1).float())
+
+
+def test_cli_quick_writes_json(tmp_path: Path) -> None:
+    """The CLI entry point is wired to run_bench (argument names and output)."""
+    from dynpath.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--quick", "--output", str(tmp_path / "b.json")])
+    assert args.quick is True and Path(args.output) == tmp_path / "b.json"
