@@ -36,10 +36,10 @@ def test_task_config_keeps_absolute_paths_and_partial_sections(tmp_path: Path) -
 
 def test_synth_params_carry_the_extract_and_vocab_keys_it_reads() -> None:
     raw = resolve("tiny")
-    raw["extract"].update(stride=8, batch_size=3)
+    raw["extract"].update(stride=4, batch_size=3)
     cfg = Config.model_validate(raw)
     out = kfp_pipeline.task_config(kfp_pipeline.step_params(cfg, "synth"))
-    assert out.extract.stride == 8 and out.synth == cfg.synth and out.data == cfg.data
+    assert out.extract.stride == 4 and out.synth == cfg.synth and out.data == cfg.data
     assert out.extract.batch_size != 3  # not a synth input: left at its default
 
 
