@@ -624,8 +624,10 @@ def data_loading(
     from dynpath.data.types import Moment
     from dynpath.data.vocab import PAD, UNK, Vocabulary
 
+    from dynpath.extract.backbones import get_backbone
+
     rng = np.random.default_rng(cfg.seed)
-    dim = 64 if quick else 1024
+    dim = 64 if quick else get_backbone(cfg.extract.backbone).dim  # the profile's features
     n_videos = 16 if quick else 200
     t_raw = 3 * cfg.data.max_len // 2
     with tempfile.TemporaryDirectory() as tmp:
@@ -765,6 +767,8 @@ def dvc_timings(repo: Path, full: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if shutil.which("git") is None or not (repo / "dvc.yaml").exists():
         return {"skipped": "no dvc.yaml here (run from the project root) or no git"}
+    if not (Path(sys.executable).parent / "dvc").exists() and shutil.which("dvc") is None:
+        return {"skipped": "dvc is not installed"}
     if (repo / "dvc.lock").exists():
         _, status = _dvc(repo, "status")
         if status.returncode == 0 and "up to date" in status.stdout:

@@ -279,6 +279,16 @@ def resample(feats: np.ndarray, max_len: int) -> FloatArray:
     if t <= max_len:
         return feats
     edges = np.round(np.arange(max_len + 1) * (t / max_len)).astype(np.int64)
-    sums = np.add.reduceat(feats, edges[:-1], axis=0)
-    counts = np.diff(edges).astype(np.float32)
-    return (sums / counts[:, None]).astype(np.float32, copy=False)
+    starts, counts = edges[:-1], np.diff(edges)
+    # Bins have at most two sizes (floor/ceil of T / max_len). Per size, the bins' rows are
+    # summed with a few vectorised row gathers: the same float32 sums, in the same order, as
+    # ``np.add.reduceat(feats, starts, axis=0)``, which is 6-10x slower on [T, D] arrays
+    # (0.31 -> 0.05 ms at 96x576 -> 64, 29 -> 3.1 ms at 1000x4096 -> 256; docs/performance.md).
+    out = np.empty((max_len, feats.shape[1]), dtype=np.float32)
+    for size in np.unique(counts):
+        bins = np.flatnonzero(counts == size)
+        acc = feats[starts[bins]]  # a copy (fancy indexing): safe to accumulate into
+        for j in range(1, int(size)):
+            acc += feats[starts[bins] + j]
+        out[bins] = acc / np.float32(size)
+    return out
