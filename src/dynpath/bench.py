@@ -623,7 +623,6 @@ def data_loading(
     from dynpath.data.features import FeatureStore, write_features
     from dynpath.data.types import Moment
     from dynpath.data.vocab import PAD, UNK, Vocabulary
-
     from dynpath.extract.backbones import get_backbone
 
     rng = np.random.default_rng(cfg.seed)
