@@ -153,3 +153,30 @@ def test_msab_attention_dropout_path_keeps_padding_out() -> None:
     b = m(loud, masks)
     torch.testing.assert_close(a[0, :4], b[0, :4])
     assert torch.isfinite(b).all()
+
+
+def test_text_encoder_unpacked_shortcut_equals_packed() -> None:
+    """Without padding the encoder skips packing; the result equals the packed computation."""
+    import numpy as np
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from dynpath.model.text import TextEncoder
+
+    def masks(n_words: list[int], width: int) -> Masks:
+        wm = torch.arange(width)[None, :] < torch.tensor(n_words)[:, None]
+        return Masks.build(torch.ones(len(n_words), 4, dtype=torch.bool), wm, torch.float32)
+
+    torch.manual_seed(0)
+    enc = TextEncoder(np.random.default_rng(0).standard_normal((20, 8)), D, 2, 0.0, True).eval()
+    words = torch.randint(2, 20, (3, 5))
+    with torch.no_grad():
+        fq, fs = enc(words, masks([5, 5, 5], 5))
+        packed = pack_padded_sequence(enc.embed(words), torch.full((3,), 5), batch_first=True)
+        seq, _ = pad_packed_sequence(enc.lstm(packed)[0], batch_first=True)
+        torch.testing.assert_close(fq, enc.ffn(seq), atol=1e-5, rtol=1e-5)
+        # a padded batch takes the packed path: each row equals the row alone
+        fq_pad, _ = enc(words, masks([5, 3, 2], 5))
+        alone, _ = enc(words[1:2, :3], masks([3], 3))
+    torch.testing.assert_close(fq_pad[0], fq[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(fq_pad[1, :3], alone[0], atol=1e-5, rtol=1e-5)
+    assert fs is not None

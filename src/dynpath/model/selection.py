@@ -89,23 +89,30 @@ def run_routed(
     """
     b, t, _ = fv.shape
     out: Tensor | None = None
+    # The grouping is decided on the host from ONE device->host copy of the routes and lengths:
+    # on a GPU each ``nonzero()`` / ``int()`` on a device tensor is a synchronisation (three per
+    # batch before), and every sync stalls the kernel-launch pipeline of this launch-bound model.
+    # On CPU the copy is free.
+    host = torch.stack([route.to(masks.video_len.dtype), masks.video_len]).cpu()
     for k, path in enumerate(paths):
-        idx = (route == k).nonzero(as_tuple=True)[0]
-        n = idx.numel()
+        sel = (host[0] == k).nonzero(as_tuple=True)[0]
+        n = sel.numel()
         if n == 0:
             continue
-        tk = int(masks.video_len[idx].max())
-        if n == b:
+        tk = int(host[1, sel].max())
+        if n == b:  # the whole batch takes this route (always so for one query): no gather
             sub_masks = masks.select(slice(None), tk) if tk < t else masks
             y = path(fv[:, :tk], fq, sub_masks)
-        else:
-            y = path(fv[idx, :tk], fq[idx], masks.select(idx, tk))
+            if weights is not None:
+                y = y * weights[:, k].to(y.dtype).view(-1, 1, 1)
+            return F.pad(y, (0, 0, 0, t - tk)) if tk < t else y
+        # pinned, so the host->device copy of the indices does not synchronise either
+        idx = sel.pin_memory().to(fv.device, non_blocking=True) if fv.is_cuda else sel
+        y = path(fv[idx, :tk], fq[idx], masks.select(idx, tk))
         if weights is not None:
             y = y * weights[idx, k].to(y.dtype).view(-1, 1, 1)
         if tk < t:
             y = F.pad(y, (0, 0, 0, t - tk))
-        if n == b and out is None:
-            return y
         if out is None:
             out = y.new_zeros(b, t, y.shape[-1])
         out = out.index_copy(0, idx, y.to(out.dtype))

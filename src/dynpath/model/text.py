@@ -82,9 +82,14 @@ class TextEncoder(nn.Module):
         emb = self.drop(self.embed(words))
         # Lengths must live on the CPU for packing; clamp keeps an (invalid) empty query harmless.
         lengths = masks.words.sum(1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.lstm(packed)
-        seq, _ = pad_packed_sequence(out, batch_first=True, total_length=max_words)
+        if bool((lengths == max_words).all()):
+            # No padding (e.g. one query): packing would change nothing but the kernel, so run
+            # the plain fused LSTM (oneDNN/cuDNN) and skip the pack/sort/unpack work.
+            seq, _ = self.lstm(emb)
+        else:
+            packed = pack_padded_sequence(emb, lengths, batch_first=True, enforce_sorted=False)
+            out, _ = self.lstm(packed)
+            seq, _ = pad_packed_sequence(out, batch_first=True, total_length=max_words)
         fq = self.ffn(seq).masked_fill(~masks.words.unsqueeze(-1), 0.0)
         if self.pool is None:
             return fq, None
