@@ -520,7 +520,7 @@ def inference_latency(
         )
         big = interleaved(
             {a: partial(_forward, m, many) for a, m in batch_models.items()},
-            max(2, repeats - 2),
+            max(2, repeats - 4),
             1,
             device,
         )
@@ -854,7 +854,7 @@ def run_bench(
         if device == "auto" and torch.cuda.is_available()
         else ("cpu" if device == "auto" else device)
     )
-    repeats = 2 if quick else 5
+    repeats = 2 if quick else 7
     threads = cfg.train.threads if dev.type == "cpu" else 0
     paper_shape = QUICK_SHAPE if quick else PAPER_SHAPE
     # The paper's configuration: the schema defaults (d=512, 8 heads, 3 scales, kernels 3/5/7/9,
@@ -891,7 +891,7 @@ def run_bench(
             paper_shape, paper_model.dim, paper_model.lstm_scales, dev, repeats
         )
         log.info("bench: extraction")
-        result["extraction"] = extraction(cfg, dev, repeats, quick)
+        result["extraction"] = extraction(cfg, dev, 2 if quick else 3, quick)
     log.info("bench: dvc")
     result["dvc"] = dvc_timings(Path.cwd(), full=not quick)
     with contextlib.suppress(OSError):
