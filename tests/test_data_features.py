@@ -179,3 +179,17 @@ def test_resample_bins_average() -> None:
         np.testing.assert_allclose(
             (r * np.diff(edges)[:, None]).sum(0), y.sum(0), rtol=1e-4, atol=1e-4
         )
+
+
+def test_statistics_match_numpy_over_the_given_videos_only(tmp_path: Path) -> None:
+    data = feats(n=4)
+    data["VID3"] += 100.0  # a video outside the requested split must not move the statistics
+    write_features(tmp_path / "f.h5", data, ATTRS)
+    with FeatureStore(tmp_path / "f.h5") as store:
+        mean, std = store.statistics(["VID0", "VID2", "VID1", "VID0"])  # duplicates count once
+    rows = np.concatenate([data[k] for k in ("VID0", "VID1", "VID2")]).astype(np.float64)
+    assert mean.dtype == np.float32 and std.shape == (8,)
+    np.testing.assert_allclose(mean, rows.mean(0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(std, rows.std(0), rtol=1e-5, atol=1e-6)
+    with FeatureStore(tmp_path / "f.h5") as store, pytest.raises(DataError, match="no features"):
+        store.statistics(["missing"])

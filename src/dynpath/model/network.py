@@ -76,7 +76,7 @@ class DynamicPathwayModel(nn.Module):
         self.text = TextEncoder(
             embeddings, cfg.dim, cfg.text_lstm_layers, cfg.dropout, pool=fusion_cls.has_selector
         )
-        self.video = VideoEncoder(feature_dim, cfg.dim, cfg.dropout)
+        self.video = VideoEncoder(feature_dim, cfg.dim, cfg.dropout, cfg.normalize_features)
         self.pathways = nn.ModuleDict({p.name: Pathway(p, cfg) for p in spec.pathways})
         self.fusion = fusion_cls(cfg)
         self.heads = PredictionHeads(cfg.dim)

@@ -105,16 +105,45 @@ class VideoEncoder(nn.Module):
     Padded positions are zeroed on output.
     """
 
-    def __init__(self, feature_dim: int, dim: int, dropout: float) -> None:
+    def __init__(self, feature_dim: int, dim: int, dropout: float, normalize: bool = False) -> None:
         super().__init__()
         self.feature_dim = feature_dim
+        self.normalize = normalize
+        if normalize:
+            # Training-split statistics (set_statistics), saved in the state dict so that every
+            # consumer of a checkpoint (evaluate, the Localizer, the MLflow model) normalises
+            # exactly as training did.
+            self.register_buffer("feature_mean", torch.zeros(feature_dim))
+            self.register_buffer("feature_inv_std", torch.ones(feature_dim))
         self.drop = Dropout(dropout)
         self.ffn = FFN(feature_dim, dim, dropout)
+
+    @torch.no_grad()
+    def set_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
+        """Per-dimension mean and standard deviation of the training features.
+
+        Dimensions that barely vary in training (a background cell, a dead unit) would be blown
+        up by their tiny standard deviation, so it is floored at 1% of the mean one.
+        """
+        if not self.normalize:
+            raise DynpathError("set_statistics on a video encoder built without normalize")
+        if mean.shape != (self.feature_dim,) or std.shape != (self.feature_dim,):
+            raise DynpathError(
+                f"feature statistics are {mean.shape}/{std.shape}, expected ({self.feature_dim},)"
+            )
+        sd = torch.as_tensor(std, dtype=torch.float32)
+        sd = sd.clamp_min(max(float(sd.mean()) * 0.01, 1e-12))
+        self.feature_mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.feature_inv_std.copy_(sd.reciprocal())
 
     def forward(self, video: Tensor, masks: Masks) -> Tensor:
         if video.shape[-1] != self.feature_dim:
             raise DynpathError(
                 f"video features are {video.shape[-1]}-d but the model was built for "
                 f"{self.feature_dim}-d features (backbone mismatch between extract and train?)"
+            )
+        if self.normalize:
+            video = (video - self.feature_mean.to(video.dtype)) * self.feature_inv_std.to(
+                video.dtype
             )
         return masks.zero_pad(self.ffn(self.drop(video)))

@@ -152,6 +152,9 @@ def _run(
     seed_everything(cfg.seed)  # model initialisation depends on the seed only
     assert vocab.embeddings is not None
     model = build_model(arch, cfg, vocab.embeddings, feature_dim)
+    if cfg.model.normalize_features:
+        # training videos only: validation and test must not leak into the preprocessing
+        model.video.set_statistics(*store.statistics(m.vid for m in splits["train"]))
     n_params = count_parameters(model)
     meta = make_meta(
         variant,
