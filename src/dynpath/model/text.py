@@ -105,6 +105,9 @@ class VideoEncoder(nn.Module):
     Padded positions are zeroed on output.
     """
 
+    feature_mean: Tensor
+    feature_inv_std: Tensor
+
     def __init__(self, feature_dim: int, dim: int, dropout: float, normalize: bool = False) -> None:
         super().__init__()
         self.feature_dim = feature_dim
