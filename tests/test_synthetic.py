@@ -22,7 +22,7 @@ TINY = SynthParams(
     seed=7, num_videos=6, queries_per_video=2, min_duration=4.0, max_duration=8.0, size=32
 )
 # The default profile's sizes with the recommended durations (planning only: no rendering).
-DEFAULT = SynthParams(num_videos=240, queries_per_video=4, min_duration=24.0, max_duration=48.0)
+DEFAULT = SynthParams(num_videos=480, queries_per_video=4, min_duration=16.0, max_duration=32.0)
 LINE = re.compile(r"^(S\d{4,}) (\d+\.\d) (\d+\.\d)##([a-z ]+)$")
 
 
@@ -72,9 +72,9 @@ def test_glove_text_format_and_determinism() -> None:
 
 def test_plan_properties(default_plan: list[VideoSpec]) -> None:
     specs = default_plan
-    assert len(specs) == 240
+    assert len(specs) == 480
     n_test = sum(s.split == "test" for s in specs)
-    assert n_test == 48
+    assert n_test == 96
     families: Counter[str] = Counter()
     for s in specs:
         assert DEFAULT.min_duration <= s.duration <= DEFAULT.max_duration
@@ -100,7 +100,7 @@ def test_plan_properties(default_plan: list[VideoSpec]) -> None:
         spans = sorted((e.start, e.end) for e in s.events)
         for (_, e1), (s2, _) in itertools.pairwise(spans):
             assert s2 - e1 >= syn.MIN_GAP - 1e-6
-    assert families["ordered"] == families["posture"] == 480
+    assert families["ordered"] == families["posture"] == 960
 
 
 def test_moments_and_text_independence(default_plan: list[VideoSpec]) -> None:
