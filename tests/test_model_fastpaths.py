@@ -7,6 +7,7 @@ promise of ``dynpath.model.layers``.
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -91,17 +92,21 @@ def test_conv_weights_stored_tap_major_and_checkpoint_compatible() -> None:
         torch.testing.assert_close(other(x, masks), m(x, masks))
 
 
-def test_dropout_distribution_scale_and_gradient() -> None:
+@pytest.mark.parametrize("p", [0.3, 0.5, 0.25, 0.75])  # 0.3: float mask; others: byte mask
+def test_dropout_distribution_scale_and_gradient(p: float) -> None:
     torch.manual_seed(0)
-    drop = Dropout(0.3)
-    x = torch.ones(200_000, requires_grad=True)
+    drop = Dropout(p)
+    x = torch.ones(200_001, requires_grad=True)  # not a multiple of 4: the byte path's tail
     y = drop(x)
     kept = y != 0
-    assert abs(kept.float().mean().item() - 0.7) < 0.01
-    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / 0.7))
+    assert abs(kept.float().mean().item() - (1 - p)) < 0.01
+    # every byte lane of the 32-bit words keeps at the same rate (no biased top byte)
+    lanes = kept[:200_000].view(-1, 4).float().mean(0)
+    assert (lanes - (1 - p)).abs().max().item() < 0.01, lanes
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 1 / (1 - p)))
     y.backward(torch.full_like(y, 2.0))
     assert x.grad is not None
-    torch.testing.assert_close(x.grad, torch.where(kept, 2 / 0.7, 0.0))
+    torch.testing.assert_close(x.grad, torch.where(kept, 2 / (1 - p), 0.0))
     torch.manual_seed(1)
     a = drop(x)
     torch.manual_seed(1)
