@@ -16,8 +16,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
+# The stages call `dynpath` by name: put the venv first on PATH (no activation needed).
 run: $(STAMP)
-	$(BIN)/dvc repro
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	$(BIN)/dynpath report --summary
 
 lint: $(STAMP)

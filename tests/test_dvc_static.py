@@ -183,3 +183,42 @@ def test_top_level_plots_read_columns_the_report_writes(tmp_path: Path) -> None:
         assert props["x"] in columns
         for file, field in props["y"].items():
             assert file == "reports/ablation.csv" and field in columns
+
+
+def test_make_run_finds_the_stage_commands_without_an_activated_venv(tmp_path: Path) -> None:
+    """`make run` on a fresh shell: DVC runs the stages' `dynpath ...` by name, so the recipe
+    itself must put the venv's bin first on PATH (a fresh clone failed with "dynpath: command
+    not found" before it did). Fake `dvc` and `dynpath` stand in for the real ones."""
+    import shutil
+    import subprocess
+
+    make = shutil.which("make")
+    if make is None:
+        pytest.skip("make is not installed")
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    calls = tmp_path / "calls.txt"
+    scripts = {
+        "dvc": f'#!/bin/sh\necho "dvc $*" >> "{calls}"\nexec dynpath data\n',
+        "dynpath": f'#!/bin/sh\necho "dynpath $*" >> "{calls}"\n',
+    }
+    for name, text in scripts.items():
+        (venv / "bin" / name).write_text(text)
+        (venv / "bin" / name).chmod(0o755)
+    (venv / ".installed").touch()  # newer than pyproject.toml / constraints.txt: no install
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    out = subprocess.run(
+        [make, "-s", "run", f"VENV={venv}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr
+    assert calls.read_text().splitlines() == [
+        "dvc repro",
+        "dynpath data",
+        "dynpath report --summary",
+    ]
