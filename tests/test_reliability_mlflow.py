@@ -118,12 +118,13 @@ def test_training_survives_a_tracking_server_outage(
     tags = run.data.tags
     assert tags["tracking_status"] == "degraded" and tags["tracking_dropped_calls"] == "0"
     assert int(tags["tracking_failed_calls"]) >= 1
-    # Known issue (closing note of session 1): when the restart lands while the final model
-    # upload is queued, the registration was seen missing in 2 of 4 loaded runs; the run, its
-    # params, metrics and artifacts are always complete. When a version exists it is this run's.
+    # Session 1 saw the registration missing in 2 of 4 runs while ~9 test suites shared the
+    # machine (each starting MLflow servers on free ports); session 2 could not reproduce it in 7
+    # runs, 4 of them under 3-8 busy processes, so the assertion is strict again, with the
+    # child's log in the message should it ever fail.
     names = {m.name for m in client.search_registered_models()}
-    if f"dynpath-{NAME}" in names:
-        version = client.get_model_version_by_alias(f"dynpath-{NAME}", "challenger")
-        assert version.run_id == run.info.run_id
+    assert f"dynpath-{NAME}" in names, (summary, tags, log.read_text(errors="replace")[-6000:])
+    version = client.get_model_version_by_alias(f"dynpath-{NAME}", "challenger")
+    assert version.run_id == run.info.run_id
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"history.json", "train_summary.json"} <= artifacts
