@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import threading
 import time
 from pathlib import Path
@@ -95,6 +96,40 @@ def test_disabled_tracking_yields_a_null_tracker(tmp_path: Path) -> None:
         assert tracker.log_model(tmp_path) is None
         assert tracker.register_model(None) is None
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_tracker_puts_mlflows_global_uris_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run in-process must not leave MLflow's global URIs (module state AND the environment
+    variables MLflow's setters write) pointing at its store: a later ``MlflowClient(url)`` read
+    that store's registry (a test-order failure seen in CI), and a later tracker took the
+    leaked ``MLFLOW_TRACKING_URI`` over its own ``tracking.uri``."""
+    import mlflow
+    from mlflow.tracking._model_registry import utils as registry_utils
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    cfg = tiny_config()
+    uri = f"sqlite:///{tmp_path / 'mine.db'}"
+    cfg = cfg.model_copy(update={"tracking": cfg.tracking.model_copy(update={"uri": uri})})
+    mlflow.set_registry_uri(None)
+    try:
+        with start_tracking(cfg, "dynamic", "dynamic", close_retries=1) as tracker:
+            assert tracker.run_id and mlflow.get_tracking_uri() == uri
+            assert mlflow.get_registry_uri() == uri
+        assert registry_utils._registry_uri is None  # unset again, as it was
+        assert "MLFLOW_TRACKING_URI" not in os.environ
+        assert "MLFLOW_REGISTRY_URI" not in os.environ
+        # a user's own environment survives a run
+        theirs = f"sqlite:///{tmp_path / 'theirs.db'}"
+        monkeypatch.setenv("MLFLOW_REGISTRY_URI", theirs)
+        with start_tracking(cfg, "dynamic", "dynamic", close_retries=1):
+            assert mlflow.get_registry_uri() == uri
+        assert os.environ["MLFLOW_REGISTRY_URI"] == theirs
+    finally:
+        mlflow.set_tracking_uri(None)
+        mlflow.set_registry_uri(None)
 
 
 def test_higher_is_better_by_metric_name() -> None:

@@ -432,16 +432,16 @@ def download_model(uri: str, tracking_uri: str | None = None) -> Path:
     """Download an MLflow model URI into a temporary directory (short HTTP timeouts)."""
     import mlflow
 
-    from dynpath.tracking.tracker import configure_mlflow_env
+    from dynpath.tracking.tracker import configure_mlflow_env, mlflow_uris
 
     configure_mlflow_env()
     uri_store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _params_tracking_uri()
-    if uri_store:
-        mlflow.set_tracking_uri(uri_store)
-        mlflow.set_registry_uri(uri_store)
     dst = Path(tempfile.mkdtemp(prefix="dynpath-model-"))
     try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
+        # models:/ URIs resolve through MLflow's global registry URI: set it for this download
+        # only (mlflow_uris puts the previous globals and their variables back)
+        with mlflow_uris(uri_store):
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
     except Exception as err:
         raise DynpathError(f"cannot download model {uri}: {str(err).splitlines()[0]}") from None
     return Path(local)

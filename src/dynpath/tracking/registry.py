@@ -173,13 +173,11 @@ def higher_is_better(metric: str) -> bool:
 
 def client_for(cfg: Config) -> MlflowClient:
     """A client on the configured store (``MLFLOW_TRACKING_URI`` wins), short HTTP timeouts."""
-    import mlflow
     from mlflow import MlflowClient
 
     from dynpath.tracking.tracker import configure_mlflow_env, resolve_tracking_uri
 
     configure_mlflow_env()
     uri = resolve_tracking_uri(cfg)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    # explicit URIs, no global MLflow state: a client must not redirect later clients
     return MlflowClient(uri, registry_uri=uri)

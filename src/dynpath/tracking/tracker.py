@@ -379,6 +379,10 @@ class Tracker(NullTracker):
         self.variant = variant
         self.arch = arch
         self.tracking_uri = resolve_tracking_uri(cfg)
+        # Model.log goes through MLflow's global ("fluent") URIs; close() puts back what was
+        # there, so a process that trains in-process and then opens its own MlflowClient (a
+        # notebook, the test suite) does not silently read another store's registry.
+        self._previous_uris = _global_uris()
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         self.client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
@@ -555,6 +559,7 @@ class Tracker(NullTracker):
                 summary["outage_seconds"],
             )
         shutil.rmtree(self._tmp, ignore_errors=True)
+        _restore_global_uris(self._previous_uris)
 
     def flush(self) -> bool:
         """Try to send buffered calls now (True when nothing is left buffered)."""
@@ -780,6 +785,58 @@ class Tracker(NullTracker):
 
         self._submit("register_model", _register, force_probe=True)
         return self.model_version
+
+
+_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+
+
+def _global_uris() -> tuple[str | None, str | None, dict[str, str | None]]:
+    """MLflow's explicitly set global tracking and registry URIs (None = not set), and the two
+    environment variables ``set_tracking_uri`` / ``set_registry_uri`` also write.
+
+    They write the environment so that subprocesses inherit the URI; left behind, a later
+    tracker in the same process would take that variable over its own ``tracking.uri``
+    (the environment wins, :func:`resolve_tracking_uri`). MLflow has no public getter that tells
+    "unset" from "defaulted", so this reads the module variables the setters write.
+    """
+    from mlflow.tracking._model_registry import utils as registry_utils
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    return (
+        getattr(tracking_utils, "_tracking_uri", None),
+        getattr(registry_utils, "_registry_uri", None),
+        {k: os.environ.get(k) for k in _URI_ENV},
+    )
+
+
+@contextlib.contextmanager
+def mlflow_uris(uri: str | None) -> Iterator[None]:
+    """MLflow's global tracking and registry URIs set to ``uri`` inside the block (unchanged
+    when ``uri`` is None), and exactly what they were afterwards."""
+    import mlflow
+
+    saved = _global_uris()
+    try:
+        if uri:
+            mlflow.set_tracking_uri(uri)
+            mlflow.set_registry_uri(uri)
+        yield
+    finally:
+        _restore_global_uris(saved)
+
+
+def _restore_global_uris(saved: tuple[str | None, str | None, dict[str, str | None]]) -> None:
+    import mlflow
+
+    tracking, registry, env = saved
+    # None means "not set" to both setters at run time; their annotations omit it
+    mlflow.set_tracking_uri(tracking)  # type: ignore[arg-type]
+    mlflow.set_registry_uri(registry)  # type: ignore[arg-type]
+    for key, value in env.items():  # exactly as before (the setters above write or unset them)
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def _params(d: Mapping[str, str]) -> list[Any]:
