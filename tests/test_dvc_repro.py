@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dynpath.bench import copy_worktree
 from dynpath.profiles import VARIANT_NAMES, use_profile
 
 pytestmark = pytest.mark.slow
@@ -52,22 +52,8 @@ def run(repo: Path, *cmd: str, check: bool = True, timeout: int = 900) -> str:
 
 
 def copy_repo(dest: Path) -> Path:
-    """The working tree's tracked and not-ignored files (what a fresh clone would have)."""
-    files = subprocess.run(
-        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-        cwd=REPO,
-        capture_output=True,
-        check=True,
-    ).stdout.split(b"\0")
-    for raw in files:
-        if not raw:
-            continue
-        rel = raw.decode()
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
-    return dest
+    """The working tree as a fresh clone would have it (the bench's copy, shared)."""
+    return copy_worktree(REPO, dest)
 
 
 def set_params(repo: Path, **changes: object) -> None:

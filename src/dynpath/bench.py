@@ -237,21 +237,10 @@ def trainer_step(
     model: nn.Module, cfg: Config, device: torch.device, batch: Batch, out_dir: Path
 ) -> tuple[Callable[[], Any], Any]:
     """The trainer's own step (``Trainer._train_step``) on ``batch``, and the trainer."""
-    from dynpath.engine.trainer import Trainer, TrainOptions
+    from dynpath.engine.trainer import Trainer
+    from dynpath.steps.train import train_options
 
-    options = TrainOptions(
-        epochs=1,
-        batch_size=len(batch),
-        lr=cfg.train.lr,
-        seed=cfg.seed,
-        selection_metric=cfg.eval.selection_metric,
-        weight_decay=cfg.train.weight_decay,
-        warmup_fraction=cfg.train.warmup_fraction,
-        clip_norm=cfg.train.clip_norm,
-        amp=cfg.train.amp,
-        compile=False,
-        progress=False,
-    )
+    options = train_options(cfg, epochs=1, batch_size=len(batch), compile=False, progress=False)
 
     def loss_fn(out: ModelOutput, batch: Batch) -> tuple[torch.Tensor, Mapping[str, Any]]:
         return localization_loss(out, batch, cfg.train.lambda_bound, cfg.train.lambda_inner)
@@ -758,7 +747,7 @@ def extraction(cfg: Config, device: torch.device, repeats: int, quick: bool) -> 
     return rows
 
 
-def _copy_tree(repo: Path, dest: Path) -> None:
+def copy_worktree(repo: Path, dest: Path) -> Path:
     """The working tree's tracked and not-ignored files (what a fresh clone would have)."""
     files = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
@@ -771,6 +760,7 @@ def _copy_tree(repo: Path, dest: Path) -> None:
         if rel and (repo / rel).is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(repo / rel, dest / rel)
+    return dest
 
 
 def _dvc(
@@ -808,7 +798,7 @@ def dvc_timings(repo: Path, full: bool) -> dict[str, Any]:
         return out
     with tempfile.TemporaryDirectory() as tmp:
         copy = Path(tmp) / "repo"
-        _copy_tree(repo, copy)
+        copy_worktree(repo, copy)
         for stale in ("dvc.lock", "mlflow.db"):
             (copy / stale).unlink(missing_ok=True)
         git = ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid"]

@@ -106,6 +106,24 @@ def _previous_run_id(out_dir: Path, variant: str, arch: str) -> str | None:
     return str(rid) if rid else None
 
 
+def train_options(cfg: Config, **overrides: Any) -> TrainOptions:
+    """The trainer's options from the params (the bench times the same step with overrides)."""
+    values: dict[str, Any] = {
+        "epochs": cfg.train.epochs,
+        "batch_size": cfg.train.batch_size,
+        "lr": cfg.train.lr,
+        "seed": cfg.seed,
+        "selection_metric": cfg.eval.selection_metric,
+        "weight_decay": cfg.train.weight_decay,
+        "warmup_fraction": cfg.train.warmup_fraction,
+        "clip_norm": cfg.train.clip_norm,
+        "amp": cfg.train.amp,
+        "compile": cfg.train.compile,
+        "checkpoint_every_steps": cfg.train.checkpoint_every,
+    }
+    return TrainOptions(**{**values, **overrides})
+
+
 def run(cfg: Config, variant: str, vocab_dir: Path, out_dir: Path, resume: bool) -> dict[str, Any]:
     """Train ``variant`` (a key of ``cfg.variants``) and return its summary."""
     arch, vcfg = cfg.variant(variant)
@@ -202,19 +220,7 @@ def _run(
             step = int(entry["epoch"])
             tracker.log_metrics({f"epoch_{k}": v for k, v in entry.items() if k != "epoch"}, step)
 
-        options = TrainOptions(
-            epochs=cfg.train.epochs,
-            batch_size=cfg.train.batch_size,
-            lr=cfg.train.lr,
-            seed=cfg.seed,
-            selection_metric=cfg.eval.selection_metric,
-            weight_decay=cfg.train.weight_decay,
-            warmup_fraction=cfg.train.warmup_fraction,
-            clip_norm=cfg.train.clip_norm,
-            amp=cfg.train.amp,
-            compile=cfg.train.compile,
-            checkpoint_every_steps=cfg.train.checkpoint_every,
-        )
+        options = train_options(cfg)
         trainer = Trainer(
             model,
             loss_fn,
