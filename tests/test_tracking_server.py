@@ -16,6 +16,7 @@ from typing import Any
 
 import mlflow_server as fixtures
 import pytest
+from compare import assert_same_answer, assert_same_answers
 from mlflow_server import (
     MlflowServer,
     make_feature_store,
@@ -203,9 +204,11 @@ def test_model_is_logged_registered_and_predicts_in_a_fresh_process(
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT"))
     got = json.loads(line[len("RESULT") :])
-    assert got["pyfunc"] == [expected, expected_video]
-    assert got["run"] == expected
-    assert got["cli_rc"] == 0 and got["cli"] == expected_store
+    # another process may pick other kernels: spans exact, scores within a tolerance
+    assert_same_answers(got["pyfunc"], [expected, expected_video])
+    assert_same_answer(got["run"], expected)
+    assert got["cli_rc"] == 0
+    assert_same_answer(got["cli"], expected_store)
     assert len(expected["spans"]) == 3
 
 
