@@ -50,21 +50,26 @@ def _reference_ms_lstm(
         xb = x[b, :n]
         scale_outs = []
         for s, lstm in zip(m.scales, m.lstms, strict=True):
-            y = torch.zeros(n, lstm.hidden_size)
+            y = torch.zeros(n, lstm.hidden_size * (2 if lstm.bidirectional else 1))
             for i in range(s):
                 subset = xb[i::s]
                 if len(subset):
-                    out, _ = lstm(subset[None])
+                    out, _ = lstm(subset[None])  # the subset alone: no padding at all
                     y[i::s] = out[0]
             scale_outs.append(y)
         refs.append(m.ffn(torch.cat(scale_outs, -1)))
     return refs
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
 @pytest.mark.parametrize("scales", [1, 3, 4])
-def test_ms_lstm_batched_equals_per_subset_reference(scales: int) -> None:
+def test_ms_lstm_batched_equals_per_subset_reference(scales: int, bidirectional: bool) -> None:
+    """Batched (and, bidirectional, packed) form == each subset of each sample run alone; the
+    backward direction of a bidirectional LSTM would start in the padding if not packed."""
     torch.manual_seed(0)
-    m = MultiScaleLSTM(D, scales, dropout=0.0).eval()
+    m = MultiScaleLSTM(D, scales, dropout=0.0, bidirectional=bidirectional).eval()
+    if bidirectional:
+        assert all(lstm.bidirectional and lstm.hidden_size == D // 2 for lstm in m.lstms)
     lengths = [13, 9, 5, 2]
     t = 13
     x = torch.randn(len(lengths), t, D)
@@ -205,3 +210,22 @@ def test_video_encoder_normalisation_is_exact_floored_and_checked() -> None:
     assert "feature_mean" not in plain.state_dict()
     with pytest.raises(DynpathError, match="without normalize"):
         plain.set_statistics(mean, std)
+
+
+def test_temporal_conv_blocks_stack_in_sequence() -> None:
+    """conv_blocks=3 (Sec. IV-C): three Eq. 7 blocks, each on the previous one's output."""
+    from dynpath.config import ModelConfig
+    from dynpath.model.layers import TemporalConvStack
+    from dynpath.model.modules import NETWORKS
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.model_validate({"dim": D, "kernels": [3, 5], "conv_blocks": 3})
+    stack = NETWORKS.get("lol")(cfg).eval()
+    assert isinstance(stack, TemporalConvStack) and len(stack) == 3
+    x = torch.randn(2, 7, D)
+    masks = _masks([7, 4], 7)
+    with torch.no_grad():
+        want = stack[2](stack[1](stack[0](x, masks), masks), masks)
+        torch.testing.assert_close(stack(x, masks), want)
+    one = NETWORKS.get("lol")(ModelConfig.model_validate({"dim": D, "conv_blocks": 1}))
+    assert isinstance(one, MultiScaleTemporalConv)

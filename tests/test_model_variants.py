@@ -157,13 +157,26 @@ def test_unk_gets_no_gradient_without_unk_tokens() -> None:
     assert model.text.unk.grad is None or model.text.unk.grad.abs().sum() == 0
 
 
-def test_dynamic_training_sends_no_gradient_to_unused_module() -> None:
-    """All samples routed to exploitation: the exploration module never runs (grad None), while
-    the selector still learns through the straight-through P_path weight."""
-    model = _model("dynamic").train()
+def test_selected_only_training_sends_no_gradient_to_unused_module() -> None:
+    """selector_training=selected, all samples routed to exploitation: the exploration module
+    never runs (grad None), while the selector still learns through the P_path weight."""
+    model = _model("dynamic", selector_training="selected").train()
     video, vm, words, wm = _inputs([6, 5, 4], [3, 3, 2])
     _loss(model(video, vm, words, wm, gumbel_noise=_noise([0, 0, 0])), vm).backward()
     assert all(p.grad is None for p in model.pathways["exploration"].parameters())
+    assert isinstance(model.fusion, DynamicSelection)
+    assert model.fusion.fc.weight.grad is not None and model.fusion.fc.weight.grad.abs().sum() > 0
+
+
+def test_faithful_training_runs_the_unchosen_module_with_zero_weight() -> None:
+    """selector_training=both: the exploration module runs on every sample, but P_path is 0 for
+    it in value, so its parameters get exactly zero gradient from the main loss; the selector's
+    gradient now depends on it (it compares the two outputs)."""
+    model = _model("dynamic").train()
+    video, vm, words, wm = _inputs([6, 5, 4], [3, 3, 2])
+    _loss(model(video, vm, words, wm, gumbel_noise=_noise([0, 0, 0])), vm).backward()
+    grads = [p.grad for p in model.pathways["exploration"].parameters()]
+    assert all(g is not None and not g.any() for g in grads)
     assert isinstance(model.fusion, DynamicSelection)
     assert model.fusion.fc.weight.grad is not None and model.fusion.fc.weight.grad.abs().sum() > 0
 
@@ -232,8 +245,8 @@ def test_routes_and_probs_in_output() -> None:
 
 
 def test_second_order_printed_reverses_exploitation_only() -> None:
-    module = _model("dynamic").pathways
-    printed = _model("dynamic", second_order="printed").pathways
+    module = _model("dynamic", conv_blocks=1).pathways
+    printed = _model("dynamic", second_order="printed", conv_blocks=1).pathways
     assert isinstance(module["exploitation"].post.second, MultiScaleTemporalConv)  # GoL then LoL
     assert isinstance(printed["exploitation"].post.first, MultiScaleTemporalConv)  # GoL(LoL(.))
     assert isinstance(printed["exploration"].post.first, MultiScaleTemporalConv)  # TeN(SpL(.))
@@ -241,8 +254,8 @@ def test_second_order_printed_reverses_exploitation_only() -> None:
 
 
 def test_wo_variants_replace_the_network() -> None:
-    wo_lml = _model("exploitation_wo_lml").pathways["exploitation"]
-    wo_te = _model("exploration_wo_te").pathways["exploration"]
+    wo_lml = _model("exploitation_wo_lml", conv_blocks=1).pathways["exploitation"]
+    wo_te = _model("exploration_wo_te", conv_blocks=1).pathways["exploration"]
     assert not any(isinstance(m, MultiScaleTemporalConv) for m in wo_lml.modules())
     assert all(isinstance(m, MultiScaleTemporalConv) for m in (wo_te.pre.first, wo_te.pre.second))
 
@@ -332,9 +345,11 @@ def test_model_info_at_paper_configuration() -> None:
     assert set(rows) == set(ALL)
     p = {k: r["parameters"] for k, r in rows.items()}
     d = 512
-    selector = (d * d // 2 + d // 2) + (d // 2 + 1) + (2 * d + 2)  # FC_1, FC_2 (Eq. 1), FC_3
+    # FC_1, FC_2 (Eq. 1; FC_2 without its softmax-invariant bias), FC_3
+    selector = (d * d // 2 + d // 2) + d // 2 + (2 * d + 2)
     assert p["dynamic"] - p["sum_fusion"] == selector
-    assert p["soft_dynamic"] == p["dynamic"] == p["network_parallel"]
+    assert p["soft_dynamic"] == p["dynamic"]
+    assert p["network_parallel"] == p["exploitation_only"]  # one module (Sec. IV-E4)
     assert p["concat_fusion"] - p["sum_fusion"] == 2 * d * d + d
     assert p["exploitation_only"] == p["exploration_only"]  # same networks, other order
     assert 30_000_000 < p["exploitation_only"] < p["dynamic"]

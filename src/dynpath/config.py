@@ -87,7 +87,30 @@ class ModelConfig(_Section):
     kernels: tuple[int, ...] = (3, 5, 7, 9)
     text_lstm_layers: int = Field(3, ge=1)
     dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    # Eq. 13's temperature. The paper calls it "an annealing temperature" without a schedule:
+    # ``gumbel_tau`` is the value at the first training step and ``gumbel_tau_end`` (None: no
+    # annealing) the value at the last, interpolated geometrically (``gumbel_anneal``
+    # "exponential") or linearly in between. Inference uses no noise, so tau plays no part there.
     gumbel_tau: float = Field(1.0, gt=0.0)
+    gumbel_tau_end: float | None = Field(None, gt=0.0)
+    gumbel_anneal: Literal["exponential", "linear"] = "exponential"
+    # How the hard selection trains (docs/design.md, "Selector gradient"). "both": every pathway
+    # runs on every training sample and F_e = sum_k P_path[k] F_k with the straight-through
+    # one-hot P_path (Eq. 13-14 with Jang et al.'s hard Gumbel-softmax): the selector's gradient
+    # compares the pathways. "selected": each sample runs only its chosen pathway, scaled by its
+    # P_path entry (cheaper; the gradient then sees the other pathway as zero: an approximation).
+    # Inference runs only the chosen pathway either way.
+    selector_training: Literal["both", "selected"] = "both"
+    # MS-LSTM direction (Eq. 3-4 say "LSTM"; the authors' EAMAT MultiStepLSTMEncoder, which the
+    # paper's MS-LSTM follows, is bidirectional). Bidirectional uses d/2 units per direction.
+    lstm_bidirectional: bool = True
+    # Stacked multi-scale temporal convolution blocks in LoL/SpL (Sec. IV-C: "the numbers of LSTM
+    # blocks and temporal convolutional blocks in both modules are set to 1 and 3").
+    conv_blocks: int = Field(3, ge=1)
+    # Where ``dropout`` applies. "ffn": after every FFN's ReLU and on the encoders' inputs (our
+    # first reading; a signal then crosses ~7 masks in a row). "input": on the encoders' inputs,
+    # the CQA similarity inputs and the attention weights only, as VSLNet/EAMAT's projections do.
+    dropout_placement: Literal["ffn", "input"] = "input"
     # Standardise every clip-feature dimension with the training split's mean and std before
     # Eq. 2. Off for the paper's pretrained I3D/C3D features (the paper does not); on for the
     # synthetic default, whose parameter-free grid descriptor has a constant background in most
@@ -96,6 +119,11 @@ class ModelConfig(_Section):
     # DESIGN.md: Eq. 9/12 as printed apply the second pair in reverse order; "module" keeps the
     # module's own order (GoL->LoL, SpL->TeN) for the second pair, "printed" follows the equations.
     second_order: Literal["module", "printed"] = "module"
+
+    @property
+    def ffn_dropout(self) -> float:
+        """Dropout after each FFN's ReLU: ``dropout`` with placement "ffn", else none."""
+        return self.dropout if self.dropout_placement == "ffn" else 0.0
 
     @field_validator("kernels")
     @classmethod
@@ -116,6 +144,11 @@ class TrainConfig(_Section):
     clip_norm: float = Field(1.0, gt=0)
     lambda_bound: float = Field(1.0, ge=0)
     lambda_inner: float = Field(10.0, ge=0)
+    # Not in the paper (our addition, docs/design.md "Keeping both pathways learning"): the same
+    # localization loss on each pathway's own output through the shared heads, averaged over the
+    # pathways and weighted by this, for the variants that compute every pathway in training
+    # (dynamic with selector_training=both, soft dynamic, the fusions). 0 = the paper's Eq. 20.
+    lambda_pathway: float = Field(0.0, ge=0)
     num_workers: int = Field(0, ge=0)
     device: str = "auto"
     amp: bool = True  # CUDA only

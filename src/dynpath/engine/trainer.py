@@ -437,6 +437,11 @@ class Trainer:
     def _train_step(self, batch: Batch) -> tuple[dict[str, float], int]:
         batch = batch.to(self.device, non_blocking=True)
         self.train_module.train()
+        # schedules that follow training progress (the Gumbel temperature): a pure function of
+        # the global step, so a resumed run continues the same schedule
+        set_progress = getattr(self.model, "set_training_progress", None)
+        if set_progress is not None:
+            set_progress(self.progress.global_step / max(self.total_steps - 1, 1))
         autocast = (
             torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
             if self.amp_dtype is not None
@@ -610,6 +615,9 @@ def _float_output(out: ModelOutput) -> ModelOutput:
         inner_logits=out.inner_logits.float(),
         route=out.route,
         route_probs=None if out.route_probs is None else out.route_probs.float(),
+        pathway_logits=None
+        if out.pathway_logits is None
+        else [(s.float(), e.float(), i.float()) for s, e, i in out.pathway_logits],
     )
 
 

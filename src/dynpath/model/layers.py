@@ -20,6 +20,7 @@ from typing import Any, cast
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 # Value written at padded positions of the output logits (ModelOutput contract: "very negative").
 # Finite rather than -inf so that sums such as start + end logits stay finite (no inf - inf NaN).
@@ -155,8 +156,9 @@ def dropout(x: Tensor, p: float, training: bool) -> Tensor:
 class FFN(nn.Sequential):
     """The paper's feed-forward network: a linear layer and a ReLU (Eq. 1-3, 5, 7, 8, 10).
 
-    Dropout (``cfg.model.dropout``) follows the activation, as in VSLNet/EAMAT's projection layers.
-    Position-wise, so it cannot mix padded positions into valid ones.
+    Dropout follows the activation when ``cfg.model.dropout_placement`` is "ffn" (else the blocks
+    pass 0: :attr:`dynpath.config.ModelConfig.ffn_dropout`). Position-wise, so it cannot mix
+    padded positions into valid ones.
     """
 
     def __init__(self, d_in: int, d_out: int, dropout: float) -> None:
@@ -173,23 +175,47 @@ class MultiScaleLSTM(nn.Module):
     then exactly subset i of sample b. The only Python loop is over the S scales (each with its
     own weights), never over subsets or time steps.
 
-    Why no packing is needed: the LSTM is forward-only (the paper says "LSTM", not BiLSTM; this is
-    our reading). For a sample with n_b valid frames, the valid frames of subset i are
+    Padding. For a sample with n_b valid frames, the valid frames of subset i are
     i, i+s, ... < n_b, a *prefix* of that subset's sequence, and all of its padding comes after
-    them. A forward LSTM's output at step k depends only on inputs 0..k, so valid outputs never
-    see padding; the padded outputs are garbage and are zeroed afterwards. This is exact, avoids
-    ``pack_padded_sequence`` (slow, and it forces a host sync) and keeps the oneDNN/cuDNN fast path
-    with a contiguous input. ``tests/test_model_layers.py`` checks the batched form against a
-    per-sample, per-subset Python loop on the same weights.
+    them. Forward-only (``bidirectional=False``): a forward LSTM's output at step k depends only on
+    inputs 0..k, so valid outputs never see padding and no packing is needed (exact, no host
+    sync, the oneDNN/cuDNN fast path on a contiguous input). Bidirectional (the authors' EAMAT
+    MultiStepLSTMEncoder; the paper only says "LSTM"): the backward direction would start in the
+    padding, so the rows run packed with each subset's own valid length. Either way the padded
+    outputs are zeroed afterwards. ``tests/test_model_layers.py`` checks the batched form against
+    a per-sample, per-subset Python loop on the same weights.
 
-    Hidden size is d per scale (FFN_3 maps S*d -> d as Eq. 3 implies).
+    Hidden size is d per scale (d/2 per direction when bidirectional), so FFN_3 maps S*d -> d as
+    Eq. 3 implies.
     """
 
-    def __init__(self, dim: int, scales: int, dropout: float) -> None:
+    def __init__(self, dim: int, scales: int, dropout: float, bidirectional: bool = False) -> None:
         super().__init__()
         self.scales = tuple(range(1, scales + 1))
-        self.lstms = nn.ModuleList(nn.LSTM(dim, dim, batch_first=True) for _ in self.scales)
-        self.ffn = FFN(scales * dim, dim, dropout)
+        self.bidirectional = bidirectional
+        hidden = dim // 2 if bidirectional else dim
+        self.lstms = nn.ModuleList(
+            nn.LSTM(dim, hidden, batch_first=True, bidirectional=bidirectional) for _ in self.scales
+        )
+        self.ffn = FFN(scales * 2 * hidden if bidirectional else scales * dim, dim, dropout)
+
+    def _run(self, lstm: nn.Module, xs: Tensor, s: int, masks: Masks) -> Tensor:
+        """One scale's LSTM over the [B*s, n, d] subset rows."""
+        if not self.bidirectional:
+            return cast(Tensor, lstm(xs)[0])
+        n = xs.shape[1]
+        offsets = torch.arange(s, device=masks.video_len.device)
+        # valid items of subset i of sample b: ceil((n_b - i) / s); at least 1 for packing (a
+        # subset with none is all padding and its outputs are zeroed afterwards)
+        lengths = (masks.video_len[:, None] - offsets[None, :] + s - 1).div(
+            s, rounding_mode="floor"
+        )
+        lengths = lengths.clamp(min=1).reshape(-1).cpu()
+        if bool((lengths == n).all()):
+            return cast(Tensor, lstm(xs)[0])
+        packed = pack_padded_sequence(xs, lengths, batch_first=True, enforce_sorted=False)
+        out, _ = lstm(packed)
+        return pad_packed_sequence(out, batch_first=True, total_length=n)[0]
 
     def forward(self, x: Tensor, masks: Masks) -> Tensor:
         b, t, d = x.shape
@@ -198,7 +224,7 @@ class MultiScaleLSTM(nn.Module):
             n = -(-t // s)  # ceil(T / s): length of the longest subset
             xs = F.pad(x, (0, 0, 0, n * s - t)) if n * s != t else x
             xs = xs.reshape(b, n, s, d).transpose(1, 2).reshape(b * s, n, d)
-            ys, _ = lstm(xs)
+            ys = self._run(lstm, xs, s, masks)
             h = ys.shape[-1]
             ys = ys.reshape(b, s, n, h).transpose(1, 2).reshape(b, n * s, h)
             outs.append(ys[:, :t])
@@ -215,11 +241,13 @@ class MSAB(nn.Module):
     padding; everything else is position-wise.
     """
 
-    def __init__(self, dim: int, heads: int, dropout: float) -> None:
+    def __init__(
+        self, dim: int, heads: int, dropout: float, ffn_dropout: float | None = None
+    ) -> None:
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.norm = nn.LayerNorm(dim)
-        self.ffn = FFN(dim, dim, dropout)
+        self.ffn = FFN(dim, dim, dropout if ffn_dropout is None else ffn_dropout)
 
     def forward(self, x: Tensor, masks: Masks) -> Tensor:
         return masks.zero_pad(self.ffn(self.norm(self.attend(x, masks)) + x))
@@ -259,10 +287,19 @@ class GlobalMotion(nn.Module):
     TeN (Eq. 11) has the same architecture with its own weights, so it is this class too.
     """
 
-    def __init__(self, dim: int, heads: int, scales: int, dropout: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        scales: int,
+        dropout: float,
+        ffn_dropout: float | None = None,
+        bidirectional: bool = False,
+    ) -> None:
         super().__init__()
-        self.ms_lstm = MultiScaleLSTM(dim, scales, dropout)
-        self.msab = MSAB(dim, heads, dropout)
+        ffn_dropout = dropout if ffn_dropout is None else ffn_dropout
+        self.ms_lstm = MultiScaleLSTM(dim, scales, ffn_dropout, bidirectional)
+        self.msab = MSAB(dim, heads, dropout, ffn_dropout)
 
     def forward(self, x: Tensor, masks: Masks) -> Tensor:
         return self.ms_lstm(x, masks) + self.msab(x, masks)
@@ -395,7 +432,7 @@ class ContextQueryAttention(nn.Module):
     are masked, so padded words and padded positions carry zero weight.
     """
 
-    def __init__(self, dim: int, dropout: float) -> None:
+    def __init__(self, dim: int, dropout: float, ffn_dropout: float | None = None) -> None:
         super().__init__()
         self.w_c = nn.Parameter(torch.empty(dim, 1))
         self.w_q = nn.Parameter(torch.empty(dim, 1))
@@ -403,7 +440,7 @@ class ContextQueryAttention(nn.Module):
         for w in (self.w_c, self.w_q, self.w_cq):
             nn.init.xavier_uniform_(w.view(dim, 1))
         self.drop = Dropout(dropout)
-        self.ffn = FFN(4 * dim, dim, dropout)
+        self.ffn = FFN(4 * dim, dim, dropout if ffn_dropout is None else ffn_dropout)
 
     def forward(self, fv: Tensor, fq: Tensor, masks: Masks) -> Tensor:
         c, q = self.drop(fv), self.drop(fq)
@@ -414,3 +451,17 @@ class ContextQueryAttention(nn.Module):
         a = s_r @ fq
         b = s_r @ (s_c.transpose(1, 2) @ fv)
         return masks.zero_pad(self.ffn(torch.cat([fv, a, fv * a, fv * b], dim=-1)))
+
+
+class TemporalConvStack(nn.Sequential):
+    """``blocks`` multi-scale temporal convolution blocks in sequence (Sec. IV-C: "the numbers of
+    ... temporal convolutional blocks in both modules are set to ... 3"). Each block is Eq. 7/10
+    with its own weights and returns zeros at padding, so the next block starts clean."""
+
+    def __init__(self, blocks: Sequence[MultiScaleTemporalConv]) -> None:
+        super().__init__(*blocks)
+
+    def forward(self, x: Tensor, masks: Masks) -> Tensor:  # type: ignore[override]
+        for block in self:
+            x = block(x, masks)
+        return x

@@ -24,7 +24,13 @@ from dataclasses import dataclass
 from torch import Tensor, nn
 
 from dynpath.config import ModelConfig
-from dynpath.model.layers import ContextQueryAttention, GlobalMotion, Masks, MultiScaleTemporalConv
+from dynpath.model.layers import (
+    ContextQueryAttention,
+    GlobalMotion,
+    Masks,
+    MultiScaleTemporalConv,
+    TemporalConvStack,
+)
 from dynpath.registry import Registry
 
 NetworkFactory = Callable[[ModelConfig], nn.Module]
@@ -35,11 +41,18 @@ NETWORKS: Registry[NetworkFactory] = Registry("network")
 
 
 def _global(cfg: ModelConfig) -> nn.Module:
-    return GlobalMotion(cfg.dim, cfg.heads, cfg.lstm_scales, cfg.dropout)
+    return GlobalMotion(
+        cfg.dim, cfg.heads, cfg.lstm_scales, cfg.dropout, cfg.ffn_dropout, cfg.lstm_bidirectional
+    )
 
 
 def _temporal_conv(cfg: ModelConfig) -> nn.Module:
-    return MultiScaleTemporalConv(cfg.dim, cfg.kernels, cfg.dropout)
+    blocks = [
+        MultiScaleTemporalConv(cfg.dim, cfg.kernels, cfg.ffn_dropout)
+        for _ in range(cfg.conv_blocks)
+    ]
+    # one block keeps the block itself (and its state-dict names)
+    return blocks[0] if len(blocks) == 1 else TemporalConvStack(blocks)
 
 
 NETWORKS.add("gol", _global)
@@ -89,7 +102,7 @@ class Pathway(nn.Module):
         self.spec = spec
         a, b = spec.networks
         self.pre = NetworkPair(NETWORKS.get(a)(cfg), NETWORKS.get(b)(cfg), spec.parallel)
-        self.cqa = ContextQueryAttention(cfg.dim, cfg.dropout)
+        self.cqa = ContextQueryAttention(cfg.dim, cfg.dropout, cfg.ffn_dropout)
         if cfg.second_order == "printed" and spec.printed_reverses_second:
             a, b = b, a
         self.post = NetworkPair(NETWORKS.get(a)(cfg), NETWORKS.get(b)(cfg), spec.parallel)

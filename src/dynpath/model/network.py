@@ -74,12 +74,21 @@ class DynamicPathwayModel(nn.Module):
         self.feature_dim = feature_dim
         fusion_cls = FUSIONS.get(spec.fusion)
         self.text = TextEncoder(
-            embeddings, cfg.dim, cfg.text_lstm_layers, cfg.dropout, pool=fusion_cls.has_selector
+            embeddings,
+            cfg.dim,
+            cfg.text_lstm_layers,
+            cfg.dropout,
+            pool=fusion_cls.has_selector,
+            ffn_dropout=cfg.ffn_dropout,
         )
-        self.video = VideoEncoder(feature_dim, cfg.dim, cfg.dropout, cfg.normalize_features)
+        self.video = VideoEncoder(
+            feature_dim, cfg.dim, cfg.dropout, cfg.normalize_features, cfg.ffn_dropout
+        )
         self.pathways = nn.ModuleDict({p.name: Pathway(p, cfg) for p in spec.pathways})
         self.fusion = fusion_cls(cfg)
         self.heads = PredictionHeads(cfg.dim)
+        # per-pathway logits are only computed when a loss will use them (set by the train step)
+        self.pathway_heads = False
 
     def forward(
         self,
@@ -95,7 +104,14 @@ class DynamicPathwayModel(nn.Module):
         fv = self.video(video, masks)
         res = self.fusion(list(self.pathways.values()), fv, fq, masks, fs, gumbel_noise)
         start, end, inner = self.heads(res.features, masks)
-        return ModelOutput(start, end, inner, res.route, res.route_probs)
+        per_path = None
+        if res.pathway_features is not None and self.pathway_heads:
+            per_path = [self.heads(f, masks) for f in res.pathway_features]
+        return ModelOutput(start, end, inner, res.route, res.route_probs, per_path)
+
+    def set_training_progress(self, fraction: float) -> None:
+        """Schedules that follow training progress (the Gumbel temperature); trainer-called."""
+        self.fusion.set_training_progress(fraction)
 
     def forward_batch(self, batch: Batch, *, gumbel_noise: Tensor | None = None) -> ModelOutput:
         return self(

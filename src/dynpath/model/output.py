@@ -23,3 +23,6 @@ class ModelOutput:
     inner_logits: Tensor  # [B, T]
     route: Tensor  # [B] int64
     route_probs: Tensor | None = None  # [B, 2]
+    # training only, for variants that ran every pathway on every sample: each pathway's own
+    # (start, end, inner) logits through the shared heads (``train.lambda_pathway``)
+    pathway_logits: list[tuple[Tensor, Tensor, Tensor]] | None = None

@@ -26,7 +26,7 @@ from dynpath.registry import Registry
 VARIANTS: Registry[VariantSpec] = Registry("model variant")
 
 _BOTH = (EXPLOITATION, EXPLORATION)
-_PARALLEL = (replace(EXPLOITATION, parallel=True), replace(EXPLORATION, parallel=True))
+PARALLEL = replace(EXPLOITATION, name="parallel", parallel=True)
 
 VARIANTS.add(
     "exploitation_only", VariantSpec("exploitation module only", (EXPLOITATION,), "single")
@@ -44,9 +44,11 @@ VARIANTS.add(
     "exploration_wo_te",
     VariantSpec("exploration w/o TE", (replace(EXPLORATION, networks=("spl", "spl")),), "single"),
 )
-# "network parallel": the paper changes the order inside both modules; we read the row as the full
-# dynamic model whose modules sum their two networks instead of chaining them.
-VARIANTS.add("network_parallel", VariantSpec("network parallel", _PARALLEL, "gumbel"))
+# "network parallel" (Sec. IV-E4) is compared with the single modules: ONE module whose two
+# networks are stacked in parallel, net_a(x) + net_b(x), instead of in sequence. With the order
+# gone, the exploitation pair (GoL, LoL) and the exploration pair (SpL, TeN) are the same
+# architecture (GoL = TeN, LoL = SpL), so there is one such module and no selector.
+VARIANTS.add("network_parallel", VariantSpec("network parallel", (PARALLEL,), "single"))
 VARIANTS.add("sum_fusion", VariantSpec("Sum fusion", _BOTH, "sum"))
 VARIANTS.add("multiply_fusion", VariantSpec("Multiply fusion", _BOTH, "multiply"))
 VARIANTS.add("concat_fusion", VariantSpec("Concatenate fusion", _BOTH, "concat"))

@@ -44,6 +44,27 @@ class FusionResult:
     features: Tensor  # F_e [B, T, d]
     route: Tensor  # [B] int64
     route_probs: Tensor | None  # [B, 2]
+    # every pathway's own output [B, T, d], in route order, when every pathway ran on every
+    # sample in training (for the optional per-pathway loss, ``train.lambda_pathway``)
+    pathway_features: list[Tensor] | None = None
+
+
+def annealed_tau(start: float, end: float | None, fraction: float, mode: str) -> float:
+    """The Gumbel temperature at ``fraction`` (0 = first step, 1 = last) of training.
+
+    Geometric interpolation ("exponential": tau = start (end/start)^f, i.e. a constant decay
+    rate per step, the usual annealing of Jang et al.) or linear; ``end`` None keeps ``start``.
+    """
+    if end is None:
+        return start
+    f = min(max(fraction, 0.0), 1.0)
+    if mode == "linear":
+        return start + (end - start) * f
+    return float(start * (end / start) ** f)
+
+
+def all_pathways(paths: Sequence[Pathway], fv: Tensor, fq: Tensor, masks: Masks) -> list[Tensor]:
+    return [p(fv, fq, masks) for p in paths]
 
 
 class Fusion(nn.Module):
@@ -55,6 +76,9 @@ class Fusion(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
 
+    def set_training_progress(self, fraction: float) -> None:
+        """Called by the trainer before every step with the fraction of training done."""
+
     def forward(
         self,
         paths: Sequence[Pathway],
@@ -65,6 +89,10 @@ class Fusion(nn.Module):
         gumbel_noise: Tensor | None,
     ) -> FusionResult:
         raise NotImplementedError
+
+    def _exposed(self, feats: list[Tensor]) -> list[Tensor] | None:
+        """The pathways' own outputs for the per-pathway loss: training only."""
+        return feats if self.training else None
 
     @staticmethod
     def no_route(fv: Tensor) -> Tensor:
@@ -124,9 +152,16 @@ def run_routed(
 class DynamicSelection(Fusion):
     """The paper's selection (Eq. 13-14): P_path = Gumbel-softmax(FC_3(F_s)).
 
-    Training: hard Gumbel-softmax with straight-through gradients (tau = ``cfg.model.gumbel_tau``);
-    F_e = sum_k P[:, k] * F_k with each module run only on its own samples (:func:`run_routed`).
-    Inference: argmax of FC_3(F_s), no noise; again only the chosen module runs per sample.
+    Training: hard Gumbel-softmax with straight-through gradients; tau follows the schedule of
+    ``cfg.model.gumbel_tau`` -> ``gumbel_tau_end`` (:func:`annealed_tau`, set by the trainer
+    through :meth:`set_training_progress`). With ``selector_training = "both"`` (default) every
+    module runs on every sample and F_e = sum_k P[:, k] F_k: P is one-hot in value, and the
+    straight-through gradient of logit k is y_k (<g, F_k> - sum_j y_j <g, F_j>) / tau (y the
+    soft sample, g = dL/dF_e), which compares the modules. With ``"selected"`` each module runs
+    only on its own samples (:func:`run_routed`), so the gradient sees the other module's output
+    as zero: y_k (<g, F_k> 1[k = s] - y_s <g, F_s>) / tau, i.e. "does scaling the chosen module
+    help" rather than "which module is better" (cheaper; kept as a named approximation).
+    Inference: argmax of FC_3(F_s), no noise; only the chosen module runs per sample.
     ``route_probs`` = softmax(FC_3(F_s)) in both modes.
     """
 
@@ -135,7 +170,14 @@ class DynamicSelection(Fusion):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
         self.fc = nn.Linear(cfg.dim, 2)  # FC_3
+        self.tau_start = cfg.gumbel_tau
+        self.tau_end = cfg.gumbel_tau_end
+        self.anneal = cfg.gumbel_anneal
         self.tau = cfg.gumbel_tau
+        self.train_both = cfg.selector_training == "both"
+
+    def set_training_progress(self, fraction: float) -> None:
+        self.tau = annealed_tau(self.tau_start, self.tau_end, fraction, self.anneal)
 
     def forward(
         self,
@@ -147,16 +189,23 @@ class DynamicSelection(Fusion):
         gumbel_noise: Tensor | None,
     ) -> FusionResult:
         assert fs is not None, "selection needs the sentence feature F_s"
-        logits = self.fc(fs).float()
+        logits = self.fc(fs)
+        if logits.dtype in (torch.float16, torch.bfloat16):
+            logits = logits.float()  # routing decided at float32 or better under autocast
         probs = logits.softmax(-1)
-        if self.training:
-            weights: Tensor | None = hard_gumbel_softmax(logits, self.tau, gumbel_noise)
-            route = weights.detach().argmax(-1)  # type: ignore[union-attr]
-        else:
-            weights = None
+        if not self.training:
             route = logits.argmax(-1)
-        fe = run_routed(paths, route, weights, fv, fq, masks)
-        return FusionResult(fe, route, probs)
+            return FusionResult(run_routed(paths, route, None, fv, fq, masks), route, probs)
+        weights = hard_gumbel_softmax(logits, self.tau, gumbel_noise)
+        route = weights.detach().argmax(-1)
+        if not self.train_both:
+            return FusionResult(run_routed(paths, route, weights, fv, fq, masks), route, probs)
+        feats = all_pathways(paths, fv, fq, masks)
+        fe = sum(
+            (weights[:, k].to(f.dtype).view(-1, 1, 1) * f for k, f in enumerate(feats)),
+            start=torch.zeros_like(feats[0]),
+        )
+        return FusionResult(fe, route, probs, feats)
 
     @torch.no_grad()
     def balance(self, fs: Tensor) -> None:
@@ -195,9 +244,9 @@ class SoftSelection(Fusion):
     ) -> FusionResult:
         assert fs is not None, "selection needs the sentence feature F_s"
         probs = self.fc(fs).float().softmax(-1)
-        f1, f2 = (p(fv, fq, masks) for p in paths)
+        f1, f2 = all_pathways(paths, fv, fq, masks)
         fe = probs[:, 0, None, None] * f1 + probs[:, 1, None, None] * f2
-        return FusionResult(fe, probs.argmax(-1), probs)
+        return FusionResult(fe, probs.argmax(-1), probs, self._exposed([f1, f2]))
 
 
 class SingleModule(Fusion):
@@ -229,8 +278,8 @@ class SumFusion(Fusion):
         fs: Tensor | None,
         gumbel_noise: Tensor | None,
     ) -> FusionResult:
-        f1, f2 = (p(fv, fq, masks) for p in paths)
-        return FusionResult(f1 + f2, self.no_route(fv), None)
+        f1, f2 = all_pathways(paths, fv, fq, masks)
+        return FusionResult(f1 + f2, self.no_route(fv), None, self._exposed([f1, f2]))
 
 
 class MultiplyFusion(Fusion):
@@ -245,8 +294,8 @@ class MultiplyFusion(Fusion):
         fs: Tensor | None,
         gumbel_noise: Tensor | None,
     ) -> FusionResult:
-        f1, f2 = (p(fv, fq, masks) for p in paths)
-        return FusionResult(f1 * f2, self.no_route(fv), None)
+        f1, f2 = all_pathways(paths, fv, fq, masks)
+        return FusionResult(f1 * f2, self.no_route(fv), None, self._exposed([f1, f2]))
 
 
 class ConcatFusion(Fusion):
@@ -255,7 +304,7 @@ class ConcatFusion(Fusion):
 
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__(cfg)
-        self.ffn = FFN(2 * cfg.dim, cfg.dim, cfg.dropout)
+        self.ffn = FFN(2 * cfg.dim, cfg.dim, cfg.ffn_dropout)
 
     def forward(
         self,
@@ -266,9 +315,9 @@ class ConcatFusion(Fusion):
         fs: Tensor | None,
         gumbel_noise: Tensor | None,
     ) -> FusionResult:
-        f1, f2 = (p(fv, fq, masks) for p in paths)
+        f1, f2 = all_pathways(paths, fv, fq, masks)
         fe = masks.zero_pad(self.ffn(torch.cat([f1, f2], dim=-1)))
-        return FusionResult(fe, self.no_route(fv), None)
+        return FusionResult(fe, self.no_route(fv), None, self._exposed([f1, f2]))
 
 
 FUSIONS: Registry[type[Fusion]] = Registry("fusion")

@@ -39,6 +39,7 @@ class TextEncoder(nn.Module):
         layers: int,
         dropout: float,
         pool: bool,
+        ffn_dropout: float | None = None,
     ) -> None:
         super().__init__()
         vectors = torch.as_tensor(np.asarray(embeddings, dtype=np.float32))
@@ -60,12 +61,14 @@ class TextEncoder(nn.Module):
             bidirectional=True,
             dropout=dropout if layers > 1 else 0.0,
         )
-        self.ffn = FFN(2 * hidden, dim, dropout)
+        self.ffn = FFN(2 * hidden, dim, dropout if ffn_dropout is None else ffn_dropout)
         self.pool: nn.Sequential | None = None
         if pool:
+            # FC_1, delta, FC_2. FC_2 has no bias: a constant added to every token's score
+            # cancels in the softmax over tokens, so it could never receive a gradient.
             self.pool = nn.Sequential(
-                nn.Linear(dim, dim // 2), nn.ReLU(), nn.Linear(dim // 2, 1)
-            )  # FC_1, delta, FC_2
+                nn.Linear(dim, dim // 2), nn.ReLU(), nn.Linear(dim // 2, 1, bias=False)
+            )
 
     @property
     def vocab_size(self) -> int:
@@ -108,7 +111,14 @@ class VideoEncoder(nn.Module):
     feature_mean: Tensor
     feature_inv_std: Tensor
 
-    def __init__(self, feature_dim: int, dim: int, dropout: float, normalize: bool = False) -> None:
+    def __init__(
+        self,
+        feature_dim: int,
+        dim: int,
+        dropout: float,
+        normalize: bool = False,
+        ffn_dropout: float | None = None,
+    ) -> None:
         super().__init__()
         self.feature_dim = feature_dim
         self.normalize = normalize
@@ -119,7 +129,7 @@ class VideoEncoder(nn.Module):
             self.register_buffer("feature_mean", torch.zeros(feature_dim))
             self.register_buffer("feature_inv_std", torch.ones(feature_dim))
         self.drop = Dropout(dropout)
-        self.ffn = FFN(feature_dim, dim, dropout)
+        self.ffn = FFN(feature_dim, dim, dropout if ffn_dropout is None else ffn_dropout)
 
     @torch.no_grad()
     def set_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
