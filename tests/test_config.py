@@ -102,3 +102,20 @@ def test_nested_variant_overrides_touch_one_key() -> None:
     arch, vcfg = cfg.variant("x")
     assert arch == "dynamic" and vcfg.model.dropout == 0.1
     assert vcfg.model.dim == cfg.model.dim and vcfg.model.kernels == cfg.model.kernels
+
+
+def test_seeds_default_to_seed_and_are_validated(tmp_path: Path) -> None:
+    assert Config().seeds == (Config().seed,)
+    assert load_config(_write(tmp_path, {"seed": 3})).seeds == (3,)  # an old params file
+    # an override of `seed` moves the default training seed with it, an explicit list stays
+    assert load_config(_write(tmp_path, {"seed": 3}), {"seed": 4}).seeds == (4,)
+    assert load_config(_write(tmp_path, {"seed": 3, "seeds": [1, 2]}), {"seed": 4}).seeds == (1, 2)
+    assert load_config(_write(tmp_path, {"seeds": [9, 1]})).seeds == (9, 1)  # order kept
+    with pytest.raises(ConfigError, match=r"params\.yaml: seeds: .*at least one"):
+        load_config(_write(tmp_path, {"seeds": []}))
+    with pytest.raises(ConfigError, match=r"seeds: .*unique; repeated: \[1\]"):
+        load_config(_write(tmp_path, {"seeds": [1, 2, 1]}))
+    with pytest.raises(ConfigError, match=r"seeds: .*>= 0"):
+        load_config(_write(tmp_path, {"seeds": [-1]}))
+    # a variant's resolved config keeps the seeds
+    assert Config(seeds=(5, 6), variants={"dynamic": {}}).variant("dynamic")[1].seeds == (5, 6)

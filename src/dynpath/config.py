@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -208,6 +215,12 @@ class Config(_Section):
     """The whole of params.yaml."""
 
     seed: int = 12345
+    # Training seeds (initialisation and sample order); ``seed`` stays the seed of the data
+    # (synthetic generation, backbone init, validation carve), so every training seed sees the
+    # same splits. seeds[0] is the primary run: outputs/models/<variant>/ and outputs/eval/
+    # <variant>/ as before, the only one tracked in MLflow. Every further seed S writes
+    # <those dirs>/seeds/S/ (see dynpath.seeds). Absent: [seed], so old params files still load.
+    seeds: tuple[int, ...] = (12345,)
     data: DataConfig = DataConfig()
     synth: SynthConfig = SynthConfig()
     extract: ExtractConfig = ExtractConfig()
@@ -218,6 +231,26 @@ class Config(_Section):
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
     tracking: TrackingConfig = TrackingConfig()
     pipeline: PipelineConfig = PipelineConfig()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seeds_default_to_seed(cls, data: Any) -> Any:
+        """A params file without ``seeds`` trains once, with its own ``seed`` (the old meaning)."""
+        if isinstance(data, dict) and data.get("seeds") is None:
+            return {**data, "seeds": [data.get("seed", cls.model_fields["seed"].default)]}
+        return data
+
+    @field_validator("seeds")
+    @classmethod
+    def _check_seeds(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if not v:
+            raise ValueError("must list at least one training seed (seeds[0] is the primary run)")
+        if any(s < 0 for s in v):
+            raise ValueError(f"training seeds must be >= 0 (they name directories), got {list(v)}")
+        repeated = sorted({s for s in v if v.count(s) > 1})
+        if repeated:
+            raise ValueError(f"training seeds must be unique; repeated: {repeated}")
+        return v
 
     def variant(self, name: str) -> tuple[str, Config]:
         """The architecture name and the fully resolved config of variant ``name``."""
@@ -290,6 +323,8 @@ def load_config(
     cfg = _validate(raw, source=str(path))
     if overrides:
         full = cfg.model_dump(mode="python")
+        if "seeds" not in raw and "seeds" not in overrides:
+            del full["seeds"]  # still derived from `seed`, which an override may change
         for dotted, value in overrides.items():
             _set_dotted(full, dotted, value, where=f"{path}: override")
         cfg = _validate(full, source=f"{path} (with overrides)")

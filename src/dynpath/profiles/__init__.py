@@ -47,6 +47,8 @@ def resolve(name: str) -> dict[str, Any]:
     )
     base = Config(variants={v: {} for v in VARIANT_NAMES}).model_dump(mode="json")
     raw = merge(base, overlay)
+    if "seeds" not in overlay:  # the default training seed is the profile's own data seed
+        raw["seeds"] = [raw["seed"]]
     Config.model_validate(raw)
     return raw
 
