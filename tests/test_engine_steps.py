@@ -329,3 +329,69 @@ def test_normalised_features_use_training_statistics_and_travel_with_the_checkpo
     assert not np.allclose(mean, all_mean)  # validation/test videos did not leak in
     m = evaluate.run(cfg, "dynamic", workspace / "vocab", out, workspace / "eval" / "normalised")
     assert set(m) >= METRIC_KEYS
+
+
+def test_seeds_train_and_evaluate_into_their_own_directories(
+    workspace: Path, tmp_path: Path
+) -> None:
+    """seeds [7, 8]: the primary run where a single run always was, seed 8 under seeds/8, both
+    evaluated (with validation predictions), different weights from the same data; --seed
+    trains one seed only, reproducing that seed's run of the full loop."""
+    from dynpath.config import ConfigError
+
+    raw = make_cfg(workspace, epochs=1).model_dump(mode="json")
+    raw["seeds"] = [7, 8]
+    cfg = Config.model_validate(raw)
+    vocab = workspace / "vocab"
+    models, evals = tmp_path / "models" / "dynamic", tmp_path / "eval" / "dynamic"
+    before = torch.get_num_threads()
+    summary = train.run(cfg, "dynamic", vocab, models, resume=False)
+    other = models / "seeds" / "8"
+    assert summary["seed"] == 7
+    assert sorted(p.name for p in (models / "seeds").iterdir()) == ["8"]
+    for d, seed in ((models, 7), (other, 8)):
+        assert {"best.pt", "last.pt", "history.json", "train_summary.json"} <= {
+            p.name for p in d.iterdir()
+        }
+        assert json.loads((d / "train_summary.json").read_text())["seed"] == seed
+        meta = load_checkpoint(d / "best.pt")["meta"]
+        # the checkpoint's config keeps the DATA seed (the localizer rebuilds features with it)
+        assert meta["train_seed"] == seed and meta["config"]["seed"] == cfg.seed
+    wa = load_checkpoint(models / "best.pt")["model"]
+    wb = load_checkpoint(other / "best.pt")["model"]
+    assert any(not torch.equal(wa[k], wb[k]) for k in wa), "the seed did not change the model"
+
+    metrics = evaluate.run(cfg, "dynamic", vocab, models, evals)
+    assert json.loads((evals / "metrics.json").read_text()) == metrics
+    n_val = len(load_splits(cfg)[0]["val"])
+    preds = {}
+    for d in (evals, evals / "seeds" / "8"):
+        names = {p.name for p in d.iterdir()}
+        assert {"metrics.json", "predictions.jsonl", "val_predictions.jsonl"} <= names
+        val = [json.loads(x) for x in (d / "val_predictions.jsonl").read_text().splitlines()]
+        assert len(val) == n_val and set(val[0]) == {
+            "qid",
+            "vid",
+            "query",
+            "topk",
+            "route",
+            "gt",
+            "duration",
+        }
+        preds[d] = (d / "predictions.jsonl").read_text()
+    assert preds[evals] != preds[evals / "seeds" / "8"]
+
+    only = tmp_path / "only"
+    assert train.run(cfg, "dynamic", vocab, only, resume=False, seed=8)["seed"] == 8
+    assert not (only / "best.pt").exists() and (only / "seeds" / "8" / "best.pt").exists()
+    wc = load_checkpoint(only / "seeds" / "8" / "best.pt")["model"]
+    assert all(torch.equal(wb[k], wc[k]) for k in wb)
+    with pytest.raises(ConfigError, match="--seed 9"):
+        train.run(cfg, "dynamic", vocab, only, resume=False, seed=9)
+    with pytest.raises(ConfigError, match="--seed 9"):
+        evaluate.run(cfg, "dynamic", vocab, models, evals, seed=9)
+    # the primary directory now belongs to seed 8: resuming seed 7's run there is refused
+    swapped = Config.model_validate({**raw, "seeds": [8, 7]})
+    with pytest.raises(CheckpointError, match="trained with seed 7, not 8"):
+        train.run(swapped, "dynamic", vocab, models, resume=True, seed=8)
+    torch.set_num_threads(before)

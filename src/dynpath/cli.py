@@ -85,6 +85,7 @@ def _train(args: argparse.Namespace) -> Any:
         vocab_dir=Path(args.vocab),
         out_dir=Path(args.out) / args.variant,
         resume=args.resume,
+        seed=args.seed,
     )
 
 
@@ -99,6 +100,7 @@ def _evaluate(args: argparse.Namespace) -> Any:
         model_dir=Path(args.models) / args.variant,
         out_dir=Path(args.out) / args.variant,
         split=args.split,
+        seed=args.seed,
     )
 
 
@@ -220,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vocab", default="outputs/vocab")
     p.add_argument("--out", default="outputs/models")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--seed", type=int, help="train only this one of params.yaml's seeds")
 
     p = add("evaluate", _evaluate, "evaluate one trained variant")
     p.add_argument("--variant", required=True)
@@ -227,6 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models", default="outputs/models")
     p.add_argument("--out", default="outputs/eval")
     p.add_argument("--split", default="test", choices=["val", "test"])
+    p.add_argument("--seed", type=int, help="evaluate only this one of params.yaml's seeds")
 
     p = add("report", _report, "build the ablation report (HTML + Markdown + summary.json)")
     p.add_argument("--evals", default="outputs/eval")

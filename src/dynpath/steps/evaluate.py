@@ -1,6 +1,6 @@
 """``evaluate`` stage: a trained variant's ``best.pt`` on a split -> ``outputs/eval/<variant>/``.
 
-Outputs (atomic): ``metrics.json`` and ``predictions.jsonl``.
+Outputs (atomic): ``metrics.json``, ``predictions.jsonl`` and ``val_predictions.jsonl``.
 
 metrics.json keys: ``variant``, ``arch``, ``split``, ``n``, ``r1_iou0.3`` ... ``r5_iou0.7``,
 ``miou`` (percent, in SECONDS against the clipped ground truth, top-k de-duplicated by temporal
@@ -18,9 +18,18 @@ predictions.jsonl: one line per query ``{qid, vid, query, topk: [[start, end, sc
 (seconds, best first), route: "exploitation" | "exploration" | null, gt: [start, end],
 duration}``.
 
+val_predictions.jsonl: the same model on the VALIDATION split, same format (no shuffled control,
+no latency, nothing logged): the report chooses its family-routing oracle on it, never on test.
+Not written when ``split`` is "val" itself (predictions.jsonl is then the validation split).
+
 MLflow: metrics go to the variant's TRAINING run (its id from ``train_summary.json``) as
 ``<split>_<metric>``, ``<split>_shuffled_<metric>`` and ``<split>_latency_p50_ms``/``p95``, with
 metrics.json and predictions.jsonl as artifacts under ``eval/``.
+
+Seeds (``cfg.seeds``, layout in :mod:`dynpath.seeds`): every training seed's ``best.pt`` is
+evaluated, the primary's into ``out_dir`` (logged to its MLflow run) and seed S's into
+``out_dir/seeds/S`` (not logged: those runs are not tracked); ``--seed S`` evaluates one. The
+shuffled control's derangement and the latency sample use the data ``seed``, the same for all.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from dynpath.data.dataset import MomentDataset, collate
 from dynpath.data.features import FeatureStore
 from dynpath.engine.checkpoint import load_checkpoint
 from dynpath.engine.evaluator import (
+    Prediction,
     derangement,
     measure_latency,
     predict,
@@ -50,6 +60,7 @@ from dynpath.engine.evaluator import (
 from dynpath.engine.trainer import BEST, resolve_device
 from dynpath.errors import CheckpointError, DataError
 from dynpath.io import atomic_path, write_json
+from dynpath.seeds import SEEDS_DIR, seed_dir, selected_seeds
 from dynpath.steps.train import SUMMARY, eval_loader, load_vocab, ranking_ks
 
 if TYPE_CHECKING:
@@ -59,6 +70,7 @@ log = logging.getLogger(__name__)
 
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
+VAL_PREDICTIONS = "val_predictions.jsonl"
 LATENCY_QUERIES = 50
 
 
@@ -69,8 +81,45 @@ def run(
     model_dir: Path,
     out_dir: Path,
     split: str = "test",
+    seed: int | None = None,
 ) -> dict[str, Any]:
-    """Evaluate ``model_dir/best.pt`` of ``variant`` on ``split``; returns metrics.json's dict."""
+    """Evaluate every training seed's ``best.pt`` of ``variant`` on ``split`` (only ``seed``'s
+    when given); returns the primary seed's metrics.json dict, or ``seed``'s."""
+    _arch, vcfg = cfg.variant(variant)
+    todo = selected_seeds(vcfg.seeds, seed)
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    results = [
+        _evaluate(
+            cfg,
+            variant,
+            Path(vocab_dir),
+            seed_dir(model_dir, vcfg.seeds, s),
+            seed_dir(out_dir, vcfg.seeds, s),
+            split,
+            track=s == vcfg.seeds[0],
+        )
+        for s in todo
+    ]
+    (out_dir / SEEDS_DIR).mkdir(parents=True, exist_ok=True)  # a DVC output even with one seed
+    return results[0]
+
+
+def _write_predictions(path: Path, preds: list[Prediction]) -> None:
+    with atomic_path(path, suffix=".jsonl") as tmp, open(tmp, "w") as fh:
+        for p in preds:
+            fh.write(json.dumps(p.to_json()) + "\n")
+
+
+def _evaluate(
+    cfg: Config,
+    variant: str,
+    vocab_dir: Path,
+    model_dir: Path,
+    out_dir: Path,
+    split: str,
+    track: bool,
+) -> dict[str, Any]:
+    """Evaluate ``model_dir/best.pt`` of ``variant`` on ``split`` (MLflow if ``track``)."""
     from dynpath.config import Config as ConfigModel
     from dynpath.model.registry import build_model, variant_metadata
 
@@ -162,10 +211,17 @@ def run(
     }
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / PREDICTIONS, suffix=".jsonl") as tmp, open(tmp, "w") as fh:
-        for p in preds:
-            fh.write(json.dumps(p.to_json()) + "\n")
-    result["mlflow_run_id"] = _log_to_mlflow(vcfg, variant, arch, run_id, split, result, out_dir)
+    _write_predictions(out_dir / PREDICTIONS, preds)
+    if split != "val":
+        val_ds = MomentDataset(
+            splits["val"], store, vocab, vcfg.data.max_len, vcfg.vocab.max_query_len
+        )
+        val_preds = predict(model, eval_loader(val_ds, vcfg, device), device, k, nms, amp)
+        _write_predictions(out_dir / VAL_PREDICTIONS, val_preds)
+    if track:
+        result["mlflow_run_id"] = _log_to_mlflow(
+            vcfg, variant, arch, run_id, split, result, out_dir
+        )
     write_json(out_dir / METRICS, result)
     log.info(
         "%s on %s (%d queries, %.1fs on %s): R@1 IoU0.5 %.2f, mIoU %.2f; shuffled R@1 IoU0.5 %s",

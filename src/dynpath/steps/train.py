@@ -18,6 +18,15 @@ registered as the new ``challenger``. ``--resume`` continues the same MLflow run
 
 Under ``torchrun`` the same entry point trains with DDP (see :mod:`dynpath.engine.trainer`);
 ``train.batch_size`` is the global batch.
+
+Seeds (``cfg.seeds``, layout in :mod:`dynpath.seeds`): one stage trains the variant once per
+training seed, the primary (``seeds[0]``) into ``out_dir`` and seed S into ``out_dir/seeds/S``
+(``--seed S`` trains one of them). The training seed sets the model initialisation and the
+sample order; the data (splits, validation carve, features) stay those of ``cfg.seed``, and so
+does the checkpoint's config, which the localizer reads to rebuild the random-init backbone; the
+seed trained is ``meta["train_seed"]`` and ``seed`` in train_summary.json. Only the primary run is
+tracked in MLflow (and registered): the other seeds are for the report's spread and intervals,
+not candidates for promotion.
 """
 
 from __future__ import annotations
@@ -49,9 +58,10 @@ from dynpath.engine.trainer import (
     resolve_device,
     shutdown_distributed,
 )
-from dynpath.errors import DataError
+from dynpath.errors import CheckpointError, DataError
 from dynpath.io import write_json
 from dynpath.model.output import ModelOutput
+from dynpath.seeds import SEEDS_DIR, seed_dir, selected_seeds
 
 if TYPE_CHECKING:
     from dynpath.config import Config
@@ -124,16 +134,56 @@ def train_options(cfg: Config, **overrides: Any) -> TrainOptions:
     return TrainOptions(**{**values, **overrides})
 
 
-def run(cfg: Config, variant: str, vocab_dir: Path, out_dir: Path, resume: bool) -> dict[str, Any]:
-    """Train ``variant`` (a key of ``cfg.variants``) and return its summary."""
+def run(
+    cfg: Config,
+    variant: str,
+    vocab_dir: Path,
+    out_dir: Path,
+    resume: bool,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Train ``variant`` (a key of ``cfg.variants``) once per training seed (only ``seed`` when
+    given); return the summary of the primary seed's run, or of ``seed``'s."""
     arch, vcfg = cfg.variant(variant)
+    todo = selected_seeds(vcfg.seeds, seed)
     if vcfg.train.threads > 0:
         torch.set_num_threads(vcfg.train.threads)
     info = init_distributed(vcfg.train.device)
+    out_dir = Path(out_dir)
     try:
-        return _run(vcfg, variant, arch, Path(vocab_dir), Path(out_dir), resume, info)
+        if info.is_main:  # a DVC output of the stage, even when there is one seed only
+            (out_dir / SEEDS_DIR).mkdir(parents=True, exist_ok=True)
+        summaries = [
+            _run(
+                vcfg,
+                variant,
+                arch,
+                Path(vocab_dir),
+                seed_dir(out_dir, vcfg.seeds, s),
+                resume,
+                info,
+                train_seed=s,
+                track=s == vcfg.seeds[0],
+            )
+            for s in todo
+        ]
+        return summaries[0]
     finally:
         shutdown_distributed(info)
+
+
+def _check_resumed_seed(out_dir: Path, variant: str, arch: str, train_seed: int) -> None:
+    """Refuse to resume a run of another training seed (the primary's seed can change in
+    params.yaml while its directory stays the same)."""
+    if not (out_dir / LAST).exists():
+        return
+    meta = load_checkpoint(out_dir / LAST, variant=variant, arch=arch)["meta"]
+    theirs = meta.get("train_seed", (meta.get("config") or {}).get("seed"))
+    if theirs is not None and int(theirs) != train_seed:
+        raise CheckpointError(
+            f"{out_dir / LAST}: trained with seed {theirs}, not {train_seed}; resuming would not "
+            "reproduce the run: start afresh without --resume"
+        )
 
 
 def _run(
@@ -144,7 +194,10 @@ def _run(
     out_dir: Path,
     resume: bool,
     info: DistInfo,
+    train_seed: int,
+    track: bool,
 ) -> dict[str, Any]:
+    """One training run of ``variant`` with ``train_seed`` into ``out_dir``; MLflow if ``track``."""
     from dynpath.model.loss import localization_loss
     from dynpath.model.registry import build_model, count_parameters
 
@@ -167,7 +220,9 @@ def _run(
     train_ds = MomentDataset(splits["train"], store, vocab, cfg.data.max_len, mql)
     val_ds = MomentDataset(splits["val"], store, vocab, cfg.data.max_len, mql)
 
-    seed_everything(cfg.seed)  # model initialisation depends on the seed only
+    if resume:
+        _check_resumed_seed(out_dir, variant, arch, train_seed)
+    seed_everything(train_seed)  # model initialisation depends on the training seed only
     assert vocab.embeddings is not None
     model = build_model(arch, cfg, vocab.embeddings, feature_dim)
     if cfg.model.normalize_features:
@@ -182,10 +237,16 @@ def _run(
         len(vocab),
         pretrained_features=pretrained,
         backbone=str(attrs.get("backbone", "")),
+        train_seed=train_seed,
     )
 
+    # per-pathway logits cost three head passes per pathway: only when the loss uses them
+    model.pathway_heads = cfg.train.lambda_pathway > 0.0
+
     def loss_fn(out: ModelOutput, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        return localization_loss(out, batch, cfg.train.lambda_bound, cfg.train.lambda_inner)
+        return localization_loss(
+            out, batch, cfg.train.lambda_bound, cfg.train.lambda_inner, cfg.train.lambda_pathway
+        )
 
     pin = device.type == "cuda"
 
@@ -208,8 +269,9 @@ def _run(
         preds = predict(m, val_loader, device, cfg.eval.topk, cfg.eval.nms_iou, amp)
         return score(preds, ks, cfg.eval.iou_thresholds)
 
-    run_id = _previous_run_id(out_dir, variant, arch) if resume and info.is_main else None
-    with _tracking(cfg, variant, arch, info.is_main, run_id) as tracker:
+    tracked = info.is_main and track
+    run_id = _previous_run_id(out_dir, variant, arch) if resume and tracked else None
+    with _tracking(cfg, variant, arch, tracked, run_id) as tracker:
         meta["mlflow_run_id"] = tracker.run_id
         if info.is_main:
             _log_inputs(
@@ -220,7 +282,7 @@ def _run(
             step = int(entry["epoch"])
             tracker.log_metrics({f"epoch_{k}": v for k, v in entry.items() if k != "epoch"}, step)
 
-        options = train_options(cfg)
+        options = train_options(cfg, seed=train_seed)
         trainer = Trainer(
             model,
             loss_fn,
@@ -237,10 +299,11 @@ def _run(
         holder["trainer"] = trainer
         if info.is_main:
             log.info(
-                "training %s (%s): %d parameters, %d train / %d val moments, global batch %d "
-                "(%d per rank x %d), %d steps/epoch on %s%s",
+                "training %s (%s), seed %d: %d parameters, %d train / %d val moments, global "
+                "batch %d (%d per rank x %d), %d steps/epoch on %s%s",
                 variant,
                 arch,
+                train_seed,
                 n_params,
                 len(train_ds),
                 len(val_ds),
@@ -256,6 +319,7 @@ def _run(
         summary: dict[str, Any] = {
             "variant": variant,
             "arch": arch,
+            "seed": train_seed,
             "parameters": n_params,
             "train_seconds": round(result.train_seconds, 3),
             "best_epoch": result.best_epoch,
