@@ -221,3 +221,22 @@ def test_make_run_finds_the_stage_commands_without_an_activated_venv(tmp_path: P
         "dynpath data",
         "dynpath report --summary",
     ]
+
+
+def test_seed_runs_validation_predictions_and_meta_are_declared() -> None:
+    """Every training seed's files are stage outputs (not overlapping the primary's), the stages
+    that train or evaluate seeds read ``seeds``, and the report depends on what it reads."""
+    stages = _stages(resolve("synthetic"))
+    for variant in VARIANT_NAMES:
+        train, evaluate = stages[f"train@{variant}"], stages[f"evaluate@{variant}"]
+        assert "seeds" in _param_keys(train) and "seeds" in _param_keys(evaluate)
+        outs = _paths(train, "outs")
+        assert f"outputs/models/{variant}/seeds" in outs
+        assert f"outputs/models/{variant}" not in outs  # would overlap best.pt & co
+        outs = _paths(evaluate, "outs")
+        assert f"outputs/eval/{variant}/seeds" in outs
+        assert f"outputs/eval/{variant}/val_predictions.jsonl" in outs
+        assert f"outputs/models/{variant}" in _paths(evaluate, "deps")  # every seed's best.pt
+    report = stages["report"]
+    assert {"seeds", "data.root"} <= set(_param_keys(report))
+    assert {"${data.root}", "outputs/eval", "outputs/models"} <= set(_paths(report, "deps"))

@@ -124,7 +124,8 @@ def write_fixture(
 def _cfg(dataset: str = "synthetic", uri: str = "sqlite:///mlflow.db", **kw: Any) -> Config:
     return Config.model_validate(
         {
-            "data": {"dataset": dataset, "name": dataset},
+            # a root without synthetic_meta.json (not the repository's data/synthetic)
+            "data": {"dataset": dataset, "name": dataset, "root": "tests/no-such-data-root"},
             "variants": {v: {} for v in VARIANT_NAMES},
             "tracking": {"uri": uri},
             **kw,
