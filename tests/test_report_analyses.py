@@ -219,6 +219,18 @@ def test_oracle_without_validation_or_a_module() -> None:
     assert not o.available and "exploration_only" in o.notes[0]
 
 
+def test_family_without_validation_queries_goes_to_the_better_module_overall() -> None:
+    test, _ = _oracle_case()
+    val = {  # validation holds posture queries only; exploration is better on them
+        "exploitation_only": {1: _frame([0.2, 0.2], [X, X], prefix="v")},
+        "exploration_only": {1: _frame([0.8, 0.8], [X, X], prefix="v")},
+    }
+    o = oracle_analysis(test, val, (0.5,))
+    assert o.val_choice == {E: "exploration_only", X: "exploration_only"}
+    assert any(f"family {E!r}" in n and "exploration_only" in n for n in o.notes)
+    assert o.preference.set_index("family").loc[E, "oracle_routes_to"] == "exploration_only"
+
+
 # --------------------------------------------------------------------------- seeds
 
 

@@ -672,18 +672,25 @@ class OracleAnalysis:
     test_preference: dict[str, str] = field(default_factory=dict)
 
 
+#: The key of :func:`_module_scores` for all the queries that have a family.
+ANY_FAMILY = "*"
+
+
 def _module_scores(
     runs: Mapping[str, Runs], seeds: Sequence[int | None], families: Sequence[str]
 ) -> dict[str, dict[str, tuple[float, float]]]:
-    """module -> family -> (R@1 IoU>=0.5, mIoU), means over ``seeds``, on queries with a family."""
+    """module -> family -> (R@1 IoU>=0.5, mIoU), means over ``seeds``, on queries with a family;
+    the family :data:`ANY_FAMILY` is all of them."""
     out: dict[str, dict[str, tuple[float, float]]] = {}
     for module, by_seed in runs.items():
         out[module] = {}
-        for fam in families:
+        for fam in [*families, ANY_FAMILY]:
             r, m = [], []
             for s in seeds:
                 group = _known(by_seed[s])
-                ious = group.loc[group["family"] == fam, "iou"].to_numpy()
+                if fam != ANY_FAMILY:
+                    group = group[group["family"] == fam]
+                ious = group["iou"].to_numpy()
                 if ious.size:
                     r.append(100.0 * float(np.mean(ious >= ORACLE_THRESHOLD)))
                     m.append(100.0 * float(np.mean(ious)))
@@ -791,11 +798,7 @@ def oracle_analysis(
         for fam in families:
             choice = _prefer(val_scores, fam)
             if choice is None:
-                overall = {
-                    m: {fam: (_mean([v[0] for v in val_scores[m].values()]) or 0.0, 0.0)}
-                    for m in (e, x)
-                }
-                choice = _prefer(overall, fam) or e
+                choice = _prefer(val_scores, ANY_FAMILY) or e
                 notes.append(
                     f"No validation query of family {fam!r}: the family-routing oracle sends it "
                     f"to {choice}, the better module over all validation queries."

@@ -386,6 +386,11 @@ def _mean_sd(mean: Any, sd: Any, digits: int = 2) -> str:
     return f"{mean:.{digits}f} ± {spread}"
 
 
+def _opt(value: Any) -> Any:
+    """None for a missing table cell (pandas turns None into NaN in some columns)."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
 def _family_label(family: str) -> str:
     return FAMILY_LABELS.get(family, family)
 
@@ -519,20 +524,22 @@ def add_family_sections(
                 f"test {display.get(e, e)}": pref[f"test_{e}"],
                 f"test {display.get(x, x)}": pref[f"test_{x}"],
                 "prefers on test": pref["test_prefers"].map(lambda m: display.get(m, m)),
+                "oracle sends to": pref["oracle_routes_to"].map(lambda m: display.get(m, m)),
             }
         ),
         caption=f"R@1 IoU≥{ORACLE_THRESHOLD:g} per family and module, percent (mean over seeds)",
     )
     for rec in pref.to_dict(orient="records"):
         fam = _family_label(rec["family"])
-        val_pref = rec["val_prefers"]
-        test_pref = rec["test_prefers"]
+        val_pref, test_pref = _opt(rec["val_prefers"]), _opt(rec["test_prefers"])
+        routed = _opt(rec["oracle_routes_to"])
         said = (
             f"{fam}: prefers {display.get(val_pref, val_pref)} on validation"
             if val_pref
-            else f"{fam}: no validation choice"
+            else f"{fam}: no validation preference"
+            + (f" (the oracle sends it to {display.get(routed, routed)})" if routed else "")
         )
-        said += f", {display.get(test_pref, test_pref)} on test"
+        said += f", {display.get(test_pref, test_pref) if test_pref else 'none'} on test"
         if val_pref and test_pref and val_pref != test_pref:
             said += " (they disagree: the family-routing oracle follows validation)"
         s.text(said + ".")
