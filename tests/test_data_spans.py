@@ -1,4 +1,4 @@
-"""The seconds <-> index mapping (DESIGN.md), property-style over random values."""
+"""The seconds <-> index mapping (docs/design.md), property-style over random values."""
 
 from __future__ import annotations
 

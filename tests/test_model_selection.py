@@ -307,9 +307,74 @@ def test_network_parallel_is_one_module_at_single_module_size() -> None:
     # parallel sums the same networks the sequential module chains: identical parameter count
     assert rows["network_parallel"] == rows["exploitation_only"] == rows["exploration_only"]
     model = _model("network_parallel")
-    video, vm, words, wm = _inputs()
+    video, vm, _words, wm = _inputs()
     pathway = model.pathways["parallel"]
     masks = Masks.build(vm, wm, video.dtype)
     x = model.video(video, masks)
     want = pathway.pre.first(x, masks) + pathway.pre.second(x, masks)
     torch.testing.assert_close(pathway.pre(x, masks), want)
+
+
+def test_route_loss_is_the_expected_per_sample_loss_under_the_selector() -> None:
+    """lambda_route: mean_b sum_k p_bk L_bk, with L_bk each pathway's per-sample loss (inner BCE
+    normalised by the batch's valid positions), stop-gradient on L: only p learns from it."""
+    g = torch.Generator().manual_seed(5)
+    b, t = 3, 5
+    vm = torch.arange(t)[None] < torch.tensor([5, 3, 4])[:, None]
+    start, end = torch.tensor([0, 1, 1]), torch.tensor([2, 2, 3])
+    pos = torch.arange(t)[None]
+    inner = ((pos >= start[:, None]) & (pos <= end[:, None])).double()
+
+    def logits(requires_grad: bool = False) -> list[Tensor]:
+        return [
+            torch.randn(b, t, generator=g, dtype=torch.float64)
+            .masked_fill(~vm, -1e30)
+            .requires_grad_(requires_grad)
+            for _ in range(3)
+        ]
+
+    main, p1, p2 = logits(), logits(True), logits(True)
+    probs = torch.softmax(torch.randn(b, 2, generator=g, dtype=torch.float64), -1)
+    probs.requires_grad_(True)
+    batch = Batch(
+        video=torch.zeros(b, t, 1),
+        video_mask=vm,
+        words=torch.ones(b, 1, dtype=torch.long),
+        word_mask=torch.ones(b, 1, dtype=torch.bool),
+        start=start,
+        end=end,
+        inner=inner,
+        durations=torch.ones(b),
+        gt_seconds=torch.zeros(b, 2),
+        num_positions=vm.sum(1),
+        qids=["a", "b", "c"],
+        vids=["v"] * 3,
+        queries=["q"] * 3,
+    )
+    n_valid = int(vm.sum())
+
+    def per_sample(s: Tensor, e: Tensor, i: Tensor) -> list[float]:
+        out = []
+        for n in range(b):
+            valid = int(vm[n].sum())
+            ce = (
+                -torch.log_softmax(s[n, :valid], 0)[start[n]]
+                - torch.log_softmax(e[n, :valid], 0)[end[n]]
+            )
+            bce = F.binary_cross_entropy_with_logits(
+                i[n, :valid], inner[n, :valid], reduction="sum"
+            )
+            out.append(float(2.0 * ce + 10.0 * bce * b / n_valid))
+        return out
+
+    l1, l2 = per_sample(*[x.detach() for x in p1]), per_sample(*[x.detach() for x in p2])
+    want_route = sum(float(probs[n, 0]) * l1[n] + float(probs[n, 1]) * l2[n] for n in range(b)) / b
+    out = ModelOutput(*main, torch.zeros(b, dtype=torch.long), probs, [tuple(p1), tuple(p2)])
+    loss, parts = localization_loss(out, batch, 2.0, 10.0, lambda_pathway=0.0, lambda_route=0.7)
+    assert parts["loss_route"] == pytest.approx(want_route, rel=1e-10)
+    assert "loss_pathway" not in parts
+    loss.backward()
+    assert probs.grad is not None
+    want_grad = torch.tensor([[l1[n], l2[n]] for n in range(b)], dtype=torch.float64) * 0.7 / b
+    torch.testing.assert_close(probs.grad, want_grad)
+    assert p1[0].grad is None or not p1[0].grad.any()  # stop-gradient on the pathway losses

@@ -222,7 +222,7 @@ def test_localizer_from_training_dir_returns_ranked_spans_in_seconds(localizer: 
     assert scores == sorted(scores, reverse=True) and all(0 < s <= 1 for s in scores)
     for s in spans:
         assert 0.0 <= s["start"] < s["end"] <= 30.0
-        # on the DESIGN.md grid: T = 16 positions (resampled from 40) over 30 s
+        # on the docs/design.md grid: T = 16 positions (resampled from 40) over 30 s
         assert s["start"] / (30.0 / 16) == pytest.approx(round(s["start"] / (30.0 / 16)), abs=1e-3)
     assert len({(s["start"], s["end"]) for s in spans}) == 5  # distinct moments
     text = format_spans(out)

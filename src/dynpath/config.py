@@ -45,7 +45,7 @@ class DataConfig(_Section):
     root: str = "data/synthetic"  # annotation files (format given by `dataset`)
     videos: str = "data/synthetic/videos"  # raw videos for `extract`
     features: str = "data/features/synthetic.h5"  # HDF5 feature store (extract output)
-    max_len: int = Field(64, ge=2)  # feature positions after resampling (DESIGN.md)
+    max_len: int = Field(64, ge=2)  # feature positions after resampling (docs/design.md)
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)  # carved from train when no val split
 
 
@@ -114,16 +114,17 @@ class ModelConfig(_Section):
     # Stacked multi-scale temporal convolution blocks in LoL/SpL (Sec. IV-C: "the numbers of LSTM
     # blocks and temporal convolutional blocks in both modules are set to 1 and 3").
     conv_blocks: int = Field(3, ge=1)
-    # Where ``dropout`` applies. "ffn": after every FFN's ReLU and on the encoders' inputs (our
-    # first reading; a signal then crosses ~7 masks in a row). "input": on the encoders' inputs,
-    # the CQA similarity inputs and the attention weights only, as VSLNet/EAMAT's projections do.
+    # Where ``dropout`` applies (docs/design.md, "Dropout placement"). "input": the encoders'
+    # inputs, the CQA similarity inputs, the attention weights and between text LSTM layers only.
+    # "ffn": also after every FFN's ReLU (our first reading; the video signal then crosses ~7
+    # masks in a row, where EAMAT keeps dropout inside residual branches).
     dropout_placement: Literal["ffn", "input"] = "input"
     # Standardise every clip-feature dimension with the training split's mean and std before
     # Eq. 2. Off for the paper's pretrained I3D/C3D features (the paper does not); on for the
     # synthetic default, whose parameter-free grid descriptor has a constant background in most
     # dimensions (measured: val R@1 IoU0.5 after 20 epochs 49% without, 68% with).
     normalize_features: bool = False
-    # DESIGN.md: Eq. 9/12 as printed apply the second pair in reverse order; "module" keeps the
+    # docs/design.md: Eq. 9/12 as printed apply the second pair in reverse order; "module" keeps the
     # module's own order (GoL->LoL, SpL->TeN) for the second pair, "printed" follows the equations.
     second_order: Literal["module", "printed"] = "module"
 
@@ -156,6 +157,9 @@ class TrainConfig(_Section):
     # pathways and weighted by this, for the variants that compute every pathway in training
     # (dynamic with selector_training=both, soft dynamic, the fusions). 0 = the paper's Eq. 20.
     lambda_pathway: float = Field(0.0, ge=0)
+    # Not in the paper either: the selector's expected per-sample loss over the pathways
+    # (dynpath.model.loss.localization_loss), for selector variants whose pathways all ran.
+    lambda_route: float = Field(0.0, ge=0)
     num_workers: int = Field(0, ge=0)
     device: str = "auto"
     amp: bool = True  # CUDA only

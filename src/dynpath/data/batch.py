@@ -12,7 +12,7 @@ from torch import Tensor
 class Batch:
     """A collated batch. Masks are bool with True on valid positions.
 
-    ``start``/``end`` are inclusive feature indices of the ground truth (DESIGN.md mapping) and
+    ``start``/``end`` are inclusive feature indices of the ground truth (docs/design.md mapping) and
     ``inner`` marks ``start <= t <= end``. ``gt_seconds`` is the clipped ground truth in seconds,
     which evaluation uses; ``num_positions`` is T before padding (after ``max_len`` resampling).
     """

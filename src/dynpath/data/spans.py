@@ -1,10 +1,10 @@
-"""The one place where seconds and feature indices are converted (DESIGN.md "Data semantics").
+"""The one place where seconds and feature indices are converted (docs/design.md "Data semantics").
 
 With ``T`` feature positions covering a video of ``D`` seconds, position ``k`` covers the interval
 ``[k*D/T, (k+1)*D/T)``. Ground truth in seconds becomes inclusive indices ``(i, j)``; a predicted
 pair ``(i, j)`` becomes seconds ``(i*D/T, (j+1)*D/T)``.
 
-The start index is ``floor(start*T/D)`` exactly as DESIGN.md writes it. The end index is
+The start index is ``floor(start*T/D)`` exactly as docs/design.md writes it. The end index is
 ``floor(end*T/D)`` too, EXCEPT when ``end*T/D`` falls on a bin boundary (an integer, within
 ``_EPS``): there the end is exclusive, so the bin starting at ``end`` (which overlaps the moment for
 zero seconds) is not labelled. Written as ``ceil(end*T/D) - 1``, this makes indices -> seconds ->

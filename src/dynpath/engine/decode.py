@@ -7,7 +7,7 @@ than ``nms_iou``" k times on the whole [B, T, T] score tensor (temporal NMS), so
 returned for a query are distinct moments rather than k off-by-one copies of the same one.
 
 Indices are inclusive feature positions; :func:`spans_to_seconds` maps them back to seconds with
-the DESIGN.md convention (start = i*D/T, end = (j+1)*D/T) where T is the unpadded length.
+the docs/design.md convention (start = i*D/T, end = (j+1)*D/T) where T is the unpadded length.
 """
 
 from __future__ import annotations
@@ -114,7 +114,8 @@ def topk_spans(
 def spans_to_seconds(
     start: Tensor, end: Tensor, num_positions: Tensor, durations: Tensor
 ) -> tuple[Tensor, Tensor]:
-    """Inclusive indices [B, ...] -> seconds: start = i*D/T, end = min((j+1)*D/T, D) (DESIGN.md).
+    """Inclusive indices [B, ...] -> seconds: start = i*D/T, end = min((j+1)*D/T, D)
+    (docs/design.md, "Data semantics").
 
     The same convention as ``dynpath.data.spans.indices_to_seconds``, broadcast over a batch of
     top-k spans; ``num_positions`` is the unpadded T of each sample.

@@ -384,8 +384,8 @@ class MultiScaleTemporalConv(nn.Module):
     (cuDNN). The parameters are the ``nn.Conv1d`` modules' in both cases, so checkpoints do not
     depend on the path.
 
-    The paper's implementation details also mention "3 temporal convolutional blocks" with kernels
-    3/5/7; DESIGN.md resolves this to one block with the Eq. 7 kernels (``cfg.model.kernels``).
+    Sec. IV-C stacks three such blocks per LoL/SpL (``cfg.model.conv_blocks``,
+    :class:`TemporalConvStack`); docs/design.md, "Networks", gives the reading.
     """
 
     def __init__(self, dim: int, kernels: Sequence[int], dropout: float) -> None:

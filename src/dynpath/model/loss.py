@@ -10,15 +10,19 @@ from dynpath.data.batch import Batch
 from dynpath.model.output import ModelOutput
 
 
-def _terms(
+def _per_sample_terms(
     start: Tensor, end: Tensor, inner: Tensor, batch: Batch
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """CE(P_s, tau_s), CE(P_e, tau_e) and the masked inner BCE of one set of logits."""
-    loss_start = F.cross_entropy(start, batch.start)
-    loss_end = F.cross_entropy(end, batch.end)
+    """Per-sample [B] CE(P_s, tau_s), CE(P_e, tau_e) and inner BCE of one set of logits.
+
+    The inner term of sample b is B * sum_t(bce * mask) / (valid positions of the batch), so
+    its batch mean is the BCE averaged over all valid positions of the batch (the batch loss).
+    """
+    loss_start = F.cross_entropy(start, batch.start, reduction="none")
+    loss_end = F.cross_entropy(end, batch.end, reduction="none")
     mask = batch.video_mask.to(inner.dtype)
     bce = F.binary_cross_entropy_with_logits(inner, batch.inner.to(inner.dtype), reduction="none")
-    loss_inner = (bce * mask).sum() / mask.sum().clamp(min=1.0)
+    loss_inner = (bce * mask).sum(1) * (mask.shape[0] / mask.sum().clamp(min=1.0))
     return loss_start, loss_end, loss_inner
 
 
@@ -28,6 +32,7 @@ def localization_loss(
     lambda_bound: float,
     lambda_inner: float,
     lambda_pathway: float = 0.0,
+    lambda_route: float = 0.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """L = lambda_1 (CE(P_s, tau_s) + CE(P_e, tau_e)) + lambda_2 BCE(P^in, Y^in) (Eq. 18-20).
 
@@ -36,26 +41,39 @@ def localization_loss(
     over all valid positions of the batch; padded positions contribute nothing. Paper weights:
     lambda_1 = 1 (``cfg.train.lambda_bound``), lambda_2 = 10 (``cfg.train.lambda_inner``).
 
-    ``lambda_pathway`` > 0 (not in the paper; docs/design.md) adds lambda_pathway times the mean
-    over pathways of the same loss on each pathway's own logits (``out.pathway_logits``), so that
-    with hard routing every module keeps learning from every sample instead of only from the
-    samples the selector sends it (the rich-get-richer loop). Without pathway logits it adds 0.
+    Two optional terms, not in the paper (docs/design.md, "Keeping both pathways learning"),
+    both need ``out.pathway_logits`` (every pathway ran on every sample) and add 0 without:
+
+    - ``lambda_pathway``: the same loss on each pathway's own logits, averaged over pathways, so
+      that under hard routing every module keeps learning from every sample instead of only from
+      the samples the selector sends it (the rich-get-richer loop);
+    - ``lambda_route``: the expected per-sample loss under the selector's distribution,
+      mean_b sum_k p_bk stopgrad(L_bk) with p = ``out.route_probs``: its gradient,
+      p_k (L_k - sum_j p_j L_j), moves each query's probability to the pathway whose own output
+      localizes it better, which the straight-through estimate of Eq. 13 only linearises.
+
     Returns the loss and its parts as floats for logging.
     """
-    loss_start, loss_end, loss_inner = _terms(
-        out.start_logits, out.end_logits, out.inner_logits, batch
-    )
+    ls, le, li = _per_sample_terms(out.start_logits, out.end_logits, out.inner_logits, batch)
+    loss_start, loss_end, loss_inner = ls.mean(), le.mean(), li.mean()
     loss = lambda_bound * (loss_start + loss_end) + lambda_inner * loss_inner
     names = ["loss", "loss_start", "loss_end", "loss_inner"]
     parts = [loss_start, loss_end, loss_inner]
-    if lambda_pathway > 0.0 and out.pathway_logits:
-        per_path = []
+    if out.pathway_logits and (lambda_pathway > 0.0 or lambda_route > 0.0):
+        per_sample = []  # [B] per pathway
         for start, end, inner in out.pathway_logits:
-            ls, le, li = _terms(start, end, inner, batch)
-            per_path.append(lambda_bound * (ls + le) + lambda_inner * li)
-        loss_pathway = torch.stack(per_path).mean()
-        loss = loss + lambda_pathway * loss_pathway
-        names.append("loss_pathway")
-        parts.append(loss_pathway)
+            ps, pe, pi = _per_sample_terms(start, end, inner, batch)
+            per_sample.append(lambda_bound * (ps + pe) + lambda_inner * pi)
+        path_losses = torch.stack(per_sample, dim=1)  # [B, K]
+        if lambda_pathway > 0.0:
+            loss_pathway = path_losses.mean()
+            loss = loss + lambda_pathway * loss_pathway
+            names.append("loss_pathway")
+            parts.append(loss_pathway)
+        if lambda_route > 0.0 and out.route_probs is not None:
+            loss_route = (out.route_probs * path_losses.detach()).sum(1).mean()
+            loss = loss + lambda_route * loss_route
+            names.append("loss_route")
+            parts.append(loss_route)
     values = torch.stack([loss, *parts]).detach().tolist()  # one sync
     return loss, dict(zip(names, values, strict=True))

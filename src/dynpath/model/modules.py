@@ -5,15 +5,15 @@ A module is: network pair -> context-query attention with F_q -> a second networ
 - Exploitation (coarse-to-fine): GoL then LoL, CQA, then GoL then LoL again.
 - Exploration (point-to-area): SpL then TeN, CQA, then SpL then TeN again.
 
-Order of the second pair (DESIGN.md): Eq. 9 as printed, F_e1 = GoL(LoL(.)), applies LoL *before*
-GoL, the reverse of the module's own order; Eq. 12 as printed, F_e2 = TeN(SpL(.)), is the module's
-own order. ``cfg.model.second_order = "module"`` (default) keeps the module's order for both;
-``"printed"`` follows the equations, which only changes the exploitation module
-(``PathwaySpec.printed_reverses_second``).
+Order of the second pair (docs/design.md, "Modules"): Eq. 9 as printed, F_e1 = GoL(LoL(.)),
+applies LoL *before* GoL, the reverse of the module's own order; Eq. 12 as printed,
+F_e2 = TeN(SpL(.)), is the module's own order. ``cfg.model.second_order = "module"`` (default)
+keeps the module's order for both; ``"printed"`` follows the equations, which only changes the
+exploitation module (``PathwaySpec.printed_reverses_second``).
 
 Ablations are specs too: "w/o LML" replaces LoL by GoL, "w/o TE" replaces TeN by SpL, and
 "network parallel" sums the two networks of each pair, net_a(x) + net_b(x), instead of chaining
-them, net_b(net_a(x)) (the paper: "we stack the networks in parallel").
+them, net_b(net_a(x)) (the paper: "we stack the networks in parallel"), in one module.
 """
 
 from __future__ import annotations

@@ -241,11 +241,16 @@ def _run(
     )
 
     # per-pathway logits cost three head passes per pathway: only when the loss uses them
-    model.pathway_heads = cfg.train.lambda_pathway > 0.0
+    model.pathway_heads = cfg.train.lambda_pathway > 0.0 or cfg.train.lambda_route > 0.0
 
     def loss_fn(out: ModelOutput, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         return localization_loss(
-            out, batch, cfg.train.lambda_bound, cfg.train.lambda_inner, cfg.train.lambda_pathway
+            out,
+            batch,
+            cfg.train.lambda_bound,
+            cfg.train.lambda_inner,
+            cfg.train.lambda_pathway,
+            cfg.train.lambda_route,
         )
 
     pin = device.type == "cuda"
