@@ -368,7 +368,8 @@ def test_route_loss_is_the_expected_per_sample_loss_under_the_selector() -> None
         return out
 
     l1, l2 = per_sample(*[x.detach() for x in p1]), per_sample(*[x.detach() for x in p2])
-    want_route = sum(float(probs[n, 0]) * l1[n] + float(probs[n, 1]) * l2[n] for n in range(b)) / b
+    p = probs.detach()
+    want_route = sum(float(p[n, 0]) * l1[n] + float(p[n, 1]) * l2[n] for n in range(b)) / b
     out = ModelOutput(*main, torch.zeros(b, dtype=torch.long), probs, [tuple(p1), tuple(p2)])
     loss, parts = localization_loss(out, batch, 2.0, 10.0, lambda_pathway=0.0, lambda_route=0.7)
     assert parts["loss_route"] == pytest.approx(want_route, rel=1e-10)
