@@ -379,3 +379,40 @@ def test_route_loss_is_the_expected_per_sample_loss_under_the_selector() -> None
     want_grad = torch.tensor([[l1[n], l2[n]] for n in range(b)], dtype=torch.float64) * 0.7 / b
     torch.testing.assert_close(probs.grad, want_grad)
     assert p1[0].grad is None or not p1[0].grad.any()  # stop-gradient on the pathway losses
+
+
+def test_balance_term_is_switch_routing_load_balance() -> None:
+    """lambda_balance: K sum_k f_k mean(p_k), f from the hard routes (no gradient): 1.0 for an
+    even split with even probabilities, K for everything one way with certainty."""
+    b, t = 4, 3
+    vm = torch.ones(b, t, dtype=torch.bool)
+    batch = Batch(
+        video=torch.zeros(b, t, 1),
+        video_mask=vm,
+        words=torch.ones(b, 1, dtype=torch.long),
+        word_mask=torch.ones(b, 1, dtype=torch.bool),
+        start=torch.zeros(b, dtype=torch.long),
+        end=torch.zeros(b, dtype=torch.long),
+        inner=torch.zeros(b, t),
+        durations=torch.ones(b),
+        gt_seconds=torch.zeros(b, 2),
+        num_positions=vm.sum(1),
+        qids=list("abcd"),
+        vids=["v"] * b,
+        queries=["q"] * b,
+    )
+    zeros = torch.zeros(b, t)
+    probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.8, 0.2]], requires_grad=True)
+    route = torch.tensor([0, 0, 1, 0])
+    out = ModelOutput(zeros, zeros, zeros, route, probs)
+    loss, parts = localization_loss(out, batch, 1.0, 1.0, lambda_balance=0.5)
+    share = torch.tensor([0.75, 0.25])
+    want = 2 * float((share * probs.detach().mean(0)).sum())
+    assert parts["loss_balance"] == pytest.approx(want)
+    loss.backward()
+    assert probs.grad is not None
+    torch.testing.assert_close(probs.grad, (0.5 * 2 * share / b).expand(b, 2))
+    even = ModelOutput(zeros, zeros, zeros, torch.tensor([0, 1, 0, 1]), torch.full((b, 2), 0.5))
+    assert localization_loss(even, batch, 1.0, 1.0, lambda_balance=1.0)[1][
+        "loss_balance"
+    ] == pytest.approx(1.0)

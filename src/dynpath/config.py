@@ -160,6 +160,8 @@ class TrainConfig(_Section):
     # Not in the paper either: the selector's expected per-sample loss over the pathways
     # (dynpath.model.loss.localization_loss), for selector variants whose pathways all ran.
     lambda_route: float = Field(0.0, ge=0)
+    # Not in the paper: switch routing's load-balancing term on the selector (same module).
+    lambda_balance: float = Field(0.0, ge=0)
     num_workers: int = Field(0, ge=0)
     device: str = "auto"
     amp: bool = True  # CUDA only

@@ -33,6 +33,7 @@ def localization_loss(
     lambda_inner: float,
     lambda_pathway: float = 0.0,
     lambda_route: float = 0.0,
+    lambda_balance: float = 0.0,
 ) -> tuple[Tensor, dict[str, float]]:
     """L = lambda_1 (CE(P_s, tau_s) + CE(P_e, tau_e)) + lambda_2 BCE(P^in, Y^in) (Eq. 18-20).
 
@@ -51,6 +52,11 @@ def localization_loss(
       mean_b sum_k p_bk stopgrad(L_bk) with p = ``out.route_probs``: its gradient,
       p_k (L_k - sum_j p_j L_j), moves each query's probability to the pathway whose own output
       localizes it better, which the straight-through estimate of Eq. 13 only linearises.
+
+    A third, ``lambda_balance``, needs only the selector: the load-balancing term of switch
+    routing (Fedus et al., 2021), K sum_k f_k pbar_k with f_k the share of the batch routed to
+    pathway k (the hard routes, no gradient) and pbar_k the batch mean of p_k. It is smallest
+    when the routes split evenly, so no pathway starves while the selector is still undecided.
 
     Returns the loss and its parts as floats for logging.
     """
@@ -75,5 +81,12 @@ def localization_loss(
             loss = loss + lambda_route * loss_route
             names.append("loss_route")
             parts.append(loss_route)
+    if lambda_balance > 0.0 and out.route_probs is not None:
+        k = out.route_probs.shape[1]
+        share = F.one_hot(out.route.clamp(min=0), k).to(out.route_probs.dtype).mean(0)
+        loss_balance = k * (share * out.route_probs.mean(0)).sum()
+        loss = loss + lambda_balance * loss_balance
+        names.append("loss_balance")
+        parts.append(loss_balance)
     values = torch.stack([loss, *parts]).detach().tolist()  # one sync
     return loss, dict(zip(names, values, strict=True))

@@ -251,6 +251,7 @@ def _run(
             cfg.train.lambda_inner,
             cfg.train.lambda_pathway,
             cfg.train.lambda_route,
+            cfg.train.lambda_balance,
         )
 
     pin = device.type == "cuda"
