@@ -15,7 +15,7 @@ from dynpath.profiles import VARIANT_NAMES
 from dynpath.report.tables import TABLE_ORDER, display_name
 from dynpath.steps import report
 
-SELECTORS = {"dynamic", "soft_dynamic", "network_parallel"}
+SELECTORS = {"dynamic", "soft_dynamic"}
 
 
 def _metrics(i: int, thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)) -> dict[str, float]:
