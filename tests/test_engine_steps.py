@@ -395,3 +395,33 @@ def test_seeds_train_and_evaluate_into_their_own_directories(
     with pytest.raises(CheckpointError, match="trained with seed 7, not 8"):
         train.run(swapped, "dynamic", vocab, models, resume=True, seed=8)
     torch.set_num_threads(before)
+
+
+@pytest.mark.slow
+def test_parallel_seeds_train_in_processes_like_one_after_the_other(
+    workspace: Path, tmp_path: Path
+) -> None:
+    """train.parallel_seeds=2: both seeds train at once in spawned processes, each with
+    threads // 2 threads, into the same layout and to the same weights as sequential 1-thread
+    runs (compared within float tolerance: another process may pick other kernels)."""
+    raw = make_cfg(workspace, epochs=1).model_dump(mode="json")
+    raw["seeds"] = [7, 8]
+    vocab = workspace / "vocab"
+    before = torch.get_num_threads()
+    sequential = Config.model_validate({**raw, "train": {**raw["train"], "threads": 1}})
+    train.run(sequential, "dynamic", vocab, tmp_path / "seq", resume=False)
+    par_cfg = {**raw["train"], "threads": 2, "parallel_seeds": 2}
+    parallel = Config.model_validate({**raw, "train": par_cfg})
+    assert train.seed_threads(parallel, 2) == 1
+    summary = train.run(parallel, "dynamic", vocab, tmp_path / "par", resume=False)
+    torch.set_num_threads(before)
+    assert summary["seed"] == 7
+    for rel in ("best.pt", "seeds/8/best.pt"):
+        a = load_checkpoint(tmp_path / "seq" / rel)["model"]
+        b = load_checkpoint(tmp_path / "par" / rel)["model"]
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=f"{rel}: {k}")
+    seq8 = load_checkpoint(tmp_path / "seq" / "seeds/8/best.pt")["model"]
+    seq7 = load_checkpoint(tmp_path / "seq" / "best.pt")["model"]
+    assert any(not torch.allclose(seq7[k], seq8[k]) for k in seq7)  # the seeds differ

@@ -167,6 +167,9 @@ class TrainConfig(_Section):
     amp: bool = True  # CUDA only
     compile: bool = False
     threads: int = Field(0, ge=0)  # torch CPU threads; 0 = torch default
+    # Training seeds trained at once, each in its own process with threads // parallel_seeds
+    # threads (``cfg.seeds``; CPU, not under torchrun). 1 = one after the other.
+    parallel_seeds: int = Field(1, ge=1)
     checkpoint_every: int = Field(500, ge=0)  # mid-epoch checkpoint period (steps); 0 = epochs only
 
 
