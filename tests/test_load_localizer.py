@@ -150,4 +150,5 @@ def test_memory_stays_flat_over_2000_predictions(
 def test_model_directory_is_read_only_input(trained: Workspace, localizer: Localizer) -> None:
     """Loading and predicting write nothing into the model directory."""
     names = sorted(p.name for p in Path(trained.model_dir(VARIANT)).iterdir())
-    assert names == ["best.pt", "history.json", "last.pt", "train_summary.json"]
+    # "seeds": the (here empty) directory of the further training seeds, a DVC output
+    assert names == ["best.pt", "history.json", "last.pt", "seeds", "train_summary.json"]
