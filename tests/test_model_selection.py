@@ -49,6 +49,29 @@ class _Constant(torch.nn.Module):
         return self.value[fv[:, 0, 0].long(), : fv.shape[1]]
 
 
+def _target_batch(
+    vm: Tensor, start: Tensor, end: Tensor, inner: Tensor, video: Tensor | None = None
+) -> Batch:
+    """A batch for the loss and the trainer: the targets given, one-word queries, no features
+    unless ``video`` is."""
+    b, t = vm.shape
+    return Batch(
+        video=torch.zeros(b, t, 1) if video is None else video,
+        video_mask=vm,
+        words=torch.ones(b, 1, dtype=torch.long),
+        word_mask=torch.ones(b, 1, dtype=torch.bool),
+        start=start,
+        end=end,
+        inner=inner,
+        durations=torch.ones(b),
+        gt_seconds=torch.zeros(b, 2),
+        num_positions=vm.sum(1),
+        qids=[str(i) for i in range(b)],
+        vids=["v"] * b,
+        queries=["q"] * b,
+    )
+
+
 def _selector_case(
     mode: str, tau: float, seed: int = 0
 ) -> tuple[DynamicSelection, list[_Constant], Tensor, Tensor, Masks, Tensor, Tensor]:
@@ -205,22 +228,13 @@ def test_tau_schedule_values_and_trainer_drives_it(tmp_path: Any) -> None:
         batches = []
         for i in range(0, len(indices), batch_size):
             n = len(indices[i : i + batch_size])
-            vm = torch.ones(n, 3, dtype=torch.bool)
             batches.append(
-                Batch(
+                _target_batch(
+                    torch.ones(n, 3, dtype=torch.bool),
+                    torch.zeros(n, dtype=torch.long),
+                    torch.zeros(n, dtype=torch.long),
+                    torch.zeros(n, 3),
                     video=torch.randn(n, 3, 2),
-                    video_mask=vm,
-                    words=torch.ones(n, 2, dtype=torch.long),
-                    word_mask=torch.ones(n, 2, dtype=torch.bool),
-                    start=torch.zeros(n, dtype=torch.long),
-                    end=torch.zeros(n, dtype=torch.long),
-                    inner=torch.zeros(n, 3),
-                    durations=torch.ones(n),
-                    gt_seconds=torch.zeros(n, 2),
-                    num_positions=torch.full((n,), 3),
-                    qids=[str(j) for j in range(n)],
-                    vids=["v"] * n,
-                    queries=["q"] * n,
                 )
             )
         return batches
@@ -250,21 +264,7 @@ def test_pathway_loss_matches_the_equation_per_pathway() -> None:
     start = torch.tensor([0, 1, 2])
     end = torch.tensor([3, 3, 4])
     inner = (torch.arange(t)[None] >= start[:, None]) & (torch.arange(t)[None] <= end[:, None])
-    batch = Batch(
-        video=torch.zeros(b, t, 1),
-        video_mask=vm,
-        words=torch.ones(b, 1, dtype=torch.long),
-        word_mask=torch.ones(b, 1, dtype=torch.bool),
-        start=start,
-        end=end,
-        inner=inner.double(),
-        durations=torch.ones(b),
-        gt_seconds=torch.zeros(b, 2),
-        num_positions=vm.sum(1),
-        qids=["a", "b", "c"],
-        vids=["v"] * 3,
-        queries=["q"] * 3,
-    )
+    batch = _target_batch(vm, start, end, inner.double())
 
     def ref(s: Tensor, e: Tensor, i: Tensor, l1: float, l2: float) -> float:
         total = 0.0
@@ -336,21 +336,7 @@ def test_route_loss_is_the_expected_per_sample_loss_under_the_selector() -> None
     main, p1, p2 = logits(), logits(True), logits(True)
     probs = torch.softmax(torch.randn(b, 2, generator=g, dtype=torch.float64), -1)
     probs.requires_grad_(True)
-    batch = Batch(
-        video=torch.zeros(b, t, 1),
-        video_mask=vm,
-        words=torch.ones(b, 1, dtype=torch.long),
-        word_mask=torch.ones(b, 1, dtype=torch.bool),
-        start=start,
-        end=end,
-        inner=inner,
-        durations=torch.ones(b),
-        gt_seconds=torch.zeros(b, 2),
-        num_positions=vm.sum(1),
-        qids=["a", "b", "c"],
-        vids=["v"] * 3,
-        queries=["q"] * 3,
-    )
+    batch = _target_batch(vm, start, end, inner)
     n_valid = int(vm.sum())
 
     def per_sample(s: Tensor, e: Tensor, i: Tensor) -> list[float]:
@@ -386,21 +372,8 @@ def test_balance_term_is_switch_routing_load_balance() -> None:
     even split with even probabilities, K for everything one way with certainty."""
     b, t = 4, 3
     vm = torch.ones(b, t, dtype=torch.bool)
-    batch = Batch(
-        video=torch.zeros(b, t, 1),
-        video_mask=vm,
-        words=torch.ones(b, 1, dtype=torch.long),
-        word_mask=torch.ones(b, 1, dtype=torch.bool),
-        start=torch.zeros(b, dtype=torch.long),
-        end=torch.zeros(b, dtype=torch.long),
-        inner=torch.zeros(b, t),
-        durations=torch.ones(b),
-        gt_seconds=torch.zeros(b, 2),
-        num_positions=vm.sum(1),
-        qids=list("abcd"),
-        vids=["v"] * b,
-        queries=["q"] * b,
-    )
+    zero = torch.zeros(b, dtype=torch.long)
+    batch = _target_batch(vm, zero, zero, torch.zeros(b, t))
     zeros = torch.zeros(b, t)
     probs = torch.tensor([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.8, 0.2]], requires_grad=True)
     route = torch.tensor([0, 0, 1, 0])

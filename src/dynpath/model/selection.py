@@ -201,10 +201,8 @@ class DynamicSelection(Fusion):
         if not self.train_both:
             return FusionResult(run_routed(paths, route, weights, fv, fq, masks), route, probs)
         feats = all_pathways(paths, fv, fq, masks)
-        fe = sum(
-            (weights[:, k].to(f.dtype).view(-1, 1, 1) * f for k, f in enumerate(feats)),
-            start=torch.zeros_like(feats[0]),
-        )
+        w = weights.to(feats[0].dtype)
+        fe = w[:, 0, None, None] * feats[0] + w[:, 1, None, None] * feats[1]
         return FusionResult(fe, route, probs, feats)
 
     @torch.no_grad()

@@ -153,7 +153,9 @@ def run(
         if info.is_main:  # a DVC output of the stage, even when there is one seed only
             (out_dir / SEEDS_DIR).mkdir(parents=True, exist_ok=True)
         if workers > 1 and not info.enabled:
-            return _run_in_processes(vcfg, variant, Path(vocab_dir), out_dir, resume, todo, workers)
+            return _run_in_processes(
+                vcfg, variant, arch, Path(vocab_dir), out_dir, resume, todo, workers
+            )
         if vcfg.train.threads > 0:
             torch.set_num_threads(vcfg.train.threads)
         summaries = [
@@ -177,7 +179,8 @@ def run(
 
 def seed_threads(cfg: Config, workers: int) -> int:
     """Intra-op threads of each of ``workers`` concurrent seed runs: ``train.threads`` shared
-    out (at least 1), so the count, and with it the float rounding, depends on params only."""
+    out (at least 1). With ``train.threads`` set, the count, and with it the float rounding,
+    depends on params only; 0 shares out torch's default, which depends on the machine."""
     total = cfg.train.threads or torch.get_num_threads()
     return max(1, total // workers)
 
@@ -185,6 +188,7 @@ def seed_threads(cfg: Config, workers: int) -> int:
 def _run_in_processes(
     cfg: Config,
     variant: str,
+    arch: str,
     vocab_dir: Path,
     out_dir: Path,
     resume: bool,
@@ -205,10 +209,8 @@ def _run_in_processes(
     log.info(
         "%s: training seeds %s, %d at a time, %d thread(s) each", variant, todo, workers, threads
     )
-    args = [
-        (cfg.model_dump(mode="json"), variant, str(vocab_dir), str(out_dir), resume, s, threads)
-        for s in todo
-    ]
+    # the variant's resolved config, pickled as is: a worker resolves nothing again
+    args = [(cfg, variant, arch, vocab_dir, out_dir, resume, s, threads) for s in todo]
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
         summaries = list(pool.map(_seed_worker, args))
@@ -221,19 +223,17 @@ def _init_worker() -> None:
     )
 
 
-def _seed_worker(args: tuple[dict[str, Any], str, str, str, bool, int, int]) -> dict[str, Any]:
+def _seed_worker(
+    args: tuple[Config, str, str, Path, Path, bool, int, int],
+) -> dict[str, Any]:
     """One seed's run in a worker process (module-level, so that it pickles)."""
-    from dynpath.config import Config as ConfigModel
-
-    raw, variant, vocab_dir, out_dir, resume, train_seed, threads = args
-    cfg = ConfigModel.model_validate(raw)
-    arch, _ = cfg.variant(variant)
+    cfg, variant, arch, vocab_dir, out_dir, resume, train_seed, threads = args
     torch.set_num_threads(threads)
     return _run(
         cfg,
         variant,
         arch,
-        Path(vocab_dir),
+        vocab_dir,
         seed_dir(out_dir, cfg.seeds, train_seed),
         resume,
         DistInfo(),
