@@ -11,7 +11,10 @@ This file doubles as the child script of the subprocess tests (SIGKILL, torchrun
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import json
+import logging
 import math
 import os
 import shutil
@@ -435,3 +438,70 @@ def _main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
     _main(sys.argv[1:])
+
+
+class _FakeClock:
+    """Seconds that move only when the test says so (batches and checkpoint saves below)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_samples_per_s_counts_checkpoints_and_is_not_reset_by_them(tmp_path: Path) -> None:
+    """Each batch takes 1 s and each checkpoint save 5 s on an injected clock: the bar's rate is
+    the epoch's samples over the epoch's seconds, saves included, before and after the mid-epoch
+    checkpoints (the bug: the clock restarted at a checkpoint but the sample count did not, so
+    the rate jumped to all samples / the few seconds since the save)."""
+    trainer = build_trainer(tmp_path, epochs=1, every=2)  # 40 samples, batches of 8, 5 steps
+    clock = _FakeClock()
+    trainer.clock = clock
+    load, save = trainer.loader_fn, trainer._save
+
+    def timed_loader(indices: Sequence[int], local_batch: int) -> Iterable[Batch]:
+        for batch in load(indices, local_batch):
+            clock.now += 1.0
+            yield batch
+
+    def timed_save(names: Sequence[str]) -> None:
+        clock.now += 5.0
+        save(names)
+
+    rates: list[float | None] = []
+    trainer.loader_fn = timed_loader
+    trainer._save = timed_save  # type: ignore[method-assign]
+    trainer.on_step = lambda step: rates.append(trainer.samples_per_s)
+    result = trainer.fit()
+    # steps at t = 1, 2 | save 2->7 | 8, 9 | save 9->14 | 15: samples 8, 16, 24, 32, 40
+    assert rates == pytest.approx([8 / 1, 16 / 2, 24 / 8, 32 / 9, 40 / 15])
+    assert result.history[0]["seconds"] == pytest.approx(15.0)
+    assert result.history[0]["samples_per_s"] == pytest.approx(40 / 15)
+
+
+class _Stream(io.StringIO):
+    def __init__(self, tty: bool) -> None:
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_progress_bar_only_on_a_terminal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tty: bool
+) -> None:
+    """With progress on, the per-step bar is drawn on a terminal only; in a log (dvc repro, a
+    pod) the one summary line per epoch is all there is."""
+    trainer = build_trainer(tmp_path, epochs=2)
+    trainer.opt = dataclasses.replace(trainer.opt, progress=True)
+    stream = _Stream(tty)
+    monkeypatch.setattr(sys, "stderr", stream)
+    with caplog.at_level(logging.INFO, logger="dynpath.engine.trainer"):
+        trainer.fit()
+    drawn = stream.getvalue()
+    assert ("epoch 1/2" in drawn and "epoch 2/2" in drawn) if tty else drawn == ""
+    summaries = [r.getMessage() for r in caplog.records if r.getMessage().startswith("epoch ")]
+    assert len(summaries) == 2 and "samples/s" in summaries[0]

@@ -681,7 +681,10 @@ def generate(
     jobs = [(s, str(videos / f"{s.vid}.mp4")) for s in specs]
     n_workers = min(_workers(workers), len(jobs))
     frames = 0
-    bar = tqdm(total=len(jobs), desc="synth videos", unit="video", disable=not progress)
+    # disable=None: drawn on a terminal only (a log file would get one line per redraw)
+    bar = tqdm(
+        total=len(jobs), desc="synth videos", unit="video", disable=None if progress else True
+    )
     try:
         results: Iterator[tuple[str, int]]
         if n_workers == 1:

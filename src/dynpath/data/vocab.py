@@ -84,7 +84,7 @@ def read_glove(
             unit="B",
             unit_scale=True,
             desc=f"reading {path.name}",
-            disable=size < 200_000_000,
+            disable=True if size < 200_000_000 else None,  # None: on a terminal only
         ) as bar,
     ):
         pending = 0

@@ -411,7 +411,10 @@ def _extract_directory(
     summary.skipped = len(paths) - len(todo)
     t0 = time.perf_counter()
     with h5py.File(partial, "a") as f:
-        bar = tqdm(todo, desc=f"extract {backbone}", unit="video", disable=not progress)
+        # disable=None: drawn on a terminal only (a log file would get one line per redraw)
+        bar = tqdm(
+            todo, desc=f"extract {backbone}", unit="video", disable=None if progress else True
+        )
         for path in bar:
             vid = path.stem
             try:
