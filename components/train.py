@@ -17,12 +17,16 @@ def train(
     train_summary.json), via ``dynpath.steps.train.run``; MLflow settings come from the pod's
     environment."""
     import json
+    import os
     from pathlib import Path
 
     from dynpath.kfp_pipeline import task_config
     from dynpath.steps import train as step
 
     cfg = task_config(params, data=data.path, features=features.path)
+    # the image has no git history: the registered model version's code_version tag is the
+    # pipeline's cache key instead (dynpath.tracking.tracker.code_version)
+    os.environ["DYNPATH_CODE_VERSION"] = code_version
     summary = step.run(
         cfg,
         variant=variant,

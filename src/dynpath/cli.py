@@ -119,7 +119,7 @@ def _promote(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
     from dynpath.steps import promote
 
-    return promote.run(cfg, version=args.version)
+    return promote.run(cfg, version=args.version, variant=args.variant)
 
 
 def _data_stats(args: argparse.Namespace) -> Any:
@@ -240,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("promote", _promote, "move alias 'champion' to a challenger that beats it")
     p.add_argument("--version", help="model version (default: the current challenger)")
+    p.add_argument(
+        "--variant",
+        help="whose registered model: dynamic (default, the paper's model: dynpath-<dataset>) "
+        "or an ablation variant (dynpath-<dataset>-<variant>)",
+    )
 
     p = add("data-stats", _data_stats, "data report of an annotation set")
     p.add_argument(

@@ -1,11 +1,21 @@
 """Model registry: new versions become ``challenger``; ``champion`` moves only on merit.
 
-Every trained variant is a version of ``dynpath-<dataset>``. :func:`promote` compares the
-candidate with the current champion on the validation metric named by
-``cfg.tracking.promote_metric`` (read from each version's source run, where the trainer logged it)
-and records the decision in the candidate's version tags *before* touching any alias. The
-``champion`` alias is written last, in a single call: a promotion that fails half-way (server gone,
-metric missing) leaves the previous champion exactly where it was.
+The scheme (docs/design.md, "Model registry"): one registered model per (dataset, variant).
+``dynpath-<dataset>`` holds the paper's model ``dynamic`` only; each ablation variant registers as
+``dynpath-<dataset>-<variant>`` (:func:`dynpath.tracking.tracker.registered_model_name`). Every
+version carries the tags ``variant``, ``arch``, ``dataset``, ``data_digest`` and
+``code_version``.
+
+:func:`promote` compares like with like: it refuses a candidate whose variant or dataset is not
+the registered model's (so an ablation variant can never become the paper model's champion, even
+one registered there by hand or by an older dynpath), and compares it with the current champion
+on the *validation* metric named by ``cfg.tracking.promote_metric`` (default ``val_r1_iou0.5``,
+R@1 at IoU 0.5 of the selected checkpoint on the validation split, read from each version's
+source run, where the trainer logged it; test metrics never choose a model). A champion of
+another variant (a registry from before this scheme) is not a comparable baseline and is
+replaced. The decision is recorded in the candidate's version tags *before* touching any alias.
+The ``champion`` alias is written last, in a single call: a promotion that fails half-way
+(server gone, metric missing) leaves the previous champion exactly where it was.
 """
 
 from __future__ import annotations
@@ -15,9 +25,11 @@ import logging
 import math
 import re
 import time
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dynpath.errors import TrackingError
+from dynpath.tracking.tracker import PAPER_VARIANT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -31,13 +43,25 @@ CHAMPION = "champion"
 _LOGGED_MODEL = re.compile(r"^models:/m-[0-9a-f]{32}$")
 
 
-def register_challenger(client: MlflowClient, name: str, model_uri: str, run_id: str | None) -> str:
-    """Create a version of ``name`` from ``model_uri`` and point ``challenger`` at it."""
+def register_challenger(
+    client: MlflowClient,
+    name: str,
+    model_uri: str,
+    run_id: str | None,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Create a version of ``name`` from ``model_uri`` with ``tags`` and point ``challenger``
+    at it (the tags are on the version before any alias can name it)."""
     from mlflow.exceptions import MlflowException
 
+    variant = (tags or {}).get("variant", "")
+    dataset = (tags or {}).get("dataset", "")
+    what = "the paper's model" if variant == PAPER_VARIANT else f"ablation variant {variant}"
     try:
         client.create_registered_model(
-            name, description="dynpath: language-driven action localization (one per dataset)"
+            name,
+            tags={"variant": variant, "dataset": dataset} if variant else None,
+            description=f"dynpath: language-driven action localization, {what} on {dataset}",
         )
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -45,7 +69,9 @@ def register_challenger(client: MlflowClient, name: str, model_uri: str, run_id:
     # A logged model (``models:/m-<id>``, what MLflow 3's log_model returns) must be named by
     # id too: servers reject a models:/ source without the model_id that owns it.
     model_id = model_uri.removeprefix("models:/") if _LOGGED_MODEL.match(model_uri) else None
-    mv = client.create_model_version(name, source=model_uri, run_id=run_id, model_id=model_id)
+    mv = client.create_model_version(
+        name, source=model_uri, run_id=run_id, tags=dict(tags or {}), model_id=model_id
+    )
     _await_ready(client, name, mv.version)
     client.set_registered_model_alias(name, CHALLENGER, mv.version)
     log.info("registered %s version %s (alias %s)", name, mv.version, CHALLENGER)
@@ -77,6 +103,19 @@ def version_metric(client: MlflowClient, name: str, version: str, metric: str) -
     return float(value)
 
 
+def version_identity(client: MlflowClient, name: str, version: str) -> dict[str, str]:
+    """``{variant, dataset}`` of a version: its tags, else its source run's ``dynpath.*`` tags
+    (a version registered before versions were tagged); "" where neither says."""
+    mv = client.get_model_version(name, version)
+    tags = dict(mv.tags or {})
+    variant, dataset = tags.get("variant", ""), tags.get("dataset", "")
+    if (not variant or not dataset) and mv.run_id:
+        run_tags = client.get_run(mv.run_id).data.tags
+        variant = variant or run_tags.get("dynpath.variant", "")
+        dataset = dataset or run_tags.get("dynpath.dataset", "")
+    return {"variant": variant, "dataset": dataset}
+
+
 def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
     from mlflow.exceptions import MlflowException
 
@@ -89,23 +128,41 @@ def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
 
 
 def promote(
-    client: MlflowClient, name: str, version: str | None, metric: str, higher_is_better: bool = True
+    client: MlflowClient,
+    name: str,
+    version: str | None,
+    metric: str,
+    higher_is_better: bool = True,
+    variant: str | None = None,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
     """Move ``champion`` to ``version`` (default: the ``challenger``) if it beats the champion.
 
+    ``variant`` and ``dataset`` are what the registered model ``name`` holds (the scheme of
+    :func:`~dynpath.tracking.tracker.registered_model_name`): a candidate of another variant or
+    dataset is refused with nothing changed, and a champion of another one is no baseline.
     Rules: no champion yet -> promoted; candidate metric missing -> error (nothing changed);
-    champion metric missing -> promoted (anything measured beats nothing); otherwise promoted
-    only when strictly better. Tags written on the candidate version: ``promotion_decision``
-    (promoted | rejected | already_champion), ``promotion_reason``, ``compared_to``,
-    ``promotion_metric``, ``candidate_value``, ``champion_value``.
+    champion metric missing or champion of another variant/dataset -> promoted (anything
+    comparable and measured beats nothing); otherwise promoted only when strictly better. Tags
+    written on the candidate version: ``promotion_decision`` (promoted | rejected |
+    already_champion), ``promotion_reason``, ``compared_to``, ``promotion_metric``,
+    ``candidate_value``, ``champion_value``.
     """
     candidate = version or _alias_version(client, name, CHALLENGER)
     if candidate is None:
         raise TrackingError(
             f"registered model {name!r} has no {CHALLENGER!r} version; "
-            "train a variant first or pass --version"
+            "train that variant first or pass --version"
         )
     candidate = str(candidate)
+    expected = {"variant": variant, "dataset": dataset}
+    cand_id = version_identity(client, name, candidate)
+    for key, want in expected.items():
+        if want is not None and cand_id[key] != want:
+            raise TrackingError(
+                f"{name} version {candidate} is {key} {cand_id[key] or 'unknown'!r}, but "
+                f"{name} holds {key} {want!r} only: not promoted, champion unchanged"
+            )
     cand_value = version_metric(client, name, candidate, metric)
     if cand_value is None:
         raise TrackingError(
@@ -114,11 +171,21 @@ def promote(
         )
     champion = _alias_version(client, name, CHAMPION)
     champ_value = version_metric(client, name, champion, metric) if champion else None
+    foreign = ""
+    if champion is not None and champion != candidate:
+        champ_id = version_identity(client, name, champion)
+        foreign = ", ".join(
+            f"{key} {champ_id[key] or 'unknown'!r}"
+            for key, want in expected.items()
+            if want is not None and champ_id[key] != want
+        )
 
     if champion == candidate:
         decision, reason = "already_champion", "candidate is already the champion"
     elif champion is None:
         decision, reason = "promoted", "no champion yet"
+    elif foreign:
+        decision, reason = "promoted", f"champion v{champion} is {foreign}: not comparable"
     elif champ_value is None:
         decision, reason = "promoted", f"champion v{champion} has no {metric}"
     else:

@@ -72,6 +72,11 @@ _URL_CREDENTIALS = re.compile(r"(//)[^/@\s:]+:[^/@\s]+@")
 STATUS_OK = "ok"
 STATUS_DEGRADED = "degraded"
 
+# The MLflow UI (3.x) opens an experiment in the view its kind names; an experiment without the
+# tag opens in the GenAI view (traces, token usage), one click away from the training runs.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+
 
 # --------------------------------------------------------------------------- small helpers
 
@@ -81,9 +86,36 @@ def experiment_name(cfg: Config) -> str:
     return f"dynpath-{cfg.data.name}"
 
 
-def registered_model_name(cfg: Config) -> str:
-    """One registered model per dataset; each trained variant becomes a version of it."""
-    return f"dynpath-{cfg.data.name}"
+# The variant that is the paper's model (Table III's full model); the others are ablations.
+PAPER_VARIANT = "dynamic"
+CODE_VERSION_ENV = "DYNPATH_CODE_VERSION"  # set by the Kubeflow component (no git in the image)
+
+
+def registered_model_name(cfg: Config, variant: str = PAPER_VARIANT) -> str:
+    """The registered model a variant's versions go to (docs/design.md, "Model registry").
+
+    ``dynpath-<data.name>`` holds the paper's model (``dynamic``) only, so its ``champion`` can
+    only ever be a ``dynamic`` model; each ablation variant has its own registered model
+    ``dynpath-<data.name>-<variant>``. One registered model = one variant on one dataset, which
+    is what makes "the champion" a like-with-like comparison.
+    """
+    base = f"dynpath-{cfg.data.name}"
+    return base if variant == PAPER_VARIANT else f"{base}-{variant}"
+
+
+def code_version(cwd: Path | None = None) -> str:
+    """``<package version>+g<12-hex commit>[.dirty]``, or the package version outside a git
+    checkout (the same format as the Kubeflow cache key, ``dynpath.kfp_pipeline.code_version``);
+    ``DYNPATH_CODE_VERSION`` wins (a pod has no git history but gets the key as an input)."""
+    from dynpath import __version__
+
+    explicit = os.environ.get(CODE_VERSION_ENV)
+    if explicit:
+        return explicit
+    commit, dirty = git_commit(cwd)
+    if commit is None:
+        return __version__
+    return f"{__version__}+g{commit[:12]}{'.dirty' if dirty else ''}"
 
 
 def resolve_tracking_uri(cfg: Config) -> str:
@@ -396,6 +428,7 @@ class Tracker(NullTracker):
         self.experiment_id: str | None = None
         self.model_uri: str | None = None
         self.model_version: str | None = None
+        self.data_digest: str | None = None  # set by log_dataset; tagged on the model version
         self._resume_run_id = resume_run_id
         self._known_params: dict[str, str] = {}  # already on the run: never re-sent
         self._previous: dict[str, int] | None = None  # a resumed run's earlier degraded outcome
@@ -428,8 +461,11 @@ class Tracker(NullTracker):
         if exp is None:
             try:
                 self.experiment_id = self.client.create_experiment(
-                    name, artifact_location=self._artifact_location()
+                    name,
+                    artifact_location=self._artifact_location(),
+                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
                 )
+                exp = None  # created with its kind
             except MlflowException:  # created concurrently by another variant's run
                 exp = self.client.get_experiment_by_name(name)
                 if exp is None:
@@ -437,6 +473,10 @@ class Tracker(NullTracker):
                 self.experiment_id = exp.experiment_id
         else:
             self.experiment_id = exp.experiment_id
+        if exp is not None and EXPERIMENT_KIND_TAG not in exp.tags:
+            # an experiment made by an older dynpath (or by hand): mark it, never overriding a
+            # kind someone chose on purpose
+            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         commit, dirty = git_commit()
         tags = {
             "mlflow.runName": self.variant,
@@ -721,6 +761,7 @@ class Tracker(NullTracker):
         inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
         self._submit("log_inputs", lambda: self.client.log_inputs(self._rid(), datasets=inputs))
         self.set_tag("dynpath.data_digest", digest)
+        self.data_digest = digest
         return digest
 
     # ---------------------------------------------------------------- model + registry
@@ -771,16 +812,32 @@ class Tracker(NullTracker):
         return self.model_uri
 
     def register_model(self, model_uri: str | None = None) -> str | None:
-        """Register ``model_uri`` (default: this run's model) as a new version of
-        ``dynpath-<dataset>`` with alias ``challenger``. Returns the version, or None."""
+        """Register ``model_uri`` (default: this run's model) as a new version of this variant's
+        registered model (:func:`registered_model_name`) with alias ``challenger``, tagged with
+        what it is: variant, arch, dataset, data digest, code version. Returns the version, or
+        None."""
         from dynpath.tracking.registry import register_challenger
+
+        tags = {
+            "variant": self.variant,
+            "arch": self.arch,
+            "dataset": self.cfg.data.name,
+            # the sha256 of the feature store + annotation files (log_dataset); "unknown" when
+            # the run logged no dataset (a model registered by hand from a directory)
+            "data_digest": self.data_digest or "unknown",
+            "code_version": code_version(),
+        }
 
         def _register() -> None:
             uri = model_uri or self.model_uri
             if uri is None:
                 raise ValueError("no model was logged in this run")
             self.model_version = register_challenger(
-                self.client, registered_model_name(self.cfg), uri, self._rid()
+                self.client,
+                registered_model_name(self.cfg, self.variant),
+                uri,
+                self._rid(),
+                tags=tags,
             )
 
         self._submit("register_model", _register, force_probe=True)
