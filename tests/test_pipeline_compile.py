@@ -248,3 +248,34 @@ def test_cli_compile_writes_the_yaml(tmp_path: Path, repo_root: Path) -> None:
     assert main(["--params", str(params), "pipeline", "compile", "--output", str(out)]) == 0
     spec = next(yaml.safe_load_all(out.read_text()))
     assert spec["pipelineInfo"]["name"] == "dynpath"
+
+
+GPU_NODE = {"nvidia.com/gpu.present": "true"}
+GPU_TAINT = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def test_default_gpu_placement_schedules_on_common_gpu_clusters(tmp_path: Path) -> None:
+    """Without any pipeline.gpu override (the defaults params.yaml ships): extract and train,
+    and nothing else, select nvidia.com/gpu.present=true nodes and tolerate the nvidia.com/gpu
+    NoSchedule taint, so their pods land on (usually tainted) GPU nodes."""
+    raw = resolve("tiny")
+    raw["variants"] = {v: {} for v in VARIANTS}
+    raw["tracking"]["enabled"] = True
+    spec, platform = _compile(Config.model_validate(raw), tmp_path / "pipeline.yaml")
+    selectors = {n: e["nodeSelector"]["labels"] for n, e in platform.items() if "nodeSelector" in e}
+    assert selectors == {"exec-extract": GPU_NODE, "exec-train": GPU_NODE}
+    tolerations = {n: e["tolerations"] for n, e in platform.items() if "tolerations" in e}
+    assert tolerations == {"exec-extract": GPU_TAINT, "exec-train": GPU_TAINT}
+    assert set(spec["deploymentSpec"]["executors"]) > {"exec-extract", "exec-train"}
+
+    # params.yaml states the same defaults, and an override removes them
+    shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    for task in ("extract", "train"):
+        assert shipped["pipeline"]["gpu"][task]["node_selector"] == GPU_NODE
+        assert shipped["pipeline"]["gpu"][task]["tolerations"] == GPU_TAINT
+    raw["pipeline"]["gpu"]["extract"].update(node_selector={}, tolerations=[])
+    _, platform = _compile(Config.model_validate(raw), tmp_path / "override.yaml")
+    extract = platform.get("exec-extract", {})
+    assert "nodeSelector" not in extract and "tolerations" not in extract
+    assert platform["exec-train"]["nodeSelector"]["labels"] == GPU_NODE
+    assert platform["exec-train"]["tolerations"] == GPU_TAINT

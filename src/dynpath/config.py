@@ -195,13 +195,30 @@ class TrackingConfig(_Section):
     log_system_metrics: bool = True
 
 
+def _gpu_node_selector() -> dict[str, str]:
+    # the label NVIDIA's GPU operator / feature discovery puts on every GPU node
+    return {"nvidia.com/gpu.present": "true"}
+
+
+def _gpu_tolerations() -> list[dict[str, str]]:
+    # GPU node pools are usually tainted nvidia.com/gpu:NoSchedule (GKE, AKS, EKS' GPU AMIs
+    # with the operator) so that CPU pods stay off them: without this a GPU pod never schedules
+    return [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
 class GpuRequest(_Section):
-    """GPU request and placement for one Kubeflow task."""
+    """GPU request and placement for one Kubeflow task.
+
+    The defaults schedule on the common GPU cluster (docs/cluster.md, "GPU placement"): a node
+    labelled ``nvidia.com/gpu.present=true``, tolerating the ``nvidia.com/gpu`` NoSchedule
+    taint. Override per task in params.yaml (``node_selector: {}`` / ``tolerations: []`` remove
+    them, e.g. with ``count: 0`` on a CPU-only cluster).
+    """
 
     count: int = Field(1, ge=0)
     accelerator: str = "nvidia.com/gpu"
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, str]] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=_gpu_node_selector)
+    tolerations: list[dict[str, str]] = Field(default_factory=_gpu_tolerations)
 
 
 class PipelineConfig(_Section):
