@@ -355,3 +355,28 @@ def test_video_file_is_localized_with_the_models_own_backbone(tmp_path: Path) ->
     model = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
     got = model.predict(pd.DataFrame([{"query": QUERY, "video": str(video)}]), params={"topk": 3})
     assert got == [out]
+
+
+@pytest.mark.parametrize("tty", [False, True])
+def test_mlflow_artifact_bars_only_on_a_terminal(
+    monkeypatch: pytest.MonkeyPatch, tty: bool
+) -> None:
+    """MLflow's artifact upload/download bars are off when stderr is a log, not a terminal;
+    a value the user set is kept."""
+    import io
+    import sys
+
+    from dynpath.tracking.tracker import configure_mlflow_env
+
+    class Stream(io.StringIO):
+        def isatty(self) -> bool:
+            return tty
+
+    key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    monkeypatch.setattr(sys, "stderr", Stream())
+    monkeypatch.delenv(key, raising=False)
+    configure_mlflow_env()
+    assert os.environ.get(key) == (None if tty else "false")
+    monkeypatch.setenv(key, "true")
+    configure_mlflow_env()
+    assert os.environ[key] == "true"

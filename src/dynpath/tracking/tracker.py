@@ -124,9 +124,15 @@ def resolve_tracking_uri(cfg: Config) -> str:
 
 
 def configure_mlflow_env() -> None:
-    """Apply :data:`HTTP_ENV_DEFAULTS` without overriding what the user set."""
+    """Apply :data:`HTTP_ENV_DEFAULTS` without overriding what the user set.
+
+    MLflow's own artifact upload/download bars are turned off when stderr is not a terminal
+    (``dvc repro``, a pod, CI), as dynpath's bars are: in a log file every redraw is a line.
+    """
     for key, value in HTTP_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
+    if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def flatten(obj: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
