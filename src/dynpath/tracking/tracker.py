@@ -435,6 +435,8 @@ class Tracker(NullTracker):
         self.model_uri: str | None = None
         self.model_version: str | None = None
         self.data_digest: str | None = None  # set by log_dataset; tagged on the model version
+        # the code that trains, read when training starts (not at registration, hours later)
+        self.code_version = code_version()
         self._resume_run_id = resume_run_id
         self._known_params: dict[str, str] = {}  # already on the run: never re-sent
         self._previous: dict[str, int] | None = None  # a resumed run's earlier degraded outcome
@@ -831,7 +833,7 @@ class Tracker(NullTracker):
             # the sha256 of the feature store + annotation files (log_dataset); "unknown" when
             # the run logged no dataset (a model registered by hand from a directory)
             "data_digest": self.data_digest or "unknown",
-            "code_version": code_version(),
+            "code_version": self.code_version,
         }
 
         def _register() -> None:
