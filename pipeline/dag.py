@@ -31,6 +31,7 @@ from dynpath.kfp_pipeline import (
     pipeline_env_names,
     step_params,
 )
+from dynpath.tracking.tracker import PAPER_VARIANT
 
 
 def _place_on_gpu(task: Any, request: GpuRequest | None) -> None:
@@ -145,7 +146,9 @@ def build_pipeline(
             **keys,
         )
         _use_env(rep, cfg)
-        if tracking:
+        # promotion is of the paper's model (docs/design.md, "Model registry"): a run of
+        # ablation variants alone has nothing to promote
+        if tracking and PAPER_VARIANT in cfg.variants:
             pro = comps.promote(
                 params=full, code_version=code_version, report=rep.outputs["report"]
             )

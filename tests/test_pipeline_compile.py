@@ -279,3 +279,13 @@ def test_default_gpu_placement_schedules_on_common_gpu_clusters(tmp_path: Path) 
     assert "nodeSelector" not in extract and "tolerations" not in extract
     assert platform["exec-train"]["nodeSelector"]["labels"] == GPU_NODE
     assert platform["exec-train"]["tolerations"] == GPU_TAINT
+
+
+def test_without_the_paper_model_there_is_no_promotion(tmp_path: Path) -> None:
+    """Promotion is of the paper's model (``dynamic``): a run of ablation variants alone must
+    not end in a promote task that could only fail (no ``dynpath-<dataset>`` challenger)."""
+    cfg = _cfg()
+    cfg = cfg.model_copy(update={"variants": {"sum_fusion": {}, "exploitation_only": {}}})
+    spec, _ = _compile(cfg, tmp_path / "p.yaml")
+    tasks = spec["root"]["dag"]["tasks"]
+    assert "report" in tasks and "promote" not in tasks
