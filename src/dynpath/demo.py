@@ -221,6 +221,15 @@ def localize(
     except Exception as err:  # a bug or an unforeseen library error: logged, one line shown
         log.exception("loading model %s", model_uri)
         return Answer(False, f"**Error:** cannot load model: {_unexpected(err)}")
+    tokens = list(dict.fromkeys(loc.vocab.tokenize(query)))
+    unknown = [w for w in tokens if w not in loc.vocab]
+    if tokens and len(unknown) == len(tokens):  # answered before the video is decoded
+        known = sorted(w for w in loc.vocab.words if w.isalpha() and len(w) >= 4)[:12]
+        return Answer(
+            False,
+            f"**Error:** none of the words of “{_md(query[:80])}” is in the model's vocabulary "
+            f"({len(loc.vocab)} words, e.g. {_md(', '.join(known))}): rephrase it.",
+        )
     try:
         result = loc.predict(video=path, query=query, topk=topk)
     except DynpathError as err:
@@ -229,7 +238,6 @@ def localize(
     except Exception as err:
         log.exception("localizing %r in %s", query, path)
         return Answer(False, f"**Error:** {_unexpected(err)}")
-    unknown = [w for w in dict.fromkeys(loc.vocab.tokenize(query)) if w not in loc.vocab]
     status = (
         f"{len(result['spans'])} spans of **{_md(query)}** in `{path.name}` "
         f"({result['duration']:.2f} s), model `{loc.variant}`."
