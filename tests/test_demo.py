@@ -180,3 +180,17 @@ def test_page_wires_the_inputs_to_the_outputs() -> None:
     assert outputs == ["dynpath-status", "dynpath-route", "dynpath-timeline"]
     assert deps[("dynpath-query", "submit")] == deps[("dynpath-run", "click")]
     assert deps[("dynpath-listed", "change")][1][0] == "dynpath-video"
+
+
+def test_a_taken_port_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        argv = ["--params", str(tmp_path / "none.yaml"), "demo", "--port", str(port)]
+        assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"cannot serve on 127.0.0.1:{port}" in err and "pick another --port" in err
+    assert "Traceback" not in err

@@ -99,6 +99,7 @@ class ModelCache:
 
     ``predict`` is thread-safe (see :mod:`dynpath.tracking.localizer`), so one instance serves
     every visitor; the lock only keeps two first requests from loading the same model twice.
+    A ``models:/NAME@ALIAS`` is resolved once per server: restart it after moving the alias.
     """
 
     def __init__(self, device: str = "auto", loader: Callable[..., Localizer] | None = None):
@@ -496,7 +497,10 @@ def serve(
     try:
         _launch(app, host, port, allowed, theme)
     except OSError as err:  # port taken, address not on this machine
-        raise DynpathError(f"cannot serve on {host}:{port}: {err}; pick another --port") from None
+        reason = str(err).split(". ")[0]  # Gradio's own advice names its env variables
+        raise DynpathError(
+            f"cannot serve on {host}:{port}: {reason}; pick another --port"
+        ) from None
 
 
 def _launch(app: Any, host: str, port: int, allowed: list[str], theme: Any) -> None:
