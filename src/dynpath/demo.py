@@ -489,6 +489,8 @@ def serve(
         font=["ui-sans-serif", "system-ui", "sans-serif"],
         font_mono=["ui-monospace", "monospace"],
     )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("demo: bound to %s: other machines can reach the page and upload files", host)
     # the listed videos are served to the player; nothing else outside Gradio's upload cache
     allowed = sorted({str(p.parent) for p in catalog.videos.values()})
     log.info(
