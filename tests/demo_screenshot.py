@@ -36,7 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         page.set_default_timeout(120_000)
         page.goto(args.url)
         page.click("#dynpath-listed input")
-        page.get_by_role("option", name=args.video).click()
+        page.keyboard.type(args.video)  # filters the list, which shows its first 100
+        page.get_by_role("option", name=args.video, exact=True).click()
         page.wait_for_function(
             "() => document.querySelector('#dynpath-query textarea').value.length > 0"
         )
