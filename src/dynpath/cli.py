@@ -163,6 +163,22 @@ def _localize(args: argparse.Namespace) -> Any:
     return None
 
 
+def _demo(args: argparse.Namespace) -> Any:
+    from dynpath import demo
+
+    params = Path(args.params)
+    cfg = load_config(params) if params.is_file() else None  # uploads work without a project
+    demo.serve(
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        cfg=cfg,
+        videos_dir=Path(args.videos) if args.videos else None,
+        device=args.device,
+    )
+    return None
+
+
 def _bench(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
     from dynpath.bench import run_bench
@@ -268,6 +284,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--topk", type=int, default=5)
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--json", action="store_true")
+
+    p = add("demo", _demo, "serve a local web page to try a model on a video and a sentence")
+    p.add_argument(
+        "--model",
+        default="outputs/models/dynamic",
+        help="initial model: a training directory, models:/NAME@ALIAS or runs:/ID/model",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine)")
+    p.add_argument("--port", type=int, default=7860)
+    p.add_argument("--videos", help="directory of videos to list (default: data.videos)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
 
     p = add("bench", _bench, "benchmark suite (writes a JSON and prints a table)")
     p.add_argument("--output", default="outputs/bench.json")
