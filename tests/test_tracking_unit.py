@@ -21,7 +21,7 @@ from mlflow_server import (
 
 from dynpath.errors import DataError, DynpathError
 from dynpath.tracking import NullTracker, start_tracking
-from dynpath.tracking.localizer import Localizer, format_spans, store_duration
+from dynpath.inference.localizer import Localizer, format_spans, store_duration
 from dynpath.tracking.registry import higher_is_better
 from dynpath.tracking.tracker import (
     _Resilient,
@@ -336,7 +336,7 @@ def test_video_file_is_localized_with_the_models_own_backbone(tmp_path: Path) ->
     import pandas as pd
 
     from dynpath.extract import extract_video_features, num_clips
-    from dynpath.tracking.localizer import video_duration
+    from dynpath.inference.localizer import video_duration
     from dynpath.tracking.pyfunc_model import build_pyfunc_kwargs
 
     model_dir = make_model_dir(tmp_path, feature_dim=1024)

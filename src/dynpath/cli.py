@@ -146,7 +146,7 @@ def _model_info(args: argparse.Namespace) -> Any:
 
 
 def _localize(args: argparse.Namespace) -> Any:
-    from dynpath.tracking.localizer import Localizer, format_spans
+    from dynpath.inference.localizer import Localizer, format_spans
 
     loc = Localizer.load(args.model, device=args.device)
     result = loc.predict(
