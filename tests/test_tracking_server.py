@@ -27,10 +27,9 @@ from mlflow_server import (
 
 from dynpath.config import Config
 from dynpath.errors import TrackingError
-from dynpath.tracking import start_tracking
 from dynpath.inference.localizer import Localizer
 from dynpath.tracking.registry import promote
-from dynpath.tracking.tracker import digest_files
+from dynpath.tracking.tracker import digest_files, start_tracking
 
 # the session's server and the per-test environment pointing at it (see mlflow_server.py)
 mlflow_server = fixtures.mlflow_server

@@ -432,7 +432,7 @@ def download_model(uri: str, tracking_uri: str | None = None) -> Path:
     """Download an MLflow model URI into a temporary directory (short HTTP timeouts)."""
     import mlflow
 
-    from dynpath.tracking.tracker import configure_mlflow_env, mlflow_uris
+    from dynpath.tracking.mlflow_env import configure_mlflow_env, mlflow_uris
 
     configure_mlflow_env()
     uri_store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _params_tracking_uri()

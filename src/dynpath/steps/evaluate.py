@@ -261,7 +261,7 @@ def _log_to_mlflow(
     if not cfg.tracking.enabled:
         return run_id
     from dynpath.engine.metrics import metric_keys
-    from dynpath.tracking import start_tracking
+    from dynpath.tracking.tracker import start_tracking
 
     keys = metric_keys(ranking_ks(cfg), cfg.eval.iou_thresholds)
     values = {f"{split}_{k}": result[k] for k in keys}

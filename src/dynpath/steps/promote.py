@@ -18,8 +18,8 @@ def run(cfg: Config, version: str | None = None) -> dict[str, Any]:
     """Promote ``version`` (default: the current ``challenger``) if it beats the champion."""
     from mlflow.exceptions import MlflowException
 
+    from dynpath.tracking.mlflow_env import registered_model_name, resolve_tracking_uri
     from dynpath.tracking.registry import client_for, higher_is_better, promote
-    from dynpath.tracking.tracker import registered_model_name, resolve_tracking_uri
 
     if not cfg.tracking.enabled:
         raise TrackingError("tracking.enabled is false in params.yaml: there is no registry")

@@ -111,7 +111,7 @@ def mlflow_links(results: Sequence[VariantResult], tracking_uri: str) -> dict[st
                 if client is None:
                     from mlflow.tracking import MlflowClient
 
-                    from dynpath.tracking.tracker import configure_mlflow_env
+                    from dynpath.tracking.mlflow_env import configure_mlflow_env
 
                     configure_mlflow_env()
                     client = MlflowClient(tracking_uri=tracking_uri)
@@ -855,7 +855,7 @@ def run(
         )
     th = cfg.eval.iou_thresholds
     published = _published(cfg.data.dataset)
-    from dynpath.tracking.tracker import resolve_tracking_uri
+    from dynpath.tracking.mlflow_env import resolve_tracking_uri
 
     links = mlflow_links(results, resolve_tracking_uri(cfg))
     checks = synthetic_checks(results) if cfg.data.dataset == "synthetic" else []

@@ -9,8 +9,8 @@ Outputs (rank 0 only, each written atomically):
 - ``train_summary.json``: variant, arch, parameters, train_seconds, best_epoch, best_val,
   mlflow_run_id, pretrained_features (from the feature store), feature_dim, and how it ran.
 
-MLflow (through :func:`dynpath.tracking.start_tracking`, a no-op when disabled): the resolved
-config as params, per-epoch curves named ``epoch_<history key>`` (``epoch_train_loss``,
+MLflow (through :func:`~dynpath.tracking.tracker.start_tracking`, a no-op when disabled): the
+resolved config as params, per-epoch curves named ``epoch_<history key>`` (``epoch_train_loss``,
 ``epoch_val_r1_iou0.5``, ...) with step = epoch, and at the end ``val_<metric>`` = the metrics of
 the SELECTED checkpoint (so a run's ``val_r1_iou0.5``, which promotion compares, is that of the
 model it registered), the history and summary as artifacts, and ``best.pt`` as a pyfunc model
@@ -65,7 +65,7 @@ from dynpath.seeds import SEEDS_DIR, seed_dir, selected_seeds
 
 if TYPE_CHECKING:
     from dynpath.config import Config
-    from dynpath.tracking.tracker import NullTracker
+    from dynpath.tracking.tracker import RunTracker
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def _tracking(
     cfg: Config, variant: str, arch: str, main: bool, run_id: str | None
 ) -> Iterator[Any]:
     """The MLflow tracker on rank 0, a no-op tracker on the other ranks."""
-    from dynpath.tracking import NullTracker, start_tracking
+    from dynpath.tracking.tracker import NullTracker, start_tracking
 
     if not main:
         yield NullTracker()
@@ -427,7 +427,7 @@ def _mean(values: Sequence[Any]) -> float | None:
 
 
 def _log_inputs(
-    tracker: NullTracker,
+    tracker: RunTracker,
     cfg: Config,
     sources: dict[str, str],
     splits: dict[str, Any],
@@ -454,7 +454,7 @@ def _log_inputs(
 
 
 def _log_outputs(
-    tracker: NullTracker,
+    tracker: RunTracker,
     out_dir: Path,
     vocab_dir: Path,
     best_val: dict[str, float],

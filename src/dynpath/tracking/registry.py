@@ -175,7 +175,7 @@ def client_for(cfg: Config) -> MlflowClient:
     """A client on the configured store (``MLFLOW_TRACKING_URI`` wins), short HTTP timeouts."""
     from mlflow import MlflowClient
 
-    from dynpath.tracking.tracker import configure_mlflow_env, resolve_tracking_uri
+    from dynpath.tracking.mlflow_env import configure_mlflow_env, resolve_tracking_uri
 
     configure_mlflow_env()
     uri = resolve_tracking_uri(cfg)
