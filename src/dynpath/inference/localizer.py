@@ -303,10 +303,11 @@ class Localizer:
         durations: Sequence[float],
         topk: int = 5,
     ) -> list[dict[str, Any]]:
-        """Several (features, query, duration) triples in one forward pass."""
+        """Several (features, query, duration) triples in one forward pass, decoded by the
+        evaluator's :func:`~dynpath.engine.evaluator.decode_batch` (what was scored is served)."""
         from dynpath.data.dataset import collate
         from dynpath.data.features import resample
-        from dynpath.engine.decode import spans_to_seconds, topk_spans
+        from dynpath.engine.evaluator import decode_batch
 
         if topk < 1:
             raise DataError(f"topk must be >= 1, got {topk}")
@@ -336,36 +337,17 @@ class Localizer:
             )
         batch = collate(items).to(self.device)
         with torch.inference_mode():
-            out = self.model(batch.video, batch.video_mask, batch.words, batch.word_mask)
-            top = topk_spans(
-                out.start_logits,
-                out.end_logits,
-                batch.video_mask,
-                k=topk,
-                nms_iou=self.cfg.eval.nms_iou,
-            )
-            s_sec, e_sec = spans_to_seconds(
-                top.start, top.end, batch.num_positions, batch.durations
-            )
-        starts, ends = s_sec.cpu().tolist(), e_sec.cpu().tolist()
-        scores, valid = top.score.cpu().tolist(), top.valid.cpu().tolist()
-        routes = out.route.cpu().tolist()
+            out, preds = decode_batch(self.model, batch, k=topk, nms_iou=self.cfg.eval.nms_iou)
         results = []
-        for b, item in enumerate(items):
+        for b, (item, pred) in enumerate(zip(items, preds, strict=True)):
             spans = [
-                {
-                    "start": round(starts[b][k], 3),
-                    "end": round(ends[b][k], 3),
-                    "score": scores[b][k],
-                }
-                for k in range(topk)
-                if valid[b][k]
+                {"start": round(start, 3), "end": round(end, 3), "score": score}
+                for start, end, score in pred.spans
             ]
-            route_id = int(routes[b])
             result: dict[str, Any] = {
                 "query": item["query"],
                 "spans": spans,
-                "route": None if route_id == NO_ROUTE else ROUTE_NAMES[route_id],
+                "route": None if pred.route == NO_ROUTE else ROUTE_NAMES[pred.route],
                 "duration": round(float(item["duration"]), 3),
                 "variant": self.variant,
             }
