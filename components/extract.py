@@ -15,7 +15,7 @@ def extract(
     import json
     from pathlib import Path
 
-    from dynpath.kfp_pipeline import FEATURES_FILE, task_config
+    from dynpath.kfp.compile import FEATURES_FILE, task_config
     from dynpath.steps import extract as step
 
     cfg = task_config(params, data=data.path)

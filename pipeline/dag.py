@@ -23,7 +23,7 @@ from typing import Any
 
 import components
 from dynpath.config import Config, GpuRequest
-from dynpath.kfp_pipeline import (
+from dynpath.kfp.compile import (
     CONFIG_MAP_KEYS,
     MLFLOW_SECRET_KEYS,
     S3_SECRET_KEYS,

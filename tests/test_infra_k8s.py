@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dynpath import kfp_pipeline
+from dynpath.kfp import compile as kfp_pipeline
 from dynpath.config import Config
 
 K8S = Path(__file__).resolve().parents[1] / "infra" / "k8s"

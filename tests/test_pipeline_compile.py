@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from dynpath import kfp_pipeline
+from dynpath.kfp import compile as kfp_pipeline
 from dynpath.config import Config
 from dynpath.profiles import resolve
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dynpath import kfp_pipeline
+from dynpath.kfp import compile as kfp_pipeline
 from dynpath.config import Config
 from dynpath.errors import DataError
 from dynpath.profiles import resolve

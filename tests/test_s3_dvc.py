@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from s3_server import BIN, CREDENTIALS, s3_endpoint, s3_env  # noqa: F401  (fixtures)
 
-from dynpath import kfp_pipeline
+from dynpath.kfp import compile as kfp_pipeline
 from dynpath.config import Config
 from dynpath.profiles import resolve
 
@@ -187,7 +187,7 @@ def test_fetch_training_inputs_command(
     dest = tmp_path / "workspace"
     out = subprocess.run(
         [
-            *(sys.executable, "-m", "dynpath.kfp_pipeline", "fetch-training-inputs"),
+            *(sys.executable, "-m", "dynpath.kfp.compile", "fetch-training-inputs"),
             *("--repo", str(project.repo), "--rev", project.revs["v1"], "--dest", str(dest)),
         ],
         capture_output=True,

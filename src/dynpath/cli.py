@@ -180,7 +180,7 @@ def _profile(args: argparse.Namespace) -> Any:
 
 def _pipeline(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
-    from dynpath import kfp_pipeline
+    from dynpath.kfp import compile as kfp_pipeline
 
     if args.action == "compile":
         return {"output": str(kfp_pipeline.compile_pipeline(cfg, Path(args.output)))}
