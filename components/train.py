@@ -19,7 +19,7 @@ def train(
     import json
     from pathlib import Path
 
-    from dynpath.kfp.compile import task_config
+    from dynpath.kfp.runtime import task_config
     from dynpath.steps import train as step
 
     cfg = task_config(params, data=data.path, features=features.path)

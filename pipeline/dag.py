@@ -23,7 +23,7 @@ from typing import Any
 
 import components
 from dynpath.config import Config, GpuRequest
-from dynpath.kfp.compile import (
+from dynpath.kfp.spec import (
     CONFIG_MAP_KEYS,
     MLFLOW_SECRET_KEYS,
     S3_SECRET_KEYS,

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from s3_server import BIN, CREDENTIALS, s3_endpoint, s3_env  # noqa: F401  (fixtures)
 
-from dynpath.kfp import compile as kfp_pipeline
 from dynpath.config import Config
+from dynpath.kfp import compile as kfp_pipeline
+from dynpath.kfp import fetch
 from dynpath.profiles import resolve
 
 pytestmark = pytest.mark.slow
@@ -131,7 +132,7 @@ def test_fetch_step_brings_data_at_a_revision(
     for version, rev in project.revs.items():
         dest = tmp_path / f"fetched-{version}"
         paths = [*TRACKED, "params.yaml"]
-        manifest = kfp_pipeline.fetch_dvc_paths(str(project.repo), rev, paths, dest)
+        manifest = fetch.fetch_dvc_paths(str(project.repo), rev, paths, dest)
         assert manifest["paths"]["params.yaml"]["md5"] is None  # in git, not DVC
         assert manifest["paths"]["data/tiny"]["type"] == "directory"
         assert manifest["paths"]["data/tiny"]["md5"].endswith(".dir")
@@ -187,7 +188,7 @@ def test_fetch_training_inputs_command(
     dest = tmp_path / "workspace"
     out = subprocess.run(
         [
-            *(sys.executable, "-m", "dynpath.kfp.compile", "fetch-training-inputs"),
+            *(sys.executable, "-m", "dynpath.kfp.fetch", "fetch-training-inputs"),
             *("--repo", str(project.repo), "--rev", project.revs["v1"], "--dest", str(dest)),
         ],
         capture_output=True,
@@ -205,4 +206,4 @@ def test_fetch_without_repository_says_what_to_set(tmp_path: Path) -> None:
     from dynpath.errors import DynpathError
 
     with pytest.raises(DynpathError, match="data_repo"):
-        kfp_pipeline.fetch_dvc_paths("", "HEAD", ["data"], tmp_path)
+        fetch.fetch_dvc_paths("", "HEAD", ["data"], tmp_path)

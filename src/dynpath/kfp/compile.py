@@ -11,10 +11,9 @@ the source checkout, beside ``params.yaml``. This module is the bridge the CLI c
 - :func:`run_local` executes the whole DAG on this machine with ``kfp.local`` and the subprocess
   runner in the current environment (no container, no package install).
 
-It also holds the few runtime helpers the components call inside their pods (components hold no
-logic: :func:`task_config`, :func:`merge_variant_dirs`, :func:`fetch_dvc_paths`,
-:func:`log_metrics`). kfp and dvc are imported inside functions so that importing this module
-from a component or from ``dynpath --help`` stays cheap.
+The pods' helpers live in :mod:`dynpath.kfp.runtime`, the DAG's data (cache-key sections,
+Kubernetes object names) in :mod:`dynpath.kfp.spec`, the DVC fetch in :mod:`dynpath.kfp.fetch`.
+kfp and dvc are imported inside functions so that ``dynpath --help`` stays cheap.
 """
 
 from __future__ import annotations
@@ -23,10 +22,8 @@ import hashlib
 import importlib
 import json
 import logging
-import os
 import subprocess
 import sys
-from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,35 +31,9 @@ import dynpath
 from dynpath.config import Config
 from dynpath.errors import DataError, DynpathError
 from dynpath.io import atomic_path
+from dynpath.kfp.spec import STEP_SECTIONS, data_paths, subset_config
 
 log = logging.getLogger(__name__)
-
-#: File name of the HDF5 store inside the ``features`` artifact directory.
-FEATURES_FILE = "features.h5"
-
-#: Config keys (sections or dotted keys) each data step depends on: the ``params:`` of its
-#: dvc.yaml stage. Passing only these to the step keeps its cache key stable when an unrelated
-#: key changes: editing ``train.epochs`` must not re-extract features. The rest of the Config
-#: takes its defaults, which these steps do not read.
-STEP_SECTIONS: dict[str, tuple[str, ...]] = {
-    # the synthetic clip length follows the extractor's stride and frame rate, and the GloVe
-    # file's width follows vocab.dim (dynpath.steps.synth.params_from_config)
-    "synth": ("seed", "data", "synth", "extract.frame_rate", "extract.stride", "vocab.dim"),
-    "extract": ("seed", "data", "extract"),
-    "vocab": ("seed", "data", "vocab"),
-}
-
-#: Environment variables the pods read from Kubernetes objects (never from pipeline literals).
-#: Secrets hold credentials; the config map holds endpoints, which are not secret.
-MLFLOW_SECRET_KEYS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
-S3_SECRET_KEYS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
-CONFIG_MAP_KEYS = (
-    "MLFLOW_TRACKING_URI",
-    "MLFLOW_S3_ENDPOINT_URL",
-    "AWS_ENDPOINT_URL",
-    "AWS_DEFAULT_REGION",
-)
-
 
 # --------------------------------------------------------------------------- locating the DAG
 
@@ -133,18 +104,6 @@ def resolve_rev(rev: str, root: Path | None = None) -> str:
     return sha or rev
 
 
-def data_paths(cfg: Config) -> list[str]:
-    """The project-relative inputs a real (non-synthetic) dataset needs inside the pods."""
-    candidates = [cfg.data.root, cfg.data.videos, cfg.vocab.embeddings, cfg.extract.weights]
-    out: list[str] = []
-    for path in candidates:
-        if path and not Path(path).is_absolute() and path not in out:
-            if any(Path(path).is_relative_to(Path(p)) for p in out):
-                continue  # already inside a fetched directory
-            out.append(path)
-    return out
-
-
 def data_digest(cfg: Config, repo: str | Path = ".", rev: str | None = None) -> str:
     """A content digest of the pipeline's input data, used as a cache key.
 
@@ -154,7 +113,7 @@ def data_digest(cfg: Config, repo: str | Path = ".", rev: str | None = None) -> 
     """
     h = hashlib.sha256()
     if cfg.data.dataset == "synthetic":
-        sections = _subset(cfg.model_dump(mode="json"), STEP_SECTIONS["synth"])
+        sections = subset_config(cfg.model_dump(mode="json"), STEP_SECTIONS["synth"])
         h.update(json.dumps(sections, sort_keys=True).encode())
         return "synthetic-" + h.hexdigest()[:16]
     from dvc.api import DVCFileSystem
@@ -287,205 +246,3 @@ def run_local(cfg: Config, workdir: Path) -> dict[str, Any]:
         "files": sorted(str(p.relative_to(report)) for p in report.rglob("*") if p.is_file()),
         "summary": summary,
     }
-
-
-# --------------------------------------------------------------------------- pod runtime
-
-
-def pipeline_env_names(cfg: Config) -> dict[str, str]:
-    """Names of the Kubernetes objects the pods read their environment from."""
-    return {
-        "mlflow_secret": cfg.pipeline.mlflow_secret,
-        "s3_secret": cfg.pipeline.s3_secret,
-        "config_map": f"{cfg.pipeline.name}-config",
-    }
-
-
-def step_params(cfg: Config, step: str) -> str:
-    """The params JSON a component receives: only the sections ``step`` depends on (see
-    :data:`STEP_SECTIONS`), the whole config for the variant steps."""
-    raw = cfg.model_dump(mode="json")
-    keys = STEP_SECTIONS.get(step)
-    if keys is not None:
-        raw = _subset(raw, keys)
-    return json.dumps(raw, sort_keys=True, separators=(",", ":"))
-
-
-def _subset(raw: dict[str, Any], keys: Iterable[str]) -> dict[str, Any]:
-    """The part of ``raw`` named by sections / dotted keys, nested as in ``raw``."""
-    out: dict[str, Any] = {}
-    for dotted in keys:
-        *parents, last = dotted.split(".")
-        src, dst = raw, out
-        for key in parents:
-            src = src[key]
-            dst = dst.setdefault(key, {})
-        dst[last] = src[last]
-    return out
-
-
-def _rebase(path: str | None, root: str | Path) -> str | None:
-    if path is None or Path(path).is_absolute():
-        return path
-    return str(Path(root) / path)
-
-
-def task_config(
-    params: str, data: str | Path | None = None, features: str | Path | None = None
-) -> Config:
-    """The Config a component hands its step: ``params`` with the data paths moved into the
-    task's input artifacts.
-
-    ``data`` is the directory of the raw-data artifact, laid out like the project (the synthetic
-    generator or the DVC fetch writes ``data/<name>/...`` inside it), so every project-relative
-    data path is rebased onto it. ``features`` is the directory of the features artifact.
-    """
-    try:
-        raw: dict[str, Any] = json.loads(params)
-    except json.JSONDecodeError as err:
-        raise DynpathError(f"component input 'params' is not JSON: {err}") from None
-    if data is not None:
-        d = raw.setdefault("data", {})
-        for key in ("root", "videos"):
-            if key in d:
-                d[key] = _rebase(d[key], data)
-        if "vocab" in raw:
-            raw["vocab"]["embeddings"] = _rebase(raw["vocab"].get("embeddings"), data)
-        if "extract" in raw:
-            raw["extract"]["weights"] = _rebase(raw["extract"].get("weights"), data)
-    if features is not None:
-        raw.setdefault("data", {})["features"] = str(Path(features) / FEATURES_FILE)
-    return Config.model_validate(raw)
-
-
-def merge_variant_dirs(artifact_dirs: Iterable[str | Path], dest: Path) -> list[str]:
-    """Gather the ``<variant>/`` sub-directories of fanned-in artifacts under ``dest``.
-
-    Each train/evaluate artifact holds exactly the directory the step wrote for its variant, so
-    the report step sees the same ``models/<variant>`` and ``eval/<variant>`` layout as under
-    DVC. Symlinks, not copies: the inputs are read-only and can be large.
-    """
-    dest.mkdir(parents=True, exist_ok=True)
-    variants: list[str] = []
-    for art in artifact_dirs:
-        subdirs = [p for p in Path(art).iterdir() if p.is_dir()] if Path(art).is_dir() else []
-        if len(subdirs) != 1:
-            raise DataError(f"{art}: expected one <variant>/ directory, found {len(subdirs)}")
-        name = subdirs[0].name
-        if (dest / name).exists():
-            raise DataError(f"variant {name!r} arrives twice in the fan-in ({art})")
-        (dest / name).symlink_to(subdirs[0].resolve(), target_is_directory=True)
-        variants.append(name)
-    return sorted(variants)
-
-
-def fetch_dvc_paths(
-    repo_url: str,
-    rev: str,
-    paths: Iterable[str],
-    dest: Path,
-    exclude: Iterable[str] = (),
-) -> dict[str, Any]:
-    """Copy DVC-tracked ``paths`` of ``repo_url`` at ``rev`` into ``dest`` (same layout),
-    leaving out anything under the ``exclude`` paths (e.g. the videos inside a data root).
-
-    Data come from the repository's DVC remote (S3 credentials and endpoint from the
-    environment); the pod needs git to read the repository at ``rev``.
-    """
-    from dvc.api import DVCFileSystem
-
-    if not repo_url:
-        raise DynpathError(
-            "no data repository: set pipeline.data_repo in params.yaml or pass the pipeline "
-            "parameter data_repo (the git URL of the project holding the DVC-tracked data)"
-        )
-    fs = DVCFileSystem(repo_url, rev=rev)
-    fetched: dict[str, Any] = {}
-    for path in paths:
-        target = dest / path
-        target.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            info = fs.info(path)
-        except FileNotFoundError:
-            raise DataError(f"{path}: not found at revision {rev} of {repo_url}") from None
-        skip = [Path(e) for e in exclude if Path(e).is_relative_to(Path(path))]
-        if info["type"] != "directory":
-            fs.get(path, str(target))
-        elif not skip:
-            fs.get(path, str(target), recursive=True)
-        else:
-            for file in fs.find(path):
-                rel = Path(file.lstrip("/"))
-                if not any(rel.is_relative_to(e) for e in skip):
-                    (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-                    fs.get_file(file, str(dest / rel))
-        md5 = info.get("md5") or (info.get("dvc_info") or {}).get("md5")
-        fetched[path] = {"type": info["type"], "md5": md5}
-    return {"repo": repo_url, "rev": rev, "paths": fetched}
-
-
-def log_metrics(metrics: Mapping[str, Any], sink: Any, prefix: str = "") -> int:
-    """Log the numeric leaves of a metrics.json to a KFP ``Metrics`` artifact (flattened keys)."""
-    count = 0
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            count += log_metrics(value, sink, prefix=f"{name}.")
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            sink.log_metric(name, float(value))
-            count += 1
-    return count
-
-
-def environment_summary() -> dict[str, bool]:
-    """Which of the pod-side variables are set (names only: values may be credentials)."""
-    names = (*MLFLOW_SECRET_KEYS, *S3_SECRET_KEYS, *CONFIG_MAP_KEYS)
-    return {name: bool(os.environ.get(name)) for name in names}
-
-
-def fetch_training_inputs(
-    repo_url: str, rev: str, dest: Path, vocab_dir: str = "outputs/vocab"
-) -> dict[str, Any]:
-    """Bring what ``dynpath train`` reads into ``dest``: params.yaml, then (as that file says)
-    the annotations, the feature store and the vocabulary, all at ``rev`` (Kubeflow Trainer's
-    init container; the stage outputs must have been ``dvc push``-ed)."""
-    from dynpath.config import load_config
-
-    first = fetch_dvc_paths(repo_url, rev, ["params.yaml"], dest)
-    cfg = load_config(dest / "params.yaml")
-    paths = [p for p in (cfg.data.root, cfg.data.features, vocab_dir) if not Path(p).is_absolute()]
-    rest = fetch_dvc_paths(repo_url, rev, paths, dest, exclude=[cfg.data.videos])
-    return {**rest, "paths": {**first["paths"], **rest["paths"]}}
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m dynpath.kfp_pipeline fetch|fetch-training-inputs``: the data fetch of the
-    pipeline as a command, for containers outside KFP (the Kubeflow Trainer init container)."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="python -m dynpath.kfp_pipeline")
-    sub = parser.add_subparsers(dest="command", required=True)
-    fetch = sub.add_parser("fetch", help="copy DVC-tracked paths at a revision")
-    fetch.add_argument("paths", nargs="+")
-    inputs = sub.add_parser("fetch-training-inputs", help="params.yaml + what training reads")
-    inputs.add_argument("--vocab", default="outputs/vocab")
-    for p in (fetch, inputs):
-        p.add_argument("--repo", required=True, help="git URL (or path) of the DVC project")
-        p.add_argument("--rev", default="HEAD")
-        p.add_argument("--dest", default=".", type=Path)
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        if args.command == "fetch":
-            result = fetch_dvc_paths(args.repo, args.rev, args.paths, args.dest)
-        else:
-            result = fetch_training_inputs(args.repo, args.rev, args.dest, args.vocab)
-    except DynpathError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(result, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
