@@ -31,20 +31,11 @@ import pandas as pd
 
 from dynpath.errors import DataError
 from dynpath.seeds import seed_dir
+from dynpath.variants import PAPER_ORDER
+from dynpath.variants import TABLE as VARIANT_TABLE
 
 #: Rows of Tables III/IV, in the paper's order (the paper's model, "Ours", last).
-TABLE_ORDER: tuple[str, ...] = (
-    "exploitation_only",
-    "exploration_only",
-    "exploitation_wo_lml",
-    "exploration_wo_te",
-    "network_parallel",
-    "sum_fusion",
-    "multiply_fusion",
-    "concat_fusion",
-    "soft_dynamic",
-    "dynamic",
-)
+TABLE_ORDER: tuple[str, ...] = PAPER_ORDER
 
 ROUTES: tuple[str, ...] = ("exploitation", "exploration")
 
@@ -134,20 +125,9 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"{path}: not valid JSON ({err})") from None
 
 
-#: Row labels of Tables III/IV. The model registry holds the same labels (a test keeps them equal);
-#: they are repeated here so that reading results never imports torch.
-DISPLAY: dict[str, str] = {
-    "exploitation_only": "exploitation module only",
-    "exploration_only": "exploration module only",
-    "exploitation_wo_lml": "exploitation w/o LML",
-    "exploration_wo_te": "exploration w/o TE",
-    "network_parallel": "network parallel",
-    "sum_fusion": "Sum fusion",
-    "multiply_fusion": "Multiply fusion",
-    "concat_fusion": "Concatenate fusion",
-    "soft_dynamic": "Soft dynamic",
-    "dynamic": "Ours",
-}
+#: Row labels of Tables III/IV (from the torch-free variant table: reading results never imports
+#: torch).
+DISPLAY: dict[str, str] = {v.name: v.label for v in VARIANT_TABLE}
 
 
 def display_name(variant: str, arch: str) -> str:
