@@ -13,20 +13,18 @@ from pathlib import Path
 from typing import Any
 
 from dynpath.config import Config
+from dynpath.stages import KFP_DATA_STEPS, kfp_sections
 
 #: File name of the HDF5 store inside the ``features`` artifact directory.
 FEATURES_FILE = "features.h5"
 
-#: Config keys (sections or dotted keys) each data step depends on: the ``params:`` of its
-#: dvc.yaml stage. Passing only these to the step keeps its cache key stable when an unrelated
-#: key changes: editing ``train.epochs`` must not re-extract features. The rest of the Config
-#: takes its defaults, which these steps do not read.
+#: Config keys (sections or dotted keys) each data step depends on, from the stage table
+#: (:func:`dynpath.stages.kfp_sections`: the DVC stage's keys, data paths as one section). Passing
+#: only these to the step keeps its cache key stable when an unrelated key changes: editing
+#: ``train.epochs`` must not re-extract features. The rest of the Config takes its defaults, which
+#: these steps do not read.
 STEP_SECTIONS: dict[str, tuple[str, ...]] = {
-    # the synthetic clip length follows the extractor's stride and frame rate, and the GloVe
-    # file's width follows vocab.dim (dynpath.steps.synth.params_from_config)
-    "synth": ("seed", "data", "synth", "extract.frame_rate", "extract.stride", "vocab.dim"),
-    "extract": ("seed", "data", "extract"),
-    "vocab": ("seed", "data", "vocab"),
+    step: kfp_sections(stage) for step, stage in KFP_DATA_STEPS.items()
 }
 
 #: Environment variables the pods read from Kubernetes objects (never from pipeline literals).
