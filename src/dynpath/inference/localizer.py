@@ -37,7 +37,6 @@ from dynpath.model.output import NO_ROUTE, ROUTE_NAMES
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "best.pt"
-CONFIG_FILE = "config.yaml"
 VOCAB_FILES = ("vocab.json", "embeddings.npy", "vocab_report.json")
 
 

@@ -17,6 +17,7 @@ from typing import Any
 from dynpath.config import Config
 from dynpath.errors import DataError, DynpathError
 from dynpath.kfp.spec import FEATURES_FILE
+from dynpath.tracking.params import numeric_metrics
 
 
 def _rebase(path: str | None, root: str | Path) -> str | None:
@@ -75,13 +76,9 @@ def merge_variant_dirs(artifact_dirs: Iterable[str | Path], dest: Path) -> list[
 
 
 def log_metrics(metrics: Mapping[str, Any], sink: Any, prefix: str = "") -> int:
-    """Log the numeric leaves of a metrics.json to a KFP ``Metrics`` artifact (flattened keys)."""
-    count = 0
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            count += log_metrics(value, sink, prefix=f"{name}.")
-        elif isinstance(value, int | float) and not isinstance(value, bool):
-            sink.log_metric(name, float(value))
-            count += 1
-    return count
+    """Log the numeric leaves of a metrics.json to a KFP ``Metrics`` artifact (flattened keys,
+    as MLflow gets them: :func:`dynpath.tracking.params.numeric_metrics`)."""
+    values = numeric_metrics(metrics)
+    for name, value in values.items():
+        sink.log_metric(f"{prefix}{name}", value)
+    return len(values)

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dynpath.engine.metrics import metric_key
 from dynpath.errors import DataError
 from dynpath.seeds import seed_dir
 from dynpath.variants import PAPER_ORDER
@@ -41,11 +42,6 @@ ROUTES: tuple[str, ...] = ("exploitation", "exploration")
 
 #: The paper's model; the report's checks and example queries are about it.
 MAIN_VARIANT = "dynamic"
-
-
-def metric_key(k: int, threshold: float) -> str:
-    """``r1_iou0.5``: the key format of metrics.json (same as dynpath.engine.metrics)."""
-    return f"r{k}_iou{threshold:g}"
 
 
 @dataclass

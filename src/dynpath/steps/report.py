@@ -80,10 +80,9 @@ MARKDOWN = "report.md"
 SUMMARY = "summary.json"
 CSV = "ablation.csv"
 PLOTS = "plots"
-PLOT_FILES = ("ablation.png", "routes.png", "training_curves.png")
 
-#: Acceptance checks of the synthetic benchmark (DESIGN: the embedded default must show that the
-#: model reads the video and that the selector uses both modules).
+#: Acceptance checks of the synthetic benchmark (docs/design.md: the embedded default must show
+#: that the model reads the video and that the selector uses both modules).
 SYNTHETIC_MIN_R1_05 = 70.0
 SHUFFLED_MAX_FRACTION = 0.5
 
@@ -127,11 +126,6 @@ def mlflow_links(results: Sequence[VariantResult], tracking_uri: str) -> dict[st
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _pct(fraction: Any, digits: int) -> str:
-    """A 0..1 fraction as a percentage string (a dash when unknown)."""
-    return format_cell(None if fraction is None else 100.0 * float(fraction), digits)
 
 
 def _check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> dict[str, Any]:

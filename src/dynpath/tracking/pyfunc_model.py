@@ -36,8 +36,6 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 if TYPE_CHECKING:
     from dynpath.config import Config
 
-ROW_COLUMNS = ("query", "video", "features", "duration")
-
 
 class DynpathPyfunc(PythonModel):
     """Thin adapter: DataFrame rows -> :meth:`Localizer.predict` calls."""
