@@ -31,6 +31,7 @@ import torch
 import yaml
 
 from dynpath.config import Config
+from dynpath.device import resolve_device
 from dynpath.errors import CheckpointError, DataError, DynpathError
 from dynpath.model.output import NO_ROUTE, ROUTE_NAMES
 
@@ -38,13 +39,6 @@ log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "best.pt"
 VOCAB_FILES = ("vocab.json", "embeddings.npy", "vocab_report.json")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` = CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def find_vocab_dir(model_dir: Path) -> Path | None:
@@ -108,7 +102,7 @@ class Localizer:
         from dynpath.engine.checkpoint import load_checkpoint
         from dynpath.model.registry import build_model
 
-        dev = resolve_device(device)
+        dev = resolve_device(device, setting="device")
         ckpt = load_checkpoint(weights, map_location="cpu")
         meta = ckpt["meta"]
         try:

@@ -32,6 +32,7 @@ from dynpath.config import Config
 from dynpath.errors import DataError, DynpathError
 from dynpath.io import atomic_path
 from dynpath.kfp.spec import STEP_SECTIONS, data_paths, subset_config
+from dynpath.schemas import REPORT_SUMMARY
 
 log = logging.getLogger(__name__)
 
@@ -238,7 +239,7 @@ def run_local(cfg: Config, workdir: Path) -> dict[str, Any]:
     )
     task = pipeline_func()
     report = Path(task.output.path)
-    summary_file = report / "summary.json"
+    summary_file = report / REPORT_SUMMARY
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
     return {
         "pipeline_root": str(workdir),

@@ -31,6 +31,7 @@ import pandas as pd
 
 from dynpath.engine.metrics import metric_key
 from dynpath.errors import DataError
+from dynpath.schemas import HISTORY, METRICS, PREDICTIONS, TRAIN_SUMMARY, VAL_PREDICTIONS
 from dynpath.seeds import seed_dir
 from dynpath.variants import PAPER_ORDER
 from dynpath.variants import TABLE as VARIANT_TABLE
@@ -146,12 +147,12 @@ def ordered_variants(names: Sequence[str]) -> list[str]:
 
 def _load_run(seed: int | None, eval_dir: Path, model_dir: Path) -> SeedRun | None:
     """One seed's run from its eval and model directories; None without metrics.json."""
-    mpath = eval_dir / "metrics.json"
+    mpath = eval_dir / METRICS
     if not mpath.exists():
         return None
-    hpath = model_dir / "history.json"
+    hpath = model_dir / HISTORY
     history = _read_json(hpath) if hpath.exists() else []
-    ppath, vpath = eval_dir / "predictions.jsonl", eval_dir / "val_predictions.jsonl"
+    ppath, vpath = eval_dir / PREDICTIONS, eval_dir / VAL_PREDICTIONS
     return SeedRun(
         seed=seed,
         metrics=_read_json(mpath),
@@ -190,7 +191,7 @@ def load_results(
                 missing_seeds.append(s)
             else:
                 runs.append(run)
-        tpath = mdir / "train_summary.json"
+        tpath = mdir / TRAIN_SUMMARY
         train = _read_json(tpath) if tpath.exists() else {}
         arch = str(primary.metrics.get("arch") or train.get("arch") or name)
         results.append(

@@ -72,12 +72,13 @@ from dynpath.report.tables import (
     shuffled_table,
     still_rising_flags,
 )
+from dynpath.schemas import REPORT_SUMMARY
 
 log = logging.getLogger(__name__)
 
 HTML = "report.html"
 MARKDOWN = "report.md"
-SUMMARY = "summary.json"
+SUMMARY = REPORT_SUMMARY
 CSV = "ablation.csv"
 PLOTS = "plots"
 
