@@ -49,6 +49,57 @@ def test_the_graph_sees_function_level_and_dynamic_imports(tmp_path: Path) -> No
         assert cycle[0] == cycle[-1]
 
 
+#: docs/design.md, "Import rules": the layers, lowest first; a module imports from its own layer
+#: or below. The longest matching prefix decides (``dynpath.kfp`` is above ``dynpath``).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    (
+        "dynpath",
+        "dynpath.errors",
+        "dynpath.io",
+        "dynpath.registry",
+        "dynpath.config",
+        "dynpath.variants",
+        "dynpath.stages",
+        "dynpath.schemas",
+        "dynpath.device",
+        "dynpath.seeds",
+        "dynpath.s3",
+        "dynpath.profiles",
+    ),
+    ("dynpath.data", "dynpath.extract", "dynpath.model"),
+    ("dynpath.engine",),
+    ("dynpath.inference", "dynpath.tracking"),
+    ("dynpath.steps", "dynpath.report", "dynpath.bench"),
+    ("dynpath.cli", "dynpath.kfp", "components", "pipeline"),
+)
+
+
+def layer_of(module: str) -> int | None:
+    best: tuple[int, int] | None = None
+    for i, names in enumerate(LAYERS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and (
+                best is None or len(name) > best[1]
+            ):
+                best = (i, len(name))
+    return None if best is None else best[0]
+
+
+def test_every_module_has_a_layer_and_imports_downwards() -> None:
+    graph = import_graph(SOURCES)
+    unplaced = sorted(m for m in graph if layer_of(m) is None)
+    assert not unplaced, f"place these modules in a layer (docs/design.md): {unplaced}"
+    upward = [
+        f"{a} -> {b}"
+        for a, deps in sorted(graph.items())
+        for b in sorted(deps)
+        if (layer_of(b) or 0) > (layer_of(a) or 0)
+    ]
+    assert not upward, "imports from a higher layer (docs/design.md, Import rules):\n" + "\n".join(
+        upward
+    )
+
+
 @pytest.mark.parametrize("name", ["dynpath.config", "components.train", "pipeline.dag"])
 def test_every_source_root_is_in_the_graph(name: str) -> None:
     assert name in import_graph(SOURCES)
