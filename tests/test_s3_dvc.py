@@ -158,8 +158,7 @@ def test_fetch_data_component_runs_in_kfp_local(
     from kfp import local
 
     project.clear_local()
-    kfp_pipeline._import_dag()  # puts the checkout's components/ on sys.path
-    import components
+    from dynpath.kfp import components
 
     comps = components.load("ghcr.io/dynpath/dynpath:test")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))

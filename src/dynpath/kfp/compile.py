@@ -1,7 +1,8 @@
-"""Kubeflow Pipelines: compile, submit and run locally the DAG of ``pipeline/`` (and its runtime).
+"""Kubeflow Pipelines: compile, submit and run locally the DAG of :mod:`dynpath.kfp.dag`.
 
-The DAG itself lives in ``pipeline/dag.py`` and its components in ``components/`` at the root of
-the source checkout, beside ``params.yaml``. This module is the bridge the CLI calls
+The DAG lives in :mod:`dynpath.kfp.dag` and its components in :mod:`dynpath.kfp.components`
+(re-exported by the top-level ``pipeline/`` and ``components/`` packages of the checkout). This
+module is the bridge the CLI calls
 (``dynpath pipeline compile|submit|run-local``):
 
 - :func:`compile_pipeline` builds the DAG from a :class:`~dynpath.config.Config` and writes the
@@ -19,11 +20,9 @@ kfp and dvc are imported inside functions so that ``dynpath --help`` stays cheap
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import logging
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -40,35 +39,19 @@ log = logging.getLogger(__name__)
 
 
 def project_root() -> Path:
-    """The source checkout holding ``pipeline/dag.py`` and ``components/``.
-
-    The current directory wins (the CLI is run beside params.yaml); otherwise the checkout this
-    package was installed from in editable mode. A wheel install (e.g. inside the image) has
-    neither, and compiling needs the checkout anyway, so say so.
+    """The source checkout whose git commit keys the cache (:func:`code_version`) and whose
+    ``origin`` holds the data: the current directory when it is one (the CLI is run beside
+    params.yaml), else the checkout this package was installed from in editable mode. A wheel
+    install (e.g. inside the image) has neither, so say so.
     """
-    here = Path(__file__).resolve().parents[2]
+    here = Path(__file__).resolve().parents[3]
     for root in (Path.cwd(), here):
-        if (root / "pipeline" / "dag.py").is_file() and (root / "components").is_dir():
+        if (root / "src" / "dynpath").is_dir() and (root / "pyproject.toml").is_file():
             return root.resolve()
     raise DynpathError(
-        "the Kubeflow DAG (pipeline/dag.py, components/) was not found in the current "
+        "the dynpath source checkout (src/dynpath, pyproject.toml) was not found in the current "
         f"directory {Path.cwd()} nor in {here}: run `dynpath pipeline` from the source checkout"
     )
-
-
-def _import_dag() -> Any:
-    """Import ``pipeline.dag`` from the checkout (top-level packages beside params.yaml)."""
-    root = project_root()
-    if str(root) not in sys.path:
-        sys.path.insert(0, str(root))
-    module = importlib.import_module("pipeline.dag")
-    origin = Path(module.__file__ or "").resolve()
-    if root not in origin.parents:
-        raise DynpathError(
-            f"imported pipeline.dag from {origin}, not from {root}: another installed package "
-            "named 'pipeline' shadows the project's; uninstall it or run from the checkout"
-        )
-    return module
 
 
 # --------------------------------------------------------------------------- cache keys
@@ -142,7 +125,8 @@ def data_digest(cfg: Config, repo: str | Path = ".", rev: str | None = None) -> 
 
 def build_pipeline(cfg: Config) -> Any:
     """The ``@dsl.pipeline`` function for ``cfg`` with its cache keys resolved from the checkout."""
-    dag = _import_dag()
+    from dynpath.kfp import dag  # imports kfp.dsl (the components' module level)
+
     root = project_root()
     rev = resolve_rev(cfg.pipeline.data_rev, root)
     return dag.build_pipeline(

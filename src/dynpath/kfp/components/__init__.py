@@ -14,14 +14,14 @@ dependencies.
 from dataclasses import dataclass
 from typing import Any
 
-from components.evaluate import evaluate
-from components.extract import extract
-from components.fetch_data import fetch_data
-from components.promote import promote
-from components.report import report
-from components.synth import synth
-from components.train import train
-from components.vocab import vocab
+from dynpath.kfp.components.evaluate import evaluate
+from dynpath.kfp.components.extract import extract
+from dynpath.kfp.components.fetch_data import fetch_data
+from dynpath.kfp.components.promote import promote
+from dynpath.kfp.components.report import report
+from dynpath.kfp.components.synth import synth
+from dynpath.kfp.components.train import train
+from dynpath.kfp.components.vocab import vocab
 
 FUNCTIONS = {
     "fetch_data": fetch_data,

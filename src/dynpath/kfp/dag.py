@@ -21,8 +21,8 @@ there is no registry and the DAG ends at the report.
 
 from typing import Any
 
-import components
 from dynpath.config import Config, GpuRequest
+from dynpath.kfp import components
 from dynpath.kfp.spec import (
     CONFIG_MAP_KEYS,
     MLFLOW_SECRET_KEYS,
