@@ -1,7 +1,7 @@
 """What the Kubeflow DAG is made of, as data: the sections each data step's cache key covers,
 the Kubernetes objects the pods read their environment from, the paths a real dataset needs.
 
-Read by the DAG (:mod:`dynpath.kfp.dag` / ``pipeline/dag.py``) at compile time and by tests; it
+Read by the DAG (:mod:`dynpath.kfp.dag`) at compile time and by tests; it
 imports neither kfp nor the DAG, so the components and the DAG can both depend on it.
 """
 
