@@ -1,65 +1,8 @@
-"""Kubeflow (kfp v2) components of the dynpath DAG: one thin wrapper per step.
-
-Each module holds one Python function that calls one ``dynpath.steps`` function (or, for
-``fetch_data``, the DVC fetch helper) and passes data as typed artifacts. KFP ships only the
-function's source into the pod, so the modules import nothing but the standard library and
-``kfp.dsl`` at the top; everything else is imported inside the function body.
-
-The container image is a property of the deployment (``pipeline.image`` in params.yaml), not of
-the code, so the functions are turned into components by :func:`load` with that image, with no
-package installed at run time: the image already holds dynpath, kfp and their locked
-dependencies.
+"""The Kubeflow components of the dynpath DAG, as the project's layout promises them at the top
+level. The code lives in :mod:`dynpath.kfp.components` (one module per step, inside the package so
+that nothing needs the checkout on ``sys.path``); this package only re-exports it.
 """
 
-from dataclasses import dataclass
-from typing import Any
+from dynpath.kfp.components import FUNCTIONS, Components, load
 
-from components.evaluate import evaluate
-from components.extract import extract
-from components.fetch_data import fetch_data
-from components.promote import promote
-from components.report import report
-from components.synth import synth
-from components.train import train
-from components.vocab import vocab
-
-FUNCTIONS = {
-    "fetch_data": fetch_data,
-    "synth": synth,
-    "extract": extract,
-    "vocab": vocab,
-    "train": train,
-    "evaluate": evaluate,
-    "report": report,
-    "promote": promote,
-}
-
-
-@dataclass(frozen=True)
-class Components:
-    """The step components built for one image (kfp ``PythonComponent`` objects)."""
-
-    fetch_data: Any
-    synth: Any
-    extract: Any
-    vocab: Any
-    train: Any
-    evaluate: Any
-    report: Any
-    promote: Any
-
-
-def load(image: str) -> Components:
-    """Build every component to run in ``image``, without installing anything at run time."""
-    from kfp import dsl
-
-    built = {
-        name: dsl.component(
-            func,
-            base_image=image,
-            install_kfp_package=False,
-            packages_to_install=None,
-        )
-        for name, func in FUNCTIONS.items()
-    }
-    return Components(**built)
+__all__ = ["FUNCTIONS", "Components", "load"]

@@ -53,3 +53,24 @@ def test_data_step_checks_a_real_dataset(
     assert main(["--params", str(params), "data"]) == 2
     assert "missing" in capsys.readouterr().err
     assert not (tmp_path / "missing").exists()  # a real dataset's folder is never created
+
+
+def test_model_info_applies_nested_variant_overrides(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`dynpath model-info` reads a variant's overrides with the same parser as training: the
+    nested form `dvc exp run -S variants.small.model.dim=16` writes counts like the dotted one."""
+    import json
+
+    counts = {}
+    for form, override in {
+        "dotted": {"model.dim": 16, "model.heads": 2},
+        "nested": {"model": {"dim": 16, "heads": 2}},
+        "none": {},
+    }.items():
+        params = tmp_path / f"{form}.yaml"
+        params.write_text(yaml.safe_dump({"variants": {"small": {"arch": "dynamic", **override}}}))
+        assert main(["--params", str(params), "model-info", "--json"]) == 0
+        [row] = json.loads(capsys.readouterr().out)
+        counts[form] = row["parameters"]
+    assert counts["nested"] == counts["dotted"] < counts["none"]

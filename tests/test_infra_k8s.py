@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from dynpath import kfp_pipeline
 from dynpath.config import Config
+from dynpath.kfp import spec as kfp_spec
 
 K8S = Path(__file__).resolve().parents[1] / "infra" / "k8s"
 KUSTOMIZATIONS = sorted(p.parent for p in K8S.rglob("kustomization.yaml"))
@@ -200,11 +200,11 @@ def test_no_credentials_are_committed() -> None:
 
 def test_kubeflow_objects_match_what_the_pipeline_reads() -> None:
     cfg = Config()
-    names = kfp_pipeline.pipeline_env_names(cfg)
+    names = kfp_spec.pipeline_env_names(cfg)
     objs = {(o["kind"], o["metadata"]["name"]): o["data"] for o in render(K8S / "kubeflow")}
-    assert set(objs[("ConfigMap", names["config_map"])]) == set(kfp_pipeline.CONFIG_MAP_KEYS)
-    assert set(objs[("Secret", names["s3_secret"])]) == set(kfp_pipeline.S3_SECRET_KEYS)
-    assert set(objs[("Secret", names["mlflow_secret"])]) == set(kfp_pipeline.MLFLOW_SECRET_KEYS)
+    assert set(objs[("ConfigMap", names["config_map"])]) == set(kfp_spec.CONFIG_MAP_KEYS)
+    assert set(objs[("Secret", names["s3_secret"])]) == set(kfp_spec.S3_SECRET_KEYS)
+    assert set(objs[("Secret", names["mlflow_secret"])]) == set(kfp_spec.MLFLOW_SECRET_KEYS)
 
 
 def test_mlflow_server_has_postgres_s3_artifacts_and_auth() -> None:

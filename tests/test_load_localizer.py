@@ -28,7 +28,7 @@ from reliability_workspace import VARIANT, Workspace, build_workspace
 
 from dynpath import cli
 from dynpath.data.features import FeatureStore
-from dynpath.tracking.localizer import Localizer
+from dynpath.inference.localizer import Localizer
 
 pytestmark = pytest.mark.slow
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dynpath.config import Config
+from dynpath.config import Config, ConfigError
 from dynpath.data.batch import Batch
 from dynpath.model import VARIANTS, build_model, localization_loss, model_info, variant_metadata
 from dynpath.model.layers import Masks, MultiScaleTemporalConv
@@ -391,3 +391,28 @@ def test_measure_latency_rows_and_balanced_routes() -> None:
     assert rows[("dynamic", "balanced")]["exploitation_share"] == 0.5
     assert res["ratios"]["soft_dynamic/soft_dynamic"] == 1.0
     assert "dynamic[balanced]/soft_dynamic" in res["ratios"]
+
+
+@pytest.mark.parametrize(
+    "override",
+    [{"model.dim": 16, "model.heads": 2}, {"model": {"dim": 16, "heads": 2}}],
+    ids=["dotted", "nested"],
+)
+def test_model_info_reads_overrides_like_training_does(override: dict[str, Any]) -> None:
+    """One parser: a nested ``{model: {dim: ...}}`` override (what `dvc exp run -S` writes)
+    changes the count exactly as the dotted one does, and as training's Config.variant sees it."""
+    cfg = Config.model_validate({"variants": {"small": {"arch": "dynamic", **override}}})
+    [row] = model_info(cfg)
+    arch, resolved = cfg.variant("small")
+    real = build_model(arch, resolved, np.zeros((5, 300), np.float32), 1024)
+    assert row["parameters"] == count_parameters(real)
+    assert (
+        row["parameters"]
+        < model_info(Config.model_validate({"variants": {"dynamic": {}}}))[0]["parameters"]
+    )
+
+
+def test_model_info_names_a_bad_override_key() -> None:
+    cfg = Config.model_validate({"variants": {"x": {"arch": "dynamic", "model": {"dimm": 3}}}})
+    with pytest.raises(ConfigError, match=r"variants\.x\.model\.dimm"):
+        model_info(cfg)

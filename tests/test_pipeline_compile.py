@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from dynpath import kfp_pipeline
 from dynpath.config import Config
+from dynpath.kfp import compile as kfp_pipeline
 from dynpath.profiles import resolve
 
 VARIANTS = ["dynamic", "exploitation_only", "sum_fusion"]

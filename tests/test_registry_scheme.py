@@ -22,9 +22,9 @@ from reliability_workspace import build_workspace
 import dynpath
 from dynpath.config import load_config
 from dynpath.errors import TrackingError
-from dynpath.tracking import start_tracking
-from dynpath.tracking.localizer import Localizer
+from dynpath.inference.localizer import Localizer
 from dynpath.tracking.registry import register_challenger
+from dynpath.tracking.tracker import start_tracking
 
 mlflow_server = fixtures.mlflow_server
 mlflow_env = fixtures.mlflow_env

@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from s3_server import BIN, CREDENTIALS, s3_endpoint, s3_env  # noqa: F401  (fixtures)
 
-from dynpath import kfp_pipeline
 from dynpath.config import Config
+from dynpath.kfp import compile as kfp_pipeline
+from dynpath.kfp import fetch
 from dynpath.profiles import resolve
 
 pytestmark = pytest.mark.slow
@@ -131,7 +132,7 @@ def test_fetch_step_brings_data_at_a_revision(
     for version, rev in project.revs.items():
         dest = tmp_path / f"fetched-{version}"
         paths = [*TRACKED, "params.yaml"]
-        manifest = kfp_pipeline.fetch_dvc_paths(str(project.repo), rev, paths, dest)
+        manifest = fetch.fetch_dvc_paths(str(project.repo), rev, paths, dest)
         assert manifest["paths"]["params.yaml"]["md5"] is None  # in git, not DVC
         assert manifest["paths"]["data/tiny"]["type"] == "directory"
         assert manifest["paths"]["data/tiny"]["md5"].endswith(".dir")
@@ -157,8 +158,7 @@ def test_fetch_data_component_runs_in_kfp_local(
     from kfp import local
 
     project.clear_local()
-    kfp_pipeline._import_dag()  # puts the checkout's components/ on sys.path
-    import components
+    from dynpath.kfp import components
 
     comps = components.load("ghcr.io/dynpath/dynpath:test")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
@@ -187,7 +187,7 @@ def test_fetch_training_inputs_command(
     dest = tmp_path / "workspace"
     out = subprocess.run(
         [
-            *(sys.executable, "-m", "dynpath.kfp_pipeline", "fetch-training-inputs"),
+            *(sys.executable, "-m", "dynpath.kfp.fetch", "fetch-training-inputs"),
             *("--repo", str(project.repo), "--rev", project.revs["v1"], "--dest", str(dest)),
         ],
         capture_output=True,
@@ -205,4 +205,4 @@ def test_fetch_without_repository_says_what_to_set(tmp_path: Path) -> None:
     from dynpath.errors import DynpathError
 
     with pytest.raises(DynpathError, match="data_repo"):
-        kfp_pipeline.fetch_dvc_paths("", "HEAD", ["data"], tmp_path)
+        fetch.fetch_dvc_paths("", "HEAD", ["data"], tmp_path)

@@ -30,7 +30,7 @@ from reliability_workspace import REPO, child_env
 from dynpath.data.vocab import Vocabulary
 from dynpath.engine.checkpoint import load_checkpoint
 from dynpath.errors import CheckpointError, DataError, DynpathError
-from dynpath.tracking.localizer import Localizer
+from dynpath.inference.localizer import Localizer
 
 SCANNED = ("src", "components", "pipeline")
 PICKLE_MODULES = {"pickle", "cPickle", "dill", "cloudpickle", "marshal", "shelve", "joblib"}

@@ -28,7 +28,7 @@ import yaml
 from reliability_workspace import REPO, VARIANT, build_workspace, params_dict, run_cli, write_params
 
 from dynpath import cli
-from dynpath.kfp_pipeline import MLFLOW_SECRET_KEYS, S3_SECRET_KEYS
+from dynpath.kfp.spec import MLFLOW_SECRET_KEYS, S3_SECRET_KEYS
 
 TAG = uuid.uuid4().hex[:12]
 SECRETS = {

@@ -27,10 +27,9 @@ from mlflow_server import (
 
 from dynpath.config import Config
 from dynpath.errors import TrackingError
-from dynpath.tracking import start_tracking
-from dynpath.tracking.localizer import Localizer
+from dynpath.inference.localizer import Localizer
 from dynpath.tracking.registry import promote
-from dynpath.tracking.tracker import digest_files
+from dynpath.tracking.tracker import digest_files, start_tracking
 
 # the session's server and the per-test environment pointing at it (see mlflow_server.py)
 mlflow_server = fixtures.mlflow_server
@@ -143,7 +142,7 @@ buf = io.StringIO()
 with contextlib.redirect_stdout(buf):
     rc = main(["localize", "--model", uri, "--features", store, "--video-id", "vidA",
                "--query", query, "--topk", "3", "--json"])
-from dynpath.tracking.localizer import Localizer
+from dynpath.inference.localizer import Localizer
 by_run = Localizer.load(run_uri).predict(features=feats, query=query, duration=30.0, topk=3)
 print("RESULT" + json.dumps({"pyfunc": pyfunc, "cli_rc": rc, "cli": json.loads(buf.getvalue()),
                              "run": by_run}))

@@ -20,16 +20,12 @@ from mlflow_server import (
 )
 
 from dynpath.errors import DataError, DynpathError
-from dynpath.tracking import NullTracker, start_tracking
-from dynpath.tracking.localizer import Localizer, format_spans, store_duration
+from dynpath.inference.localizer import Localizer, format_spans, store_duration
+from dynpath.tracking.mlflow_env import resolve_tracking_uri
+from dynpath.tracking.params import numeric_metrics, safe_params
 from dynpath.tracking.registry import higher_is_better
-from dynpath.tracking.tracker import (
-    _Resilient,
-    digest_files,
-    numeric_metrics,
-    resolve_tracking_uri,
-    safe_params,
-)
+from dynpath.tracking.resilience import Resilient
+from dynpath.tracking.tracker import NullTracker, digest_files, start_tracking
 
 QUERY = "A person opens the door."
 
@@ -157,7 +153,7 @@ class FakeServer:
 
 def test_resilient_buffers_in_order_and_probes_sparingly(caplog: pytest.LogCaptureFixture) -> None:
     server = FakeServer()
-    sink = _Resilient("http://fake", probe_interval=0.2)
+    sink = Resilient("http://fake", probe_interval=0.2)
     assert sink.submit("m", lambda: server.call(0))
     server.up = False
     with caplog.at_level(logging.WARNING):
@@ -184,7 +180,7 @@ def test_resilient_drops_permanent_errors_and_counts_what_never_arrived() -> Non
         raise MlflowException("param changed", error_code=INVALID_PARAMETER_VALUE)
 
     server = FakeServer()
-    sink = _Resilient("http://fake", probe_interval=0.0)
+    sink = Resilient("http://fake", probe_interval=0.0)
     assert not sink.submit("log_params", rejected)
     assert not sink.down and sink.dropped_calls == 1 and not sink.pending  # not retried
     server.up = False
@@ -336,7 +332,7 @@ def test_video_file_is_localized_with_the_models_own_backbone(tmp_path: Path) ->
     import pandas as pd
 
     from dynpath.extract import extract_video_features, num_clips
-    from dynpath.tracking.localizer import video_duration
+    from dynpath.inference.localizer import video_duration
     from dynpath.tracking.pyfunc_model import build_pyfunc_kwargs
 
     model_dir = make_model_dir(tmp_path, feature_dim=1024)
@@ -366,7 +362,7 @@ def test_mlflow_artifact_bars_only_on_a_terminal(
     import io
     import sys
 
-    from dynpath.tracking.tracker import configure_mlflow_env
+    from dynpath.tracking.mlflow_env import configure_mlflow_env
 
     class Stream(io.StringIO):
         def isatty(self) -> bool:

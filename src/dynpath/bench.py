@@ -52,6 +52,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from dynpath.config import Config, ModelConfig
 from dynpath.data.batch import Batch
+from dynpath.device import resolve_device
 from dynpath.io import write_json
 from dynpath.model.layers import Masks, MultiScaleLSTM
 from dynpath.model.loss import localization_loss
@@ -847,11 +848,7 @@ def run_bench(
     cfg: Config, output: Path, quick: bool = False, device: str = "auto"
 ) -> dict[str, Any]:
     """Run every section, write ``output`` (JSON) and print the table; returns a summary."""
-    dev = torch.device(
-        "cuda"
-        if device == "auto" and torch.cuda.is_available()
-        else ("cpu" if device == "auto" else device)
-    )
+    dev = resolve_device(device, setting="--device")
     repeats = 2 if quick else 7
     threads = cfg.train.threads if dev.type == "cpu" else 0
     paper_shape = QUICK_SHAPE if quick else PAPER_SHAPE

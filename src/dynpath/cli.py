@@ -146,7 +146,7 @@ def _model_info(args: argparse.Namespace) -> Any:
 
 
 def _localize(args: argparse.Namespace) -> Any:
-    from dynpath.tracking.localizer import Localizer, format_spans
+    from dynpath.inference.localizer import Localizer, format_spans
 
     loc = Localizer.load(args.model, device=args.device)
     result = loc.predict(
@@ -196,7 +196,7 @@ def _profile(args: argparse.Namespace) -> Any:
 
 def _pipeline(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
-    from dynpath import kfp_pipeline
+    from dynpath.kfp import compile as kfp_pipeline
 
     if args.action == "compile":
         return {"output": str(kfp_pipeline.compile_pipeline(cfg, Path(args.output)))}

@@ -278,17 +278,24 @@ class Config(_Section):
             raise ValueError(f"training seeds must be unique; repeated: {repeated}")
         return v
 
-    def variant(self, name: str) -> tuple[str, Config]:
-        """The architecture name and the fully resolved config of variant ``name``."""
+    def variant_overrides(self, name: str) -> tuple[str, dict[str, Any]]:
+        """The architecture name and the dotted overrides of variant ``name``: the one parser of
+        ``variants:`` entries (flat ``model.dropout`` and nested ``{model: {dropout: ...}}`` alike),
+        used by :meth:`variant` and by ``dynpath model-info``."""
         if name not in self.variants:
             raise ConfigError(
                 f"unknown variant {name!r}: params.yaml 'variants' has {sorted(self.variants)}"
             )
         overrides = _flatten(dict(self.variants[name] or {}))
         arch = str(overrides.pop("arch", name))
+        return arch, overrides
+
+    def variant(self, name: str) -> tuple[str, Config]:
+        """The architecture name and the fully resolved config of variant ``name``."""
+        arch, overrides = self.variant_overrides(name)
         raw = self.model_dump(mode="python")
         for dotted, value in overrides.items():
-            _set_dotted(raw, dotted, value, where=f"variants.{name}.{dotted}")
+            set_dotted(raw, dotted, value, where=f"variants.{name}.{dotted}")
         return arch, _validate(raw, source=f"variants.{name}")
 
 
@@ -305,7 +312,9 @@ def _flatten(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _set_dotted(raw: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+def set_dotted(raw: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    """Set one existing key of a config mapping by its dotted path; a missing key is an error
+    naming ``where`` (no silent new keys)."""
     keys = dotted.split(".")
     node: Any = raw
     for key in keys[:-1]:
@@ -352,7 +361,7 @@ def load_config(
         if "seeds" not in raw and "seeds" not in overrides:
             del full["seeds"]  # still derived from `seed`, which an override may change
         for dotted, value in overrides.items():
-            _set_dotted(full, dotted, value, where=f"{path}: override")
+            set_dotted(full, dotted, value, where=f"{path}: override")
         cfg = _validate(full, source=f"{path} (with overrides)")
     return cfg
 

@@ -42,7 +42,7 @@ from dynpath.errors import DynpathError
 if TYPE_CHECKING:
     from dynpath.config import Config
     from dynpath.data.types import Moment
-    from dynpath.tracking.localizer import Localizer
+    from dynpath.inference.localizer import Localizer
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ TIMELINE_CSS = """
 class ModelCache:
     """Loaded localizers by URI: the first query on a model pays the load, later ones do not.
 
-    ``predict`` is thread-safe (see :mod:`dynpath.tracking.localizer`), so one instance serves
+    ``predict`` is thread-safe (see :mod:`dynpath.inference.localizer`), so one instance serves
     every visitor; the lock only keeps two first requests from loading the same model twice.
     A ``models:/NAME@ALIAS`` is resolved once per server: restart it after moving the alias.
     """
@@ -119,7 +119,7 @@ class ModelCache:
             if uri not in self._models:
                 loader = self._loader
                 if loader is None:
-                    from dynpath.tracking.localizer import Localizer
+                    from dynpath.inference.localizer import Localizer
 
                     loader = Localizer.load
                 self._models[uri] = loader(uri, device=self.device)

@@ -215,11 +215,6 @@ def video_ids(num_videos: int) -> list[str]:
 VID_PATTERN = re.compile(r"^S\d{4,}\.mp4$")
 
 
-def _dec(x: float) -> float:
-    """Round to the 0.1 s grid of the annotation files (exact in the text, stable in floats)."""
-    return round(x * 10) / 10
-
-
 def _moment_lengths(
     rng: np.random.Generator, n: int, duration: float, min_len: float
 ) -> np.ndarray:

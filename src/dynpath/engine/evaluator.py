@@ -95,16 +95,29 @@ def predict(
             if transform is not None:
                 batch = transform(batch)
             b = batch.to(device, non_blocking=True)
-            out = forward(model, b, amp_dtype)
-            top = topk_spans(
-                out.start_logits.float(), out.end_logits.float(), b.video_mask, k, nms_iou
-            )
-            preds.extend(
-                _to_predictions(batch, top.start, top.end, top.score, top.valid, out.route)
-            )
+            preds.extend(decode_batch(model, b, k, nms_iou, amp_dtype)[1])
     finally:
         model.train(was_training)
     return preds
+
+
+def decode_batch(
+    model: nn.Module,
+    batch: Batch,
+    k: int = 5,
+    nms_iou: float = 0.5,
+    amp_dtype: torch.dtype | None = None,
+) -> tuple[ModelOutput, list[Prediction]]:
+    """Forward + top-``k`` decoding (temporal NMS) + seconds of one batch already on the model's
+    device; the model's raw output comes back too (route probabilities, for the Localizer).
+
+    The one decoding path: evaluation (:func:`predict`) and user inference
+    (:class:`dynpath.inference.localizer.Localizer`) both go through it, so a served model
+    answers exactly what the evaluation scored. The caller sets eval mode and no-grad.
+    """
+    out = forward(model, batch, amp_dtype)
+    top = topk_spans(out.start_logits.float(), out.end_logits.float(), batch.video_mask, k, nms_iou)
+    return out, _to_predictions(batch, top.start, top.end, top.score, top.valid, out.route)
 
 
 def _to_predictions(

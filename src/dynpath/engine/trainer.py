@@ -45,7 +45,9 @@ from torch import Tensor, nn
 from torch.utils.data import DistributedSampler
 from tqdm import tqdm
 
+from dynpath import schemas
 from dynpath.data.batch import Batch
+from dynpath.device import resolve_device
 from dynpath.engine.checkpoint import (
     capture_rng,
     load_checkpoint,
@@ -61,7 +63,7 @@ log = logging.getLogger(__name__)
 
 BEST = "best.pt"
 LAST = "last.pt"
-HISTORY = "history.json"
+HISTORY = schemas.HISTORY
 
 
 class LossFn(Protocol):
@@ -110,7 +112,7 @@ def init_distributed(device_pref: str = "auto") -> DistInfo:
         return DistInfo()
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = _wants_cuda(device_pref)
+    use_cuda = resolve_device(device_pref, local_rank, setting="train.device").type == "cuda"
     if not torch_dist.is_initialized():
         backend = "nccl" if use_cuda else "gloo"
         if use_cuda:
@@ -125,24 +127,19 @@ def shutdown_distributed(info: DistInfo) -> None:
         torch_dist.destroy_process_group()
 
 
-def _wants_cuda(pref: str) -> bool:
-    if pref == "cpu":
-        return False
-    if pref.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DynpathError(f"train.device is {pref!r} but CUDA is not available here")
-        return True
-    return torch.cuda.is_available()
+def amp_dtype(enabled: bool, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``device``: bf16 where the GPU has it, else fp16;
+    None (full precision) on CPU or when off. Training, validation and evaluation share it."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
-def resolve_device(pref: str, info: DistInfo | None = None) -> torch.device:
-    """``auto`` -> CUDA when available (this rank's GPU under torchrun), else CPU."""
+def train_device(pref: str, info: DistInfo | None = None) -> torch.device:
+    """``train.device`` on this machine: :func:`dynpath.device.resolve_device`, with this rank's
+    GPU under torchrun."""
     info = info or DistInfo()
-    if not _wants_cuda(pref):
-        return torch.device("cpu")
-    if info.enabled or pref in ("auto", "cuda"):
-        return torch.device("cuda", info.local_rank if info.enabled else 0)
-    return torch.device(pref)
+    return resolve_device(pref, info.local_rank if info.enabled else None, setting="train.device")
 
 
 # --------------------------------------------------------------------------- determinism
@@ -329,9 +326,7 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, linear_decay(self.total_steps, warmup)
         )
-        self.amp_dtype: torch.dtype | None = None
-        if options.amp and self.device.type == "cuda":
-            self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        self.amp_dtype = amp_dtype(options.amp, self.device)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.progress = Progress()
 

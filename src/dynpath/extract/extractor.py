@@ -53,6 +53,7 @@ import torch
 from tqdm import tqdm
 
 from dynpath.config import ExtractConfig
+from dynpath.device import resolve_device
 from dynpath.errors import DataError, OutputError
 from dynpath.extract.backbones import LoadedBackbone, build_backbone
 from dynpath.extract.i3d import InceptionI3d
@@ -103,16 +104,6 @@ def iter_clips(frames: Iterable[np.ndarray], window: int, stride: int) -> Iterat
         raise RuntimeError(f"clip count mismatch: {n} frames, {emitted} clips, {missing} missing")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> CUDA when available else CPU; an unavailable CUDA request is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise DataError(f"extract.device={name!r} but CUDA is not available on this machine")
-    return device
-
-
 @dataclass
 class VideoFeatures:
     """Features of one video and where they came from."""
@@ -148,7 +139,7 @@ class ClipFeatureExtractor:
     ) -> None:
         self.backbone = backbone
         self.cfg = cfg
-        self.device = device or resolve_device(cfg.device)
+        self.device = device or resolve_device(cfg.device, setting="extract.device")
         model = backbone.model
         if isinstance(model, InceptionI3d):
             model = _folded_copy(model)
@@ -489,7 +480,7 @@ def _cached_extractor(
     backbone: str, weights: str | None, seed: int, cfg: ExtractConfig, device: str
 ) -> ClipFeatureExtractor:
     loaded = build_backbone(backbone, weights, seed)
-    return ClipFeatureExtractor(loaded, cfg, resolve_device(device))
+    return ClipFeatureExtractor(loaded, cfg, resolve_device(device, setting="extract.device"))
 
 
 def extract_video_features(

@@ -1,8 +1,9 @@
 """The ablation variants of Tables III/IV as registry entries, the model builder, parameter counts
 and a latency measurement shared by the tests and the benchmark.
 
-Adding a variant is one ``VARIANTS.add`` line: a :class:`VariantSpec` naming its pathway modules
-and its fusion rule. Nothing else in the code base switches on variant names.
+The variants are the rows of :data:`dynpath.variants.TABLE` (name, label, module keys, fusion);
+this module turns each into a :class:`VariantSpec` with the pathway modules of :data:`MODULES`.
+Adding a variant is one entry in that table plus, for a new module, one entry here.
 """
 
 from __future__ import annotations
@@ -16,48 +17,34 @@ from typing import Any
 import numpy as np
 import torch
 
-from dynpath.config import Config, ConfigError, ModelConfig
+from dynpath.config import Config, ConfigError, ModelConfig, set_dotted
 from dynpath.model.layers import Masks
 from dynpath.model.modules import EXPLOITATION, EXPLORATION
-from dynpath.model.network import DynamicPathwayModel, VariantSpec
+from dynpath.model.network import DynamicPathwayModel, PathwaySpec, VariantSpec
 from dynpath.model.selection import FUSIONS, DynamicSelection
 from dynpath.registry import Registry
+from dynpath.variants import TABLE as VARIANT_TABLE
+
+#: The pathway modules the variant table (:mod:`dynpath.variants`) may stack, by key.
+MODULES: dict[str, PathwaySpec] = {
+    "exploitation": EXPLOITATION,
+    "exploration": EXPLORATION,
+    # "w/o LML": LoL replaced by GoL; "w/o TE": TeN replaced by SpL
+    "exploitation_gol_gol": replace(EXPLOITATION, networks=("gol", "gol")),
+    "exploration_spl_spl": replace(EXPLORATION, networks=("spl", "spl")),
+    # ONE module whose two networks are stacked in parallel, net_a(x) + net_b(x), instead of in
+    # sequence. With the order gone, the exploitation pair (GoL, LoL) and the exploration pair
+    # (SpL, TeN) are the same architecture (GoL = TeN, LoL = SpL), so there is one such module.
+    "parallel": replace(EXPLOITATION, name="parallel", parallel=True),
+}
 
 VARIANTS: Registry[VariantSpec] = Registry("model variant")
+for _row in VARIANT_TABLE:
+    VARIANTS.add(
+        _row.name,
+        VariantSpec(_row.label, tuple(MODULES[m] for m in _row.modules), _row.fusion),
+    )
 
-_BOTH = (EXPLOITATION, EXPLORATION)
-PARALLEL = replace(EXPLOITATION, name="parallel", parallel=True)
-
-VARIANTS.add(
-    "exploitation_only", VariantSpec("exploitation module only", (EXPLOITATION,), "single")
-)
-VARIANTS.add("exploration_only", VariantSpec("exploration module only", (EXPLORATION,), "single"))
-# "w/o LML": LoL replaced by GoL; "w/o TE": TeN replaced by SpL. Both are ablations of one module,
-# so they run that module alone, like the "module only" rows they are compared with.
-VARIANTS.add(
-    "exploitation_wo_lml",
-    VariantSpec(
-        "exploitation w/o LML", (replace(EXPLOITATION, networks=("gol", "gol")),), "single"
-    ),
-)
-VARIANTS.add(
-    "exploration_wo_te",
-    VariantSpec("exploration w/o TE", (replace(EXPLORATION, networks=("spl", "spl")),), "single"),
-)
-# "network parallel" (Sec. IV-E4) is compared with the single modules: ONE module whose two
-# networks are stacked in parallel, net_a(x) + net_b(x), instead of in sequence. With the order
-# gone, the exploitation pair (GoL, LoL) and the exploration pair (SpL, TeN) are the same
-# architecture (GoL = TeN, LoL = SpL), so there is one such module and no selector.
-VARIANTS.add("network_parallel", VariantSpec("network parallel", (PARALLEL,), "single"))
-VARIANTS.add("sum_fusion", VariantSpec("Sum fusion", _BOTH, "sum"))
-VARIANTS.add("multiply_fusion", VariantSpec("Multiply fusion", _BOTH, "multiply"))
-VARIANTS.add("concat_fusion", VariantSpec("Concatenate fusion", _BOTH, "concat"))
-VARIANTS.add("soft_dynamic", VariantSpec("Soft dynamic", _BOTH, "softmax"))
-VARIANTS.add("dynamic", VariantSpec("Ours", _BOTH, "gumbel"))
-
-#: Vocabulary size used for parameter counts at the paper's configuration (the frozen word vectors
-#: are excluded from the count, so it only sizes the buffer).
-PAPER_VOCAB = 10_000
 PAPER_FEATURE_DIM = 1024  # I3D, Charades-STA
 WORD_DIM = 300  # GloVe
 
@@ -93,14 +80,16 @@ def count_parameters(model: torch.nn.Module) -> int:
 
 
 def _paper_model_config(cfg: Config, name: str) -> tuple[str, ModelConfig]:
-    """The paper's model hyper-parameters plus the variant's own ``model.*`` overrides."""
-    overrides = dict(cfg.variants.get(name) or {})
-    arch = str(overrides.pop("arch", name))
-    model = ModelConfig.model_validate({}).model_dump()  # schema defaults = paper settings
-    for key, value in overrides.items():
-        if key.startswith("model."):
-            model[key.removeprefix("model.")] = value
-    return arch, ModelConfig.model_validate(model)
+    """The paper's model hyper-parameters plus the variant's own ``model.*`` overrides (parsed
+    by :meth:`Config.variant_overrides`, so nested and dotted overrides both count)."""
+    if name not in cfg.variants:
+        return name, ModelConfig()
+    arch, overrides = cfg.variant_overrides(name)
+    raw = {"model": ModelConfig().model_dump()}  # schema defaults = paper settings
+    for dotted, value in overrides.items():
+        if dotted.startswith("model."):
+            set_dotted(raw, dotted, value, where=f"variants.{name}.{dotted}")
+    return arch, ModelConfig.model_validate(raw["model"])
 
 
 def model_info(cfg: Config) -> list[dict[str, Any]]:

@@ -15,19 +15,10 @@ import yaml
 
 from dynpath.config import Config, ConfigError, merge
 from dynpath.io import write_text
+from dynpath.variants import NAMES
 
-VARIANT_NAMES = (
-    "dynamic",
-    "soft_dynamic",
-    "exploitation_only",
-    "exploration_only",
-    "exploitation_wo_lml",
-    "exploration_wo_te",
-    "network_parallel",
-    "sum_fusion",
-    "multiply_fusion",
-    "concat_fusion",
-)
+#: The default ``variants:`` of every profile: all of the variant table, in its order.
+VARIANT_NAMES = NAMES
 
 
 def available() -> list[str]:

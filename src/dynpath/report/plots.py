@@ -14,8 +14,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from dynpath.engine.metrics import metric_key
 from dynpath.io import atomic_path
-from dynpath.report.tables import ROUTES, VariantResult, metric_key
+from dynpath.report.tables import ROUTES, VariantResult
 
 DPI = 110
 

@@ -29,32 +29,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dynpath.engine.metrics import metric_key
 from dynpath.errors import DataError
+from dynpath.schemas import HISTORY, METRICS, PREDICTIONS, TRAIN_SUMMARY, VAL_PREDICTIONS
 from dynpath.seeds import seed_dir
+from dynpath.variants import PAPER_ORDER
+from dynpath.variants import TABLE as VARIANT_TABLE
 
 #: Rows of Tables III/IV, in the paper's order (the paper's model, "Ours", last).
-TABLE_ORDER: tuple[str, ...] = (
-    "exploitation_only",
-    "exploration_only",
-    "exploitation_wo_lml",
-    "exploration_wo_te",
-    "network_parallel",
-    "sum_fusion",
-    "multiply_fusion",
-    "concat_fusion",
-    "soft_dynamic",
-    "dynamic",
-)
+TABLE_ORDER: tuple[str, ...] = PAPER_ORDER
 
 ROUTES: tuple[str, ...] = ("exploitation", "exploration")
 
 #: The paper's model; the report's checks and example queries are about it.
 MAIN_VARIANT = "dynamic"
-
-
-def metric_key(k: int, threshold: float) -> str:
-    """``r1_iou0.5``: the key format of metrics.json (same as dynpath.engine.metrics)."""
-    return f"r{k}_iou{threshold:g}"
 
 
 @dataclass
@@ -134,20 +122,9 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"{path}: not valid JSON ({err})") from None
 
 
-#: Row labels of Tables III/IV. The model registry holds the same labels (a test keeps them equal);
-#: they are repeated here so that reading results never imports torch.
-DISPLAY: dict[str, str] = {
-    "exploitation_only": "exploitation module only",
-    "exploration_only": "exploration module only",
-    "exploitation_wo_lml": "exploitation w/o LML",
-    "exploration_wo_te": "exploration w/o TE",
-    "network_parallel": "network parallel",
-    "sum_fusion": "Sum fusion",
-    "multiply_fusion": "Multiply fusion",
-    "concat_fusion": "Concatenate fusion",
-    "soft_dynamic": "Soft dynamic",
-    "dynamic": "Ours",
-}
+#: Row labels of Tables III/IV (from the torch-free variant table: reading results never imports
+#: torch).
+DISPLAY: dict[str, str] = {v.name: v.label for v in VARIANT_TABLE}
 
 
 def display_name(variant: str, arch: str) -> str:
@@ -170,12 +147,12 @@ def ordered_variants(names: Sequence[str]) -> list[str]:
 
 def _load_run(seed: int | None, eval_dir: Path, model_dir: Path) -> SeedRun | None:
     """One seed's run from its eval and model directories; None without metrics.json."""
-    mpath = eval_dir / "metrics.json"
+    mpath = eval_dir / METRICS
     if not mpath.exists():
         return None
-    hpath = model_dir / "history.json"
+    hpath = model_dir / HISTORY
     history = _read_json(hpath) if hpath.exists() else []
-    ppath, vpath = eval_dir / "predictions.jsonl", eval_dir / "val_predictions.jsonl"
+    ppath, vpath = eval_dir / PREDICTIONS, eval_dir / VAL_PREDICTIONS
     return SeedRun(
         seed=seed,
         metrics=_read_json(mpath),
@@ -214,7 +191,7 @@ def load_results(
                 missing_seeds.append(s)
             else:
                 runs.append(run)
-        tpath = mdir / "train_summary.json"
+        tpath = mdir / TRAIN_SUMMARY
         train = _read_json(tpath) if tpath.exists() else {}
         arch = str(primary.metrics.get("arch") or train.get("arch") or name)
         results.append(

@@ -57,20 +57,24 @@ from dynpath.engine.evaluator import (
     score,
     swap_videos,
 )
-from dynpath.engine.trainer import BEST, resolve_device
+from dynpath.engine.trainer import BEST, amp_dtype, train_device
 from dynpath.errors import CheckpointError, DataError
 from dynpath.io import atomic_path, write_json
+from dynpath.schemas import (
+    METRICS,
+    PREDICTIONS,
+    TRAIN_SUMMARY,
+    VAL_PREDICTIONS,
+    read_train_summary,
+)
 from dynpath.seeds import SEEDS_DIR, seed_dir, selected_seeds
-from dynpath.steps.train import SUMMARY, eval_loader, load_vocab, ranking_ks
+from dynpath.steps.train import eval_loader, load_vocab, ranking_ks
 
 if TYPE_CHECKING:
     from dynpath.config import Config
 
 log = logging.getLogger(__name__)
 
-METRICS = "metrics.json"
-PREDICTIONS = "predictions.jsonl"
-VAL_PREDICTIONS = "val_predictions.jsonl"
 LATENCY_QUERIES = 50
 
 
@@ -128,7 +132,7 @@ def _evaluate(
         torch.set_num_threads(vcfg.train.threads)
     model_dir, out_dir, vocab_dir = Path(model_dir), Path(out_dir), Path(vocab_dir)
     t0 = time.perf_counter()
-    device = resolve_device(vcfg.train.device)
+    device = train_device(vcfg.train.device)
     ckpt = load_checkpoint(model_dir / BEST, variant=variant, arch=arch)
     meta = ckpt["meta"]
     # The architecture comes from the checkpoint's own config (it is what the weights fit);
@@ -162,11 +166,7 @@ def _evaluate(
     except RuntimeError as err:
         raise CheckpointError(f"{model_dir / BEST}: does not fit {arch!r}: {err}") from None
     model.to(device).eval()
-    amp = (
-        (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
-        if device.type == "cuda" and vcfg.train.amp
-        else None
-    )
+    amp = amp_dtype(vcfg.train.amp, device)
 
     ds = MomentDataset(moments, store, vocab, vcfg.data.max_len, vcfg.vocab.max_query_len)
     ks, thresholds = ranking_ks(vcfg), vcfg.eval.iou_thresholds
@@ -238,12 +238,9 @@ def _evaluate(
 
 
 def _training_run_id(model_dir: Path) -> str | None:
-    path = model_dir / SUMMARY
-    if not path.is_file():
-        return None
     try:
-        rid = json.loads(path.read_text(encoding="utf-8")).get("mlflow_run_id")
-    except (json.JSONDecodeError, OSError):
+        rid = read_train_summary(model_dir / TRAIN_SUMMARY).get("mlflow_run_id")
+    except (DataError, OSError):  # a damaged summary only costs the link to the training run
         return None
     return str(rid) if rid else None
 
@@ -261,7 +258,7 @@ def _log_to_mlflow(
     if not cfg.tracking.enabled:
         return run_id
     from dynpath.engine.metrics import metric_keys
-    from dynpath.tracking import start_tracking
+    from dynpath.tracking.tracker import start_tracking
 
     keys = metric_keys(ranking_ks(cfg), cfg.eval.iou_thresholds)
     values = {f"{split}_{k}": result[k] for k in keys}

@@ -21,12 +21,9 @@ def run(cfg: Config, version: str | None = None, variant: str | None = None) -> 
     model (default: the paper's model) if it beats that model's champion."""
     from mlflow.exceptions import MlflowException
 
+    from dynpath.tracking.mlflow_env import registered_model_name, resolve_tracking_uri
     from dynpath.tracking.registry import client_for, higher_is_better, promote
-    from dynpath.tracking.tracker import (
-        PAPER_VARIANT,
-        registered_model_name,
-        resolve_tracking_uri,
-    )
+    from dynpath.variants import PAPER_VARIANT
 
     if not cfg.tracking.enabled:
         raise TrackingError("tracking.enabled is false in params.yaml: there is no registry")

@@ -72,18 +72,18 @@ from dynpath.report.tables import (
     shuffled_table,
     still_rising_flags,
 )
+from dynpath.schemas import REPORT_SUMMARY
 
 log = logging.getLogger(__name__)
 
 HTML = "report.html"
 MARKDOWN = "report.md"
-SUMMARY = "summary.json"
+SUMMARY = REPORT_SUMMARY
 CSV = "ablation.csv"
 PLOTS = "plots"
-PLOT_FILES = ("ablation.png", "routes.png", "training_curves.png")
 
-#: Acceptance checks of the synthetic benchmark (DESIGN: the embedded default must show that the
-#: model reads the video and that the selector uses both modules).
+#: Acceptance checks of the synthetic benchmark (docs/design.md: the embedded default must show
+#: that the model reads the video and that the selector uses both modules).
 SYNTHETIC_MIN_R1_05 = 70.0
 SHUFFLED_MAX_FRACTION = 0.5
 
@@ -111,7 +111,7 @@ def mlflow_links(results: Sequence[VariantResult], tracking_uri: str) -> dict[st
                 if client is None:
                     from mlflow.tracking import MlflowClient
 
-                    from dynpath.tracking.tracker import configure_mlflow_env
+                    from dynpath.tracking.mlflow_env import configure_mlflow_env
 
                     configure_mlflow_env()
                     client = MlflowClient(tracking_uri=tracking_uri)
@@ -127,11 +127,6 @@ def mlflow_links(results: Sequence[VariantResult], tracking_uri: str) -> dict[st
 
 
 # --------------------------------------------------------------------------- checks
-
-
-def _pct(fraction: Any, digits: int) -> str:
-    """A 0..1 fraction as a percentage string (a dash when unknown)."""
-    return format_cell(None if fraction is None else 100.0 * float(fraction), digits)
 
 
 def _check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> dict[str, Any]:
@@ -855,7 +850,7 @@ def run(
         )
     th = cfg.eval.iou_thresholds
     published = _published(cfg.data.dataset)
-    from dynpath.tracking.tracker import resolve_tracking_uri
+    from dynpath.tracking.mlflow_env import resolve_tracking_uri
 
     links = mlflow_links(results, resolve_tracking_uri(cfg))
     checks = synthetic_checks(results) if cfg.data.dataset == "synthetic" else []

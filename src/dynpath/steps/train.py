@@ -9,8 +9,8 @@ Outputs (rank 0 only, each written atomically):
 - ``train_summary.json``: variant, arch, parameters, train_seconds, best_epoch, best_val,
   mlflow_run_id, pretrained_features (from the feature store), feature_dim, and how it ran.
 
-MLflow (through :func:`dynpath.tracking.start_tracking`, a no-op when disabled): the resolved
-config as params, per-epoch curves named ``epoch_<history key>`` (``epoch_train_loss``,
+MLflow (through :func:`~dynpath.tracking.tracker.start_tracking`, a no-op when disabled): the
+resolved config as params, per-epoch curves named ``epoch_<history key>`` (``epoch_train_loss``,
 ``epoch_val_r1_iou0.5``, ...) with step = epoch, and at the end ``val_<metric>`` = the metrics of
 the SELECTED checkpoint (so a run's ``val_r1_iou0.5``, which promotion compares, is that of the
 model it registered), the history and summary as artifacts, and ``best.pt`` as a pyfunc model
@@ -54,22 +54,24 @@ from dynpath.engine.trainer import (
     DistInfo,
     Trainer,
     TrainOptions,
+    amp_dtype,
     init_distributed,
-    resolve_device,
     shutdown_distributed,
+    train_device,
 )
 from dynpath.errors import CheckpointError, DataError
 from dynpath.io import write_json
 from dynpath.model.output import ModelOutput
+from dynpath.schemas import HISTORY, TRAIN_SUMMARY, TrainSummary
 from dynpath.seeds import SEEDS_DIR, seed_dir, selected_seeds
 
 if TYPE_CHECKING:
     from dynpath.config import Config
-    from dynpath.tracking.tracker import NullTracker
+    from dynpath.tracking.tracker import RunTracker
 
 log = logging.getLogger(__name__)
 
-SUMMARY = "train_summary.json"
+SUMMARY = TRAIN_SUMMARY  # the file name lives in dynpath.schemas
 
 
 def ranking_ks(cfg: Config) -> tuple[int, ...]:
@@ -100,7 +102,7 @@ def _tracking(
     cfg: Config, variant: str, arch: str, main: bool, run_id: str | None
 ) -> Iterator[Any]:
     """The MLflow tracker on rank 0, a no-op tracker on the other ranks."""
-    from dynpath.tracking import NullTracker, start_tracking
+    from dynpath.tracking.tracker import NullTracker, start_tracking
 
     if not main:
         yield NullTracker()
@@ -141,7 +143,7 @@ def run(
     out_dir: Path,
     resume: bool,
     seed: int | None = None,
-) -> dict[str, Any]:
+) -> TrainSummary:
     """Train ``variant`` (a key of ``cfg.variants``) once per training seed (only ``seed`` when
     given); return the summary of the primary seed's run, or of ``seed``'s."""
     arch, vcfg = cfg.variant(variant)
@@ -194,7 +196,7 @@ def _run_in_processes(
     resume: bool,
     todo: Sequence[int],
     workers: int,
-) -> dict[str, Any]:
+) -> TrainSummary:
     """Train the seeds ``todo`` in ``workers`` fresh processes at once (``train.parallel_seeds``).
 
     Why: the models of a small profile use two cores poorly (measured on the synthetic default:
@@ -225,7 +227,7 @@ def _init_worker() -> None:
 
 def _seed_worker(
     args: tuple[Config, str, str, Path, Path, bool, int, int],
-) -> dict[str, Any]:
+) -> TrainSummary:
     """One seed's run in a worker process (module-level, so that it pickles)."""
     cfg, variant, arch, vocab_dir, out_dir, resume, train_seed, threads = args
     torch.set_num_threads(threads)
@@ -266,13 +268,13 @@ def _run(
     info: DistInfo,
     train_seed: int,
     track: bool,
-) -> dict[str, Any]:
+) -> TrainSummary:
     """One training run of ``variant`` with ``train_seed`` into ``out_dir``; MLflow if ``track``."""
     from dynpath.model.loss import localization_loss
     from dynpath.model.registry import build_model, count_parameters
 
     t_start = time.perf_counter()
-    device = resolve_device(cfg.train.device, info)
+    device = train_device(cfg.train.device, info)
     splits, report = load_splits(cfg)
     vocab = load_vocab(vocab_dir)
     store = FeatureStore(cfg.data.features)
@@ -338,10 +340,9 @@ def _run(
 
     val_loader = eval_loader(val_ds, cfg, device)
     ks = ranking_ks(cfg)
-    holder: dict[str, Trainer] = {}
+    amp = amp_dtype(cfg.train.amp, device)  # the dtype the Trainer trains with, too
 
     def validate(m: nn.Module) -> dict[str, float]:
-        amp = holder["trainer"].amp_dtype
         preds = predict(m, val_loader, device, cfg.eval.topk, cfg.eval.nms_iou, amp)
         return score(preds, ks, cfg.eval.iou_thresholds)
 
@@ -372,7 +373,6 @@ def _run(
             dist=info,
             on_epoch_end=on_epoch_end,
         )
-        holder["trainer"] = trainer
         if info.is_main:
             log.info(
                 "training %s (%s), seed %d: %d parameters, %d train / %d val moments, global "
@@ -392,7 +392,7 @@ def _run(
             )
         result = trainer.fit(resume=resume)
         history = result.history
-        summary: dict[str, Any] = {
+        summary: TrainSummary = {
             "variant": variant,
             "arch": arch,
             "seed": train_seed,
@@ -427,7 +427,7 @@ def _mean(values: Sequence[Any]) -> float | None:
 
 
 def _log_inputs(
-    tracker: NullTracker,
+    tracker: RunTracker,
     cfg: Config,
     sources: dict[str, str],
     splits: dict[str, Any],
@@ -454,12 +454,12 @@ def _log_inputs(
 
 
 def _log_outputs(
-    tracker: NullTracker,
+    tracker: RunTracker,
     out_dir: Path,
     vocab_dir: Path,
     best_val: dict[str, float],
     best_epoch: int | None,
-    summary: dict[str, Any],
+    summary: TrainSummary,
 ) -> None:
     final = {f"val_{k}": v for k, v in best_val.items()}
     final.update(
@@ -468,7 +468,7 @@ def _log_outputs(
         parameters=float(summary["parameters"]),
     )
     tracker.log_metrics(final, step=best_epoch or 0)
-    for name in ("history.json", SUMMARY):
+    for name in (HISTORY, SUMMARY):
         tracker.log_artifact(out_dir / name)
     if tracker.enabled:
         # The checkpoints are already on disk: a model that cannot be logged must not turn a

@@ -1,27 +1,14 @@
-"""MLflow tracking, the pyfunc model, the model registry and localization for users.
+"""MLflow tracking, by concern (docs/design.md, "Layout"):
 
-``start_tracking`` is imported lazily by the trainer; importing this package does not import
-mlflow or torch (the CLI stays fast).
+- :mod:`~dynpath.tracking.tracker`: one training run's tracker (``start_tracking``,
+  :class:`~dynpath.tracking.tracker.Tracker`, :class:`~dynpath.tracking.tracker.NullTracker`);
+- :mod:`~dynpath.tracking.resilience`: the circuit breaker every MLflow call of a run goes through;
+- :mod:`~dynpath.tracking.mlflow_env`: tracking/registry URIs, names, HTTP timeouts;
+- :mod:`~dynpath.tracking.params`: param flattening and secret redaction;
+- :mod:`~dynpath.tracking.models` and :mod:`~dynpath.tracking.pyfunc_model`: the pyfunc model;
+- :mod:`~dynpath.tracking.registry`: registration and champion/challenger promotion.
+
+Submodules are imported explicitly: this package imports nothing, so that importing one of them
+(the Localizer needs only ``mlflow_env``) never drags in the tracker and its model logging, and
+importing it does not import mlflow or torch (the CLI stays fast).
 """
-
-from __future__ import annotations
-
-from dynpath.tracking.tracker import (
-    NullTracker,
-    Tracker,
-    digest_files,
-    experiment_name,
-    registered_model_name,
-    resolve_tracking_uri,
-    start_tracking,
-)
-
-__all__ = [
-    "NullTracker",
-    "Tracker",
-    "digest_files",
-    "experiment_name",
-    "registered_model_name",
-    "resolve_tracking_uri",
-    "start_tracking",
-]

@@ -2,7 +2,7 @@
 
 MLflow executes this file when loading the model and takes the object passed to
 ``mlflow.models.set_model``; nothing is pickled. ``load_context`` builds the same
-:class:`~dynpath.tracking.localizer.Localizer` the CLI uses from the model's artifacts:
+:class:`~dynpath.inference.localizer.Localizer` the CLI uses from the model's artifacts:
 
 - ``weights``: the training checkpoint ``best.pt`` (meta: variant, arch, resolved config);
 - ``vocab``: ``vocab.json`` + ``embeddings.npy`` (+ ``vocab_report.json``);
@@ -36,8 +36,6 @@ from mlflow.pyfunc import PythonModel, PythonModelContext
 if TYPE_CHECKING:
     from dynpath.config import Config
 
-ROW_COLUMNS = ("query", "video", "features", "duration")
-
 
 class DynpathPyfunc(PythonModel):
     """Thin adapter: DataFrame rows -> :meth:`Localizer.predict` calls."""
@@ -46,7 +44,7 @@ class DynpathPyfunc(PythonModel):
         self.localizer: Any = None
 
     def load_context(self, context: PythonModelContext) -> None:
-        from dynpath.tracking.localizer import Localizer
+        from dynpath.inference.localizer import Localizer
 
         arts = context.artifacts
         self.localizer = Localizer.from_files(
@@ -174,7 +172,7 @@ def build_pyfunc_kwargs(
     import yaml
 
     from dynpath.errors import DataError
-    from dynpath.tracking.localizer import VOCAB_FILES, find_vocab_dir
+    from dynpath.inference.localizer import VOCAB_FILES, find_vocab_dir
 
     weights_path = model_dir / weights
     if not weights_path.is_file():

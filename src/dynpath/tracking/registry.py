@@ -2,7 +2,7 @@
 
 The scheme (docs/design.md, "Model registry"): one registered model per (dataset, variant).
 ``dynpath-<dataset>`` holds the paper's model ``dynamic`` only; each ablation variant registers as
-``dynpath-<dataset>-<variant>`` (:func:`dynpath.tracking.tracker.registered_model_name`). Every
+``dynpath-<dataset>-<variant>`` (:func:`dynpath.tracking.mlflow_env.registered_model_name`). Every
 version carries the tags ``variant``, ``arch``, ``dataset``, ``data_digest`` and
 ``code_version``.
 
@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from dynpath.errors import TrackingError
-from dynpath.tracking.tracker import PAPER_VARIANT
+from dynpath.variants import PAPER_VARIANT
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -139,7 +139,7 @@ def promote(
     """Move ``champion`` to ``version`` (default: the ``challenger``) if it beats the champion.
 
     ``variant`` and ``dataset`` are what the registered model ``name`` holds (the scheme of
-    :func:`~dynpath.tracking.tracker.registered_model_name`): a candidate of another variant or
+    :func:`~dynpath.tracking.mlflow_env.registered_model_name`): a candidate of another variant or
     dataset is refused with nothing changed, and a champion of another one is no baseline.
     Rules: no champion yet -> promoted; candidate metric missing -> error (nothing changed);
     champion metric missing or champion of another variant/dataset -> promoted (anything
@@ -242,7 +242,7 @@ def client_for(cfg: Config) -> MlflowClient:
     """A client on the configured store (``MLFLOW_TRACKING_URI`` wins), short HTTP timeouts."""
     from mlflow import MlflowClient
 
-    from dynpath.tracking.tracker import configure_mlflow_env, resolve_tracking_uri
+    from dynpath.tracking.mlflow_env import configure_mlflow_env, resolve_tracking_uri
 
     configure_mlflow_env()
     uri = resolve_tracking_uri(cfg)

@@ -4,23 +4,22 @@
 ``dynpath-<cfg.data.name>`` and logs the resolved config (flattened params + YAML artifact), the git
 commit, system metrics, the dataset as a run input, per-epoch metrics, artifacts and the pyfunc
 model. When ``cfg.tracking.enabled`` is false it yields a :class:`NullTracker` with the same
-methods, so the trainer has a single code path.
+methods (both satisfy :class:`RunTracker`), so the trainer has a single code path.
 
 Why a wrapper instead of calling ``mlflow`` directly: a tracking server is a remote dependency and
-a training run is hours of compute. Every MLflow call goes through :class:`_Resilient`, which
-
-- classifies failures: a 4xx answer (bad value, duplicate param) is *permanent* and the call is
-  dropped with a warning; anything else (connection refused, timeout, 5xx) is *transient*;
-- after a transient failure opens a circuit: later calls are buffered in order without touching
-  the network until ``probe_interval`` seconds have passed, so a dead server costs one short
-  timeout, not one per call (MLflow's HTTP retries are cut to seconds via the environment);
-- replays the buffer in order when the server answers again ("nothing already logged is lost":
-  metrics keep their original step and timestamp);
-- warns once, and records the outcome on the run (tags ``tracking_status`` = ok | degraded,
-  ``tracking_failed_calls``, ``tracking_dropped_calls``) and in :meth:`Tracker.summary`.
+a training run is hours of compute. Every MLflow call goes through the circuit breaker of
+:mod:`dynpath.tracking.resilience` (failures classified, calls buffered while the server is down and
+replayed in order when it answers again), which warns once; the outcome is recorded on the run
+(tags ``tracking_status`` = ok | degraded, ``tracking_failed_calls``, ``tracking_dropped_calls``)
+and in :meth:`Tracker.summary`.
 
 Even run creation is a buffered call, so a server that is down when training starts is picked up
 when it comes back. Ordering is preserved because every call queues behind the pending ones.
+
+The other concerns live beside this module: URIs and HTTP settings in
+:mod:`~dynpath.tracking.mlflow_env`, param flattening and redaction in
+:mod:`~dynpath.tracking.params`, the pyfunc model upload in :mod:`~dynpath.tracking.models` and
+registration in :mod:`~dynpath.tracking.registry`.
 """
 
 from __future__ import annotations
@@ -30,45 +29,36 @@ import getpass
 import hashlib
 import logging
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import warnings
-from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import yaml
+
+from dynpath.tracking.mlflow_env import (
+    configure_mlflow_env,
+    experiment_name,
+    global_uris,
+    registered_model_name,
+    resolve_tracking_uri,
+    restore_global_uris,
+)
+from dynpath.tracking.params import numeric_metrics, safe_params
+from dynpath.tracking.resilience import Resilient, is_permanent
 
 if TYPE_CHECKING:
     from dynpath.config import Config
 
 log = logging.getLogger(__name__)
 
-# Short HTTP retries/timeouts for MLflow's REST client: a dead server must cost seconds, not the
-# default ~4 minutes of exponential backoff per call. setdefault: the user's environment wins.
-HTTP_ENV_DEFAULTS = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
-}
 PROBE_INTERVAL_ENV = "DYNPATH_TRACKING_PROBE_SECONDS"  # seconds between reconnection attempts
 CLOSE_RETRIES_ENV = "DYNPATH_TRACKING_CLOSE_RETRIES"  # final flush attempts when the run ends
-MAX_BUFFERED_CALLS = 100_000  # beyond this the oldest buffered calls are dropped (and counted)
-MAX_PARAM_LENGTH = 6000  # MLflow 3 limit on a param value
 MAX_DIGEST_LENGTH = 36  # MLflow's dataset digest column
-_SECRET_KEY = re.compile(
-    r"secret|password|passwd|token|credential|api[_-]?key|access[_-]?key", re.IGNORECASE
-)
-_URL_CREDENTIALS = re.compile(r"(//)[^/@\s:]+:[^/@\s]+@")
-
 STATUS_OK = "ok"
 STATUS_DEGRADED = "degraded"
 
@@ -81,31 +71,12 @@ EXPERIMENT_KIND = "custom_model_development"
 # --------------------------------------------------------------------------- small helpers
 
 
-def experiment_name(cfg: Config) -> str:
-    """One experiment per dataset."""
-    return f"dynpath-{cfg.data.name}"
-
-
-# The variant that is the paper's model (Table III's full model); the others are ablations.
-PAPER_VARIANT = "dynamic"
 CODE_VERSION_ENV = "DYNPATH_CODE_VERSION"  # set by the Kubeflow component (no git in the image)
-
-
-def registered_model_name(cfg: Config, variant: str = PAPER_VARIANT) -> str:
-    """The registered model a variant's versions go to (docs/design.md, "Model registry").
-
-    ``dynpath-<data.name>`` holds the paper's model (``dynamic``) only, so its ``champion`` can
-    only ever be a ``dynamic`` model; each ablation variant has its own registered model
-    ``dynpath-<data.name>-<variant>``. One registered model = one variant on one dataset, which
-    is what makes "the champion" a like-with-like comparison.
-    """
-    base = f"dynpath-{cfg.data.name}"
-    return base if variant == PAPER_VARIANT else f"{base}-{variant}"
 
 
 def code_version(cwd: Path | None = None) -> str:
     """``<package version>+g<12-hex commit>[.dirty]``, or the package version outside a git
-    checkout (the same format as the Kubeflow cache key, ``dynpath.kfp_pipeline.code_version``);
+    checkout (the same format as the Kubeflow cache key, ``dynpath.kfp.compile.code_version``);
     ``DYNPATH_CODE_VERSION`` wins (a pod has no git history but gets the key as an input)."""
     from dynpath import __version__
 
@@ -116,62 +87,6 @@ def code_version(cwd: Path | None = None) -> str:
     if commit is None:
         return __version__
     return f"{__version__}+g{commit[:12]}{'.dirty' if dirty else ''}"
-
-
-def resolve_tracking_uri(cfg: Config) -> str:
-    """``MLFLOW_TRACKING_URI`` wins over params (servers are configured by the environment)."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
-
-
-def configure_mlflow_env() -> None:
-    """Apply :data:`HTTP_ENV_DEFAULTS` without overriding what the user set.
-
-    MLflow's own artifact upload/download bars are turned off when stderr is not a terminal
-    (``dvc repro``, a pod, CI), as dynpath's bars are: in a log file every redraw is a line.
-    """
-    for key, value in HTTP_ENV_DEFAULTS.items():
-        os.environ.setdefault(key, value)
-    if not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty()):
-        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-
-
-def flatten(obj: Mapping[str, Any], prefix: str = "", sep: str = ".") -> dict[str, Any]:
-    """Nested mappings to ``{"a.b.c": value}``; lists/tuples stay leaves."""
-    out: dict[str, Any] = {}
-    for key, value in obj.items():
-        name = f"{prefix}{sep}{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            out.update(flatten(value, name, sep))
-        else:
-            out[name] = value
-    return out
-
-
-def safe_params(params: Mapping[str, Any]) -> dict[str, str]:
-    """Flattened params as strings, without anything that could be a secret.
-
-    Keys that name a secret (password, token, secret, ...) are skipped and credentials embedded
-    in URLs (``scheme://user:pass@host``) are masked: MLflow params are visible to everyone with
-    access to the experiment.
-    """
-    out: dict[str, str] = {}
-    for key, value in flatten(params).items():
-        if _SECRET_KEY.search(key.rsplit(".", 1)[-1]):
-            continue
-        text = "" if value is None else str(list(value) if isinstance(value, tuple) else value)
-        text = _URL_CREDENTIALS.sub(r"\1***@", text)
-        out[key] = text[:MAX_PARAM_LENGTH]
-    return out
-
-
-def numeric_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """Flatten nested metric dicts (``routes.exploration.share``) and keep numbers only."""
-    out: dict[str, float] = {}
-    for key, value in flatten(metrics).items():
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            continue
-        out[key] = float(value)
-    return out
 
 
 def digest_files(paths: Iterable[str | Path], chunk: int = 1 << 20) -> str:
@@ -212,140 +127,66 @@ def git_commit(cwd: Path | None = None) -> tuple[str | None, bool]:
         return None, False
 
 
-def _is_permanent(err: BaseException) -> bool:
-    """True when retrying cannot help (the server answered 4xx, or our own bug)."""
-    from mlflow.exceptions import MlflowException
-
-    if isinstance(err, MlflowException):
-        code = err.get_http_status_code()
-        return 400 <= code < 500 and code not in (408, 429)
-    return isinstance(err, TypeError | ValueError | KeyError | AttributeError)
+# --------------------------------------------------------------------------- trackers
 
 
-# --------------------------------------------------------------------------- resilience core
+class RunTracker(Protocol):
+    """What the trainer and the evaluate step may call on a tracker, enabled or not."""
 
-
-@dataclass
-class _Call:
-    what: str
-    fn: Callable[[], Any]
-
-
-class _Resilient:
-    """Ordered, buffered execution of tracking calls with a circuit breaker (see module doc)."""
-
-    def __init__(self, uri: str, probe_interval: float) -> None:
-        self.uri = uri
-        self.probe_interval = probe_interval
-        self.pending: deque[_Call] = deque()
-        self.down = False
-        self.next_probe = 0.0
-        self.down_since: float | None = None
-        self.outage_seconds = 0.0
-        self.failed_calls = 0  # distinct calls that failed at least once
-        self.dropped_calls = 0  # calls that never reached the server
-        self.recoveries = 0
-        self._warned = False
-        self._lock = threading.RLock()
+    enabled: bool
+    run_id: str | None
+    tracking_uri: str | None
 
     @property
-    def degraded(self) -> bool:
-        return self.failed_calls > 0
+    def status(self) -> str: ...
 
-    def submit(self, what: str, fn: Callable[[], Any], force_probe: bool = False) -> bool:
-        """Run ``fn`` now if possible, else buffer it. True when it reached the server."""
-        call = _Call(what, fn)
-        with self._lock:
-            blocked = bool(self.pending) or self.down
-            probe = force_probe or time.monotonic() >= self.next_probe
-            if blocked and (not probe or not self.flush()):
-                self.failed_calls += 1
-                self._enqueue(call)
-                return False
-            try:
-                call.fn()
-            except Exception as err:
-                self.failed_calls += 1
-                if _is_permanent(err):
-                    self.dropped_calls += 1
-                    log.warning("MLflow rejected %s (dropped): %s", what, err)
-                else:
-                    self._mark_down(err, what)
-                    self._enqueue(call)
-                return False
-            self._mark_up()
-            return True
+    def log_params(self, params: Mapping[str, Any]) -> None: ...
 
-    def flush(self) -> bool:
-        """Replay buffered calls in order; False (and circuit re-opened) at the first failure."""
-        with self._lock:
-            while self.pending:
-                call = self.pending[0]
-                try:
-                    call.fn()
-                except Exception as err:
-                    if _is_permanent(err):
-                        self.pending.popleft()
-                        self.dropped_calls += 1
-                        log.warning("MLflow rejected buffered %s (dropped): %s", call.what, err)
-                        continue
-                    self._mark_down(err, call.what)
-                    return False
-                self.pending.popleft()
-            self._mark_up()
-            return True
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None: ...
 
-    def drop_pending(self) -> int:
-        with self._lock:
-            n = len(self.pending)
-            self.dropped_calls += n
-            self.pending.clear()
-            return n
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
 
-    def _enqueue(self, call: _Call) -> None:
-        if len(self.pending) >= MAX_BUFFERED_CALLS:
-            self.pending.popleft()
-            self.dropped_calls += 1
-        self.pending.append(call)
+    def log_dict(self, obj: Any, artifact_file: str) -> None: ...
 
-    def _mark_down(self, err: BaseException, what: str) -> None:
-        now = time.monotonic()
-        if not self.down:
-            self.down = True
-            self.down_since = now
-        self.next_probe = now + self.probe_interval
-        if not self._warned:
-            self._warned = True
-            log.warning(
-                "MLflow tracking at %s is unreachable (%s failed: %s). Training continues; "
-                "tracking calls are buffered and retried every %.0f s. The run will be tagged "
-                "tracking_status=degraded.",
-                self.uri,
-                what,
-                str(err).splitlines()[0][:300],
-                self.probe_interval,
-            )
+    def log_dataset(
+        self,
+        name: str,
+        digest: str | None = None,
+        source: str | None = None,
+        paths: Iterable[str | Path] = (),
+        context: str = "train",
+        profile: Mapping[str, Any] | None = None,
+    ) -> str | None: ...
 
-    def _mark_up(self) -> None:
-        if self.down:
-            self.down = False
-            self.recoveries += 1
-            if self.down_since is not None:
-                self.outage_seconds += time.monotonic() - self.down_since
-            self.down_since = None
-            log.warning("MLflow tracking at %s is reachable again; buffered calls sent", self.uri)
+    def log_model(
+        self,
+        model_dir: str | Path,
+        vocab_dir: str | Path | None = None,
+        name: str = "model",
+        weights: str = "best.pt",
+    ) -> str | None: ...
 
+    def register_model(self, model_uri: str | None = None) -> str | None: ...
 
-# --------------------------------------------------------------------------- trackers
+    def set_tag(self, key: str, value: Any) -> None: ...
+
+    def flush(self) -> bool: ...
+
+    def summary(self) -> dict[str, Any]: ...
 
 
 class NullTracker:
     """The tracker when ``cfg.tracking.enabled`` is false: same methods, nothing logged."""
 
     enabled = False
-    run_id: str | None = None
-    tracking_uri: str | None = None
-    status = "disabled"
+
+    def __init__(self) -> None:
+        self.run_id: str | None = None
+        self.tracking_uri: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "disabled"
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """No-op."""
@@ -395,7 +236,7 @@ class NullTracker:
         return {"tracking_status": self.status, "mlflow_run_id": None}
 
 
-class Tracker(NullTracker):
+class Tracker:
     """One MLflow run (see module doc). Use through :func:`start_tracking`."""
 
     enabled = True
@@ -416,11 +257,11 @@ class Tracker(NullTracker):
         self.cfg = cfg
         self.variant = variant
         self.arch = arch
-        self.tracking_uri = resolve_tracking_uri(cfg)
+        self.tracking_uri: str | None = resolve_tracking_uri(cfg)
         # Model.log goes through MLflow's global ("fluent") URIs; close() puts back what was
         # there, so a process that trains in-process and then opens its own MlflowClient (a
         # notebook, the test suite) does not silently read another store's registry.
-        self._previous_uris = _global_uris()
+        self._previous_uris = global_uris()
         mlflow.set_tracking_uri(self.tracking_uri)
         mlflow.set_registry_uri(self.tracking_uri)
         self.client = MlflowClient(self.tracking_uri, registry_uri=self.tracking_uri)
@@ -429,7 +270,7 @@ class Tracker(NullTracker):
         self.close_retries = (
             int(os.environ.get(CLOSE_RETRIES_ENV, "3")) if close_retries is None else close_retries
         )
-        self._sink = _Resilient(self.tracking_uri, probe_interval)
+        self._sink = Resilient(self.tracking_uri, probe_interval)
         self.run_id: str | None = None
         self.experiment_id: str | None = None
         self.model_uri: str | None = None
@@ -447,7 +288,7 @@ class Tracker(NullTracker):
     # ---------------------------------------------------------------- lifecycle
 
     @property
-    def status(self) -> str:  # type: ignore[override]
+    def status(self) -> str:
         return STATUS_DEGRADED if self._sink.degraded or self._previous else STATUS_OK
 
     def open(self) -> None:
@@ -503,7 +344,7 @@ class Tracker(NullTracker):
             try:
                 run = self.client.get_run(self._resume_run_id)
             except MlflowException as err:
-                if not _is_permanent(err):
+                if not is_permanent(err):
                     raise
                 log.warning(
                     "MLflow run %s cannot be resumed (%s); starting a new run",
@@ -607,7 +448,7 @@ class Tracker(NullTracker):
                 summary["outage_seconds"],
             )
         shutil.rmtree(self._tmp, ignore_errors=True)
-        _restore_global_uris(self._previous_uris)
+        restore_global_uris(self._previous_uris)
 
     def flush(self) -> bool:
         """Try to send buffered calls now (True when nothing is left buffered)."""
@@ -787,6 +628,7 @@ class Tracker(NullTracker):
         (the upload is then buffered and :meth:`register_model` with no argument registers it
         once it has gone through).
         """
+        from dynpath.tracking.models import log_pyfunc_model
         from dynpath.tracking.pyfunc_model import build_pyfunc_kwargs
 
         model_dir = Path(model_dir)
@@ -802,19 +644,8 @@ class Tracker(NullTracker):
         )
 
         def _log() -> None:
-            import mlflow
-
-            # Model.log (what mlflow.pyfunc.log_model calls) takes the run explicitly, so no
-            # global "active run" is started or ended behind the trainer's back. The logged
-            # model entity goes to the *active experiment*, hence set_experiment first.
-            mlflow.set_experiment(experiment_id=self.experiment_id)
-            with warnings.catch_warnings():  # "no input example": the signature is explicit
-                warnings.simplefilter("ignore", UserWarning)
-                info = mlflow.models.Model.log(
-                    None, name=name, flavor=mlflow.pyfunc, run_id=self._rid(), **kwargs
-                )
-            self.model_uri = info.model_uri
-            self.client.set_tag(self._rid(), "dynpath.model_uri", info.model_uri)
+            self.model_uri = log_pyfunc_model(self.experiment_id, self._rid(), name, kwargs)
+            self.client.set_tag(self._rid(), "dynpath.model_uri", self.model_uri)
 
         self._submit("log_model", _log, force_probe=True)
         return self.model_uri
@@ -852,58 +683,6 @@ class Tracker(NullTracker):
         return self.model_version
 
 
-_URI_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
-
-
-def _global_uris() -> tuple[str | None, str | None, dict[str, str | None]]:
-    """MLflow's explicitly set global tracking and registry URIs (None = not set), and the two
-    environment variables ``set_tracking_uri`` / ``set_registry_uri`` also write.
-
-    They write the environment so that subprocesses inherit the URI; left behind, a later
-    tracker in the same process would take that variable over its own ``tracking.uri``
-    (the environment wins, :func:`resolve_tracking_uri`). MLflow has no public getter that tells
-    "unset" from "defaulted", so this reads the module variables the setters write.
-    """
-    from mlflow.tracking._model_registry import utils as registry_utils
-    from mlflow.tracking._tracking_service import utils as tracking_utils
-
-    return (
-        getattr(tracking_utils, "_tracking_uri", None),
-        getattr(registry_utils, "_registry_uri", None),
-        {k: os.environ.get(k) for k in _URI_ENV},
-    )
-
-
-@contextlib.contextmanager
-def mlflow_uris(uri: str | None) -> Iterator[None]:
-    """MLflow's global tracking and registry URIs set to ``uri`` inside the block (unchanged
-    when ``uri`` is None), and exactly what they were afterwards."""
-    import mlflow
-
-    saved = _global_uris()
-    try:
-        if uri:
-            mlflow.set_tracking_uri(uri)
-            mlflow.set_registry_uri(uri)
-        yield
-    finally:
-        _restore_global_uris(saved)
-
-
-def _restore_global_uris(saved: tuple[str | None, str | None, dict[str, str | None]]) -> None:
-    import mlflow
-
-    tracking, registry, env = saved
-    # None means "not set" to both setters at run time; their annotations omit it
-    mlflow.set_tracking_uri(tracking)  # type: ignore[arg-type]
-    mlflow.set_registry_uri(registry)  # type: ignore[arg-type]
-    for key, value in env.items():  # exactly as before (the setters above write or unset them)
-        if value is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = value
-
-
 def _params(d: Mapping[str, str]) -> list[Any]:
     from mlflow.entities import Param
 
@@ -931,7 +710,7 @@ def start_tracking(
     resume_run_id: str | None = None,
     probe_interval: float | None = None,
     close_retries: int | None = None,
-) -> Iterator[NullTracker]:
+) -> Iterator[RunTracker]:
     """``with start_tracking(cfg, variant, arch) as tracker:`` around one training run.
 
     The run ends FINISHED when the block completes, FAILED when it raises, KILLED on Ctrl-C; the

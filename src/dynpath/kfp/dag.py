@@ -21,9 +21,9 @@ there is no registry and the DAG ends at the report.
 
 from typing import Any
 
-import components
 from dynpath.config import Config, GpuRequest
-from dynpath.kfp_pipeline import (
+from dynpath.kfp import components
+from dynpath.kfp.spec import (
     CONFIG_MAP_KEYS,
     MLFLOW_SECRET_KEYS,
     S3_SECRET_KEYS,
@@ -31,7 +31,7 @@ from dynpath.kfp_pipeline import (
     pipeline_env_names,
     step_params,
 )
-from dynpath.tracking.tracker import PAPER_VARIANT
+from dynpath.variants import PAPER_VARIANT
 
 
 def _place_on_gpu(task: Any, request: GpuRequest | None) -> None:

@@ -23,7 +23,7 @@ def report(
     import tempfile
     from pathlib import Path
 
-    from dynpath.kfp_pipeline import merge_variant_dirs, task_config
+    from dynpath.kfp.runtime import merge_variant_dirs, task_config
     from dynpath.steps import report as step
 
     cfg = task_config(params)

@@ -20,7 +20,7 @@ def fetch_data(
     import json
     from pathlib import Path
 
-    from dynpath.kfp_pipeline import fetch_dvc_paths
+    from dynpath.kfp.fetch import fetch_dvc_paths
 
     manifest = fetch_dvc_paths(repo_url, data_rev, [str(p) for p in paths], Path(data.path))
     data.metadata.update({"data_rev": data_rev, "data_digest": data_digest})

@@ -15,7 +15,7 @@ def vocab(
     import json
     from pathlib import Path
 
-    from dynpath.kfp_pipeline import task_config
+    from dynpath.kfp.runtime import task_config
     from dynpath.steps import vocab as step
 
     cfg = task_config(params, data=data.path)

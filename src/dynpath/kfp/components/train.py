@@ -20,7 +20,7 @@ def train(
     import os
     from pathlib import Path
 
-    from dynpath.kfp_pipeline import task_config
+    from dynpath.kfp.runtime import task_config
     from dynpath.steps import train as step
 
     cfg = task_config(params, data=data.path, features=features.path)

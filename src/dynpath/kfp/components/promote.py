@@ -8,7 +8,7 @@ def promote(params: str, code_version: str, report: Input[Dataset]) -> str:
     after it). The MLflow registry is state outside the pipeline, so the task is not cached."""
     import json
 
-    from dynpath.kfp_pipeline import task_config
+    from dynpath.kfp.runtime import task_config
     from dynpath.steps import promote as step
 
     cfg = task_config(params)

@@ -20,7 +20,7 @@ def evaluate(
     import json
     from pathlib import Path
 
-    from dynpath.kfp_pipeline import log_metrics, task_config
+    from dynpath.kfp.runtime import log_metrics, task_config
     from dynpath.steps import evaluate as step
 
     cfg = task_config(params, data=data.path, features=features.path)

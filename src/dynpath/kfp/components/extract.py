@@ -15,7 +15,8 @@ def extract(
     import json
     from pathlib import Path
 
-    from dynpath.kfp_pipeline import FEATURES_FILE, task_config
+    from dynpath.kfp.runtime import task_config
+    from dynpath.kfp.spec import FEATURES_FILE
     from dynpath.steps import extract as step
 
     cfg = task_config(params, data=data.path)

@@ -31,21 +31,14 @@ import torch
 import yaml
 
 from dynpath.config import Config
+from dynpath.device import resolve_device
 from dynpath.errors import CheckpointError, DataError, DynpathError
 from dynpath.model.output import NO_ROUTE, ROUTE_NAMES
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "best.pt"
-CONFIG_FILE = "config.yaml"
 VOCAB_FILES = ("vocab.json", "embeddings.npy", "vocab_report.json")
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` = CUDA when available, else CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 def find_vocab_dir(model_dir: Path) -> Path | None:
@@ -109,7 +102,7 @@ class Localizer:
         from dynpath.engine.checkpoint import load_checkpoint
         from dynpath.model.registry import build_model
 
-        dev = resolve_device(device)
+        dev = resolve_device(device, setting="device")
         ckpt = load_checkpoint(weights, map_location="cpu")
         meta = ckpt["meta"]
         try:
@@ -303,10 +296,11 @@ class Localizer:
         durations: Sequence[float],
         topk: int = 5,
     ) -> list[dict[str, Any]]:
-        """Several (features, query, duration) triples in one forward pass."""
+        """Several (features, query, duration) triples in one forward pass, decoded by the
+        evaluator's :func:`~dynpath.engine.evaluator.decode_batch` (what was scored is served)."""
         from dynpath.data.dataset import collate
         from dynpath.data.features import resample
-        from dynpath.engine.decode import spans_to_seconds, topk_spans
+        from dynpath.engine.evaluator import decode_batch
 
         if topk < 1:
             raise DataError(f"topk must be >= 1, got {topk}")
@@ -336,36 +330,17 @@ class Localizer:
             )
         batch = collate(items).to(self.device)
         with torch.inference_mode():
-            out = self.model(batch.video, batch.video_mask, batch.words, batch.word_mask)
-            top = topk_spans(
-                out.start_logits,
-                out.end_logits,
-                batch.video_mask,
-                k=topk,
-                nms_iou=self.cfg.eval.nms_iou,
-            )
-            s_sec, e_sec = spans_to_seconds(
-                top.start, top.end, batch.num_positions, batch.durations
-            )
-        starts, ends = s_sec.cpu().tolist(), e_sec.cpu().tolist()
-        scores, valid = top.score.cpu().tolist(), top.valid.cpu().tolist()
-        routes = out.route.cpu().tolist()
+            out, preds = decode_batch(self.model, batch, k=topk, nms_iou=self.cfg.eval.nms_iou)
         results = []
-        for b, item in enumerate(items):
+        for b, (item, pred) in enumerate(zip(items, preds, strict=True)):
             spans = [
-                {
-                    "start": round(starts[b][k], 3),
-                    "end": round(ends[b][k], 3),
-                    "score": scores[b][k],
-                }
-                for k in range(topk)
-                if valid[b][k]
+                {"start": round(start, 3), "end": round(end, 3), "score": score}
+                for start, end, score in pred.spans
             ]
-            route_id = int(routes[b])
             result: dict[str, Any] = {
                 "query": item["query"],
                 "spans": spans,
-                "route": None if route_id == NO_ROUTE else ROUTE_NAMES[route_id],
+                "route": None if pred.route == NO_ROUTE else ROUTE_NAMES[pred.route],
                 "duration": round(float(item["duration"]), 3),
                 "variant": self.variant,
             }
@@ -432,7 +407,7 @@ def download_model(uri: str, tracking_uri: str | None = None) -> Path:
     """Download an MLflow model URI into a temporary directory (short HTTP timeouts)."""
     import mlflow
 
-    from dynpath.tracking.tracker import configure_mlflow_env, mlflow_uris
+    from dynpath.tracking.mlflow_env import configure_mlflow_env, mlflow_uris
 
     configure_mlflow_env()
     uri_store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _params_tracking_uri()

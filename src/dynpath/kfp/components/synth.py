@@ -9,7 +9,7 @@ def synth(params: str, code_version: str, data_digest: str, data: Output[Dataset
     import json
     from pathlib import Path
 
-    from dynpath.kfp_pipeline import task_config
+    from dynpath.kfp.runtime import task_config
     from dynpath.steps import synth as step
 
     cfg = task_config(params)

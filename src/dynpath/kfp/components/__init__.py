@@ -1,0 +1,65 @@
+"""Kubeflow (kfp v2) components of the dynpath DAG: one thin wrapper per step.
+
+Each module holds one Python function that calls one ``dynpath.steps`` function (or, for
+``fetch_data``, the DVC fetch helper) and passes data as typed artifacts. KFP ships only the
+function's source into the pod, so the modules import nothing but the standard library and
+``kfp.dsl`` at the top; everything else is imported inside the function body.
+
+The container image is a property of the deployment (``pipeline.image`` in params.yaml), not of
+the code, so the functions are turned into components by :func:`load` with that image, with no
+package installed at run time: the image already holds dynpath, kfp and their locked
+dependencies.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+
+from dynpath.kfp.components.evaluate import evaluate
+from dynpath.kfp.components.extract import extract
+from dynpath.kfp.components.fetch_data import fetch_data
+from dynpath.kfp.components.promote import promote
+from dynpath.kfp.components.report import report
+from dynpath.kfp.components.synth import synth
+from dynpath.kfp.components.train import train
+from dynpath.kfp.components.vocab import vocab
+
+FUNCTIONS = {
+    "fetch_data": fetch_data,
+    "synth": synth,
+    "extract": extract,
+    "vocab": vocab,
+    "train": train,
+    "evaluate": evaluate,
+    "report": report,
+    "promote": promote,
+}
+
+
+@dataclass(frozen=True)
+class Components:
+    """The step components built for one image (kfp ``PythonComponent`` objects)."""
+
+    fetch_data: Any
+    synth: Any
+    extract: Any
+    vocab: Any
+    train: Any
+    evaluate: Any
+    report: Any
+    promote: Any
+
+
+def load(image: str) -> Components:
+    """Build every component to run in ``image``, without installing anything at run time."""
+    from kfp import dsl
+
+    built = {
+        name: dsl.component(
+            func,
+            base_image=image,
+            install_kfp_package=False,
+            packages_to_install=None,
+        )
+        for name, func in FUNCTIONS.items()
+    }
+    return Components(**built)

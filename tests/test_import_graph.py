@@ -1,0 +1,107 @@
+"""No import cycles in src/dynpath, components/ or pipeline/ (docs/design.md, "Import rules").
+
+How the graph is built (function-level and dynamic imports included, TYPE_CHECKING left out):
+tests/import_graph.py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from import_graph import SOURCES, find_cycles, import_graph, strongly_connected
+
+
+def test_no_import_cycles() -> None:
+    graph = import_graph(SOURCES)
+    cycles = find_cycles(graph)
+    assert not cycles, "import cycles (break them; see docs/design.md):\n" + "\n".join(
+        f"{' -> '.join(c)}\n  (all modules caught in it: {', '.join(m)})"
+        for c, m in zip(cycles, strongly_connected(graph), strict=True)
+    )
+
+
+def test_the_graph_sees_function_level_and_dynamic_imports(tmp_path: Path) -> None:
+    """The detector itself: a cycle closed only inside a function, one closed only through
+    ``importlib.import_module`` and one through a package ``__init__`` are all found; an import
+    under TYPE_CHECKING is not an edge."""
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from pkg import b\n")
+    (pkg / "b.py").write_text("def f():\n    from pkg.a import x\n")
+    (pkg / "c.py").write_text("import importlib\nimportlib.import_module('pkg.d')\n")
+    (pkg / "d.py").write_text("from . import c\n")
+    (pkg / "sub" / "__init__.py").write_text("from pkg.e import y\n")
+    (pkg / "e.py").write_text("from pkg.sub.f import z\n")
+    (pkg / "sub" / "f.py").write_text("")
+    (pkg / "g.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg.h import T\n"
+    )
+    (pkg / "h.py").write_text("from pkg.g import U\n")
+    cycles = find_cycles(import_graph({"pkg": pkg}))
+    assert sorted(tuple(sorted(set(c))) for c in cycles) == [
+        ("pkg.a", "pkg.b"),
+        ("pkg.c", "pkg.d"),
+        ("pkg.e", "pkg.sub"),
+    ]
+    for cycle in cycles:
+        assert cycle[0] == cycle[-1]
+
+
+#: docs/design.md, "Import rules": the layers, lowest first; a module imports from its own layer
+#: or below. The longest matching prefix decides (``dynpath.kfp`` is above ``dynpath``).
+LAYERS: tuple[tuple[str, ...], ...] = (
+    (
+        "dynpath",
+        "dynpath.errors",
+        "dynpath.io",
+        "dynpath.registry",
+        "dynpath.config",
+        "dynpath.variants",
+        "dynpath.stages",
+        "dynpath.schemas",
+        "dynpath.device",
+        "dynpath.seeds",
+        "dynpath.s3",
+        "dynpath.profiles",
+    ),
+    ("dynpath.data", "dynpath.extract", "dynpath.model"),
+    ("dynpath.engine",),
+    ("dynpath.inference", "dynpath.tracking"),
+    ("dynpath.steps", "dynpath.report", "dynpath.bench"),
+    ("dynpath.cli", "dynpath.demo", "dynpath.kfp", "components", "pipeline"),
+)
+
+
+def layer_of(module: str) -> int | None:
+    best: tuple[int, int] | None = None
+    for i, names in enumerate(LAYERS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and (
+                best is None or len(name) > best[1]
+            ):
+                best = (i, len(name))
+    return None if best is None else best[0]
+
+
+def test_every_module_has_a_layer_and_imports_downwards() -> None:
+    graph = import_graph(SOURCES)
+    unplaced = sorted(m for m in graph if layer_of(m) is None)
+    assert not unplaced, f"place these modules in a layer (docs/design.md): {unplaced}"
+    upward = [
+        f"{a} -> {b}"
+        for a, deps in sorted(graph.items())
+        for b in sorted(deps)
+        if (layer_of(b) or 0) > (layer_of(a) or 0)
+    ]
+    assert not upward, "imports from a higher layer (docs/design.md, Import rules):\n" + "\n".join(
+        upward
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["dynpath.config", "dynpath.kfp.components.train", "components", "pipeline"]
+)
+def test_every_source_root_is_in_the_graph(name: str) -> None:
+    assert name in import_graph(SOURCES)
