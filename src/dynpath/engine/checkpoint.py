@@ -148,6 +148,9 @@ def safe_load_failure(err: BaseException) -> str:
     that the unpickler trips over (a bare KeyError/IndexError) becomes "not a torch file".
     """
     text = str(err)
+    zipped = re.search(r"failed reading zip archive: ([^.]+)", text)
+    if zipped:
+        return f"not a valid torch zip archive: {zipped.group(1)}"
     found = re.search(
         r"(Trying to load unsupported GLOBAL [\w.]+|Unsupported global: [^\n]+|"
         r"Unsupported operand \d+|failed finding central directory)",

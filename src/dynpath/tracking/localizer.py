@@ -271,6 +271,8 @@ class Localizer:
         from dynpath import extract
 
         path = Path(video)
+        if path.is_dir():
+            raise DataError(f"{path}: is a directory; give a video file")
         if not path.is_file():
             raise DataError(f"{path}: video file not found")
         out = extract.extract_video_features(
