@@ -371,6 +371,11 @@ def test_api_case(spec: dict[str, Any], localizer: Any, tmp_path: Path) -> None:
     from dynpath.tracking.localizer import Localizer
 
     kwargs = {k: _api_value(v) for k, v in (spec.get("kwargs") or {}).items()}
+    for key, value in kwargs.items():  # arguments of the form "$model" or list stand-ins
+        if isinstance(value, str) and value == "$model":
+            kwargs[key] = str(localizer.source)
+        elif isinstance(value, list):
+            kwargs[key] = [_api_value(v) for v in value]
     expected = {"TypeError": TypeError, "ValueError": ValueError}.get(spec.get("also", ""), object)
     with pytest.raises(DynpathError) as info:
         if spec["call"] == "predict":

@@ -28,11 +28,16 @@ from pydantic import (
     model_validator,
 )
 
+from dynpath.errors import DynpathError
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-class ConfigError(ValueError):
-    """A params file that cannot be used; the message names the file and the key."""
+class ConfigError(DynpathError, ValueError):
+    """A params file that cannot be used; the message names the file and the key.
+
+    A DynpathError like every user-facing failure (one catch at the API boundary and the CLI),
+    and still a ValueError for callers that catch that."""
 
 
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
