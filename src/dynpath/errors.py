@@ -90,3 +90,10 @@ def os_error_message(err: OSError) -> str:
     if err.filename2 is not None:
         where = f"{where} -> {err.filename2}"
     return f"{where}: {advice}"
+
+
+class DataValueError(DataError, ValueError):
+    """A value out of its domain in a data computation (a NaN time, a duration <= 0).
+
+    Also a ValueError, what these functions raised before the dynpath error hierarchy covered
+    them."""
