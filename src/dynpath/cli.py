@@ -35,9 +35,25 @@ log = logging.getLogger("dynpath")
 Handler = Callable[[argparse.Namespace], Any]
 
 
+class _ExplicitParams(argparse.Action):
+    """``--params``: records that the user named the file (``args.params_explicit``), so that a
+    command that can run on defaults (model-info) still fails when an explicit file is missing.
+    ``args.params`` stays a string path either way."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.params_explicit = True
+
+
 def _params(args: argparse.Namespace) -> Path:
     """The params file: ``--params`` when given, else ./params.yaml."""
-    return Path(args.params) if args.params is not None else DEFAULT_PARAMS
+    return Path(args.params)
 
 
 def _cfg(args: argparse.Namespace) -> Config:
@@ -223,7 +239,7 @@ def _model_info(args: argparse.Namespace) -> Any:
     from dynpath.model.registry import model_info
 
     # an explicit --params must exist; without one, ./params.yaml when present, else defaults
-    explicit = args.params is not None
+    explicit = bool(getattr(args, "params_explicit", False))
     info = model_info(_cfg(args) if explicit or DEFAULT_PARAMS.exists() else Config())
     if args.json:
         return info
@@ -297,7 +313,13 @@ def _pipeline(args: argparse.Namespace) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dynpath", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=None, help="params file (default: ./params.yaml)")
+    parser.add_argument(
+        "--params",
+        default=str(DEFAULT_PARAMS),
+        action=_ExplicitParams,
+        help="params file (default: ./params.yaml)",
+    )
+    parser.set_defaults(params_explicit=False)
     parser.add_argument(
         "-v", "--verbose", action="store_true", help="debug log; tracebacks with errors"
     )
@@ -450,7 +472,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dynpath {args.command}: error: {message}", file=sys.stderr)
         return code
     if text is not None and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 only
-        print(text)
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:  # the reader (`| head`) closed the pipe: no traceback at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
