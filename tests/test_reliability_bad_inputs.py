@@ -701,7 +701,7 @@ QUERIES = [
         "localize-topk-zero",
         lambda ctx: [*_store_query("a person opens the door")(ctx), "--topk", "0"],
         2,
-        r"topk must be >= 1, got 0",
+        r"--topk: must be >= 1, got 0",  # refused by the argument parser, before any work
     ),
     Case(
         "localize-model-missing",

@@ -318,6 +318,7 @@ def test_pyfunc_directory_wraps_the_same_localizer(
     assert [c.name for c in model.metadata.signature.inputs.inputs] == [
         "query",
         "video",
+        "video_b64",
         "features",
         "duration",
     ]
@@ -325,9 +326,11 @@ def test_pyfunc_directory_wraps_the_same_localizer(
 
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:.*An input example was not provided")
-def test_video_file_is_localized_with_the_models_own_backbone(tmp_path: Path) -> None:
+def test_video_file_is_localized_with_the_models_own_backbone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A video in -> I3D features (random init from the config's seed) -> spans in seconds;
-    the pyfunc model's ``video`` column takes the same path."""
+    the pyfunc model's ``video`` column takes the same path (under its media root)."""
     import mlflow
     import pandas as pd
 
@@ -348,6 +351,7 @@ def test_video_file_is_localized_with_the_models_own_backbone(tmp_path: Path) ->
     arch, resolved = tiny_config().variant("dynamic")
     kwargs = build_pyfunc_kwargs(model_dir, None, resolved, "dynamic", arch, tmp_path / "stage")
     mlflow.pyfunc.save_model(tmp_path / "pyfunc", **kwargs)
+    monkeypatch.setenv("DYNPATH_MEDIA_ROOT", str(tmp_path))
     model = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
     got = model.predict(pd.DataFrame([{"query": QUERY, "video": str(video)}]), params={"topk": 3})
     assert got == [out]

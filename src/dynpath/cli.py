@@ -2,40 +2,124 @@
 
 Each command parses arguments, loads params.yaml, and calls one function of ``dynpath.steps`` (or
 a tool module); no logic lives here. Heavy modules are imported inside the handlers so that
-``dynpath --help`` stays fast. Errors a user can act on (:class:`DynpathError`, ConfigError) are
-printed on one line with a non-zero exit instead of a traceback.
+``dynpath --help`` stays fast.
+
+One error path (docs/reliability.md, "Bad input"): every failure a user can act on
+(:class:`DynpathError`, ConfigError, an OSError or a decoding error at the boundary) is printed
+as ONE line ``dynpath <cmd>: error: <file/key/argument>: <what to do>`` with exit code 2 and no
+traceback (``-v`` adds it); Ctrl-C exits 130 (checkpoints are written atomically, so the last one
+on disk is complete). Every output a command writes is locked first (:func:`output_lock`): a
+second writer fails at once naming the PID that holds it, before any work.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from dynpath.config import DEFAULT_PARAMS, Config, ConfigError, load_config
-from dynpath.errors import DynpathError
+from dynpath.config import DEFAULT_PARAMS, Config, ConfigError, check_device, load_config
+from dynpath.errors import DynpathError, UsageError, os_error_message
+from dynpath.io import output_lock
 
 log = logging.getLogger("dynpath")
 
 Handler = Callable[[argparse.Namespace], Any]
 
 
+class _ExplicitParams(argparse.Action):
+    """``--params``: records that the user named the file (``args.params_explicit``), so that a
+    command that can run on defaults (model-info) still fails when an explicit file is missing.
+    ``args.params`` stays a string path either way."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.params_explicit = True
+
+
+def _params(args: argparse.Namespace) -> Path:
+    """The params file: ``--params`` when given, else ./params.yaml."""
+    return Path(args.params)
+
+
 def _cfg(args: argparse.Namespace) -> Config:
-    return load_config(args.params)
+    return load_config(_params(args))
 
 
-def _print(result: Any, as_json: bool = True) -> None:
+@contextlib.contextmanager
+def _writing(*outputs: Path) -> Iterator[None]:
+    """Lock every output of a command (in a fixed order, so two commands never deadlock)."""
+    with contextlib.ExitStack() as stack:
+        for out in sorted({os.path.abspath(o) for o in outputs}):
+            stack.enter_context(output_lock(out))
+        yield
+
+
+def _output_file(path: Path, flag: str) -> Path:
+    """An output that must be a file: refuse an existing directory before any work is done."""
+    if path.is_dir():
+        raise UsageError(f"{flag} {path}: is a directory; give the path of the file to write")
+    return path
+
+
+def _render(result: Any) -> str | None:
+    """The JSON printed on stdout; strict JSON (no NaN/Infinity, which no parser accepts)."""
     if result is None:
-        return
-    if as_json:
-        print(json.dumps(result, indent=2, default=str))
-    else:
-        print(result)
+        return None
+    try:
+        return json.dumps(result, indent=2, default=str, allow_nan=False)
+    except ValueError:
+        raise DynpathError(
+            "the result holds a non-finite number (NaN or Infinity) and cannot be printed as "
+            "JSON; check the inputs (features, duration) for out-of-range values"
+        ) from None
+
+
+# --------------------------------------------------------------------------- argument types
+
+
+def _finite_positive(text: str) -> float:
+    """argparse type: a finite number > 0 (``inf``, ``nan``, ``1e400`` are refused)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _device(text: str) -> str:
+    """argparse type: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (syntax only; availability is
+    checked where the device is used)."""
+    try:
+        return check_device(text, "--device", available=False)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 # --------------------------------------------------------------------------- step handlers
@@ -45,63 +129,79 @@ def _synth(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
     from dynpath.steps import synth
 
-    return synth.run(cfg, out_dir=Path(args.out or cfg.data.root))
+    out = Path(args.out or cfg.data.root)
+    with _writing(out):
+        return synth.run(cfg, out_dir=out)
 
 
 def _data(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
     from dynpath.steps import data
 
-    return data.run(cfg, root=Path(cfg.data.root))
+    with _writing(Path(cfg.data.root)):
+        return data.run(cfg, root=Path(cfg.data.root))
 
 
 def _extract(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
     from dynpath.steps import extract
 
-    return extract.run(
-        cfg,
-        videos=Path(args.videos or cfg.data.videos),
-        output=Path(args.output or cfg.data.features),
-        backbone=args.backbone or cfg.extract.backbone,
-        weights=args.weights if args.weights is not None else cfg.extract.weights,
-    )
+    output = _output_file(Path(args.output or cfg.data.features), "--output")
+    weights = args.weights if args.weights is not None else cfg.extract.weights
+    if weights is not None and Path(weights).is_dir():
+        raise UsageError(f"--weights {weights}: is a directory; give the checkpoint file")
+    check_device(cfg.extract.device, "extract.device")
+    with _writing(output):
+        return extract.run(
+            cfg,
+            videos=Path(args.videos or cfg.data.videos),
+            output=output,
+            backbone=args.backbone or cfg.extract.backbone,
+            weights=weights,
+        )
 
 
 def _vocab(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
     from dynpath.steps import vocab
 
-    return vocab.run(cfg, out_dir=Path(args.out))
+    with _writing(Path(args.out)):
+        return vocab.run(cfg, out_dir=Path(args.out))
 
 
 def _train(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
     from dynpath.steps import train
 
-    return train.run(
-        cfg,
-        variant=args.variant,
-        vocab_dir=Path(args.vocab),
-        out_dir=Path(args.out) / args.variant,
-        resume=args.resume,
-        seed=args.seed,
-    )
+    out_dir = Path(args.out) / args.variant
+    check_device(cfg.train.device, "train.device")
+    with _writing(out_dir):
+        return train.run(
+            cfg,
+            variant=args.variant,
+            vocab_dir=Path(args.vocab),
+            out_dir=out_dir,
+            resume=args.resume,
+            seed=args.seed,
+        )
 
 
 def _evaluate(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
     from dynpath.steps import evaluate
 
-    return evaluate.run(
-        cfg,
-        variant=args.variant,
-        vocab_dir=Path(args.vocab),
-        model_dir=Path(args.models) / args.variant,
-        out_dir=Path(args.out) / args.variant,
-        split=args.split,
-        seed=args.seed,
-    )
+    out_dir = Path(args.out) / args.variant
+    check_device(cfg.train.device, "train.device")
+    with _writing(out_dir):
+        return evaluate.run(
+            cfg,
+            variant=args.variant,
+            vocab_dir=Path(args.vocab),
+            model_dir=Path(args.models) / args.variant,
+            out_dir=out_dir,
+            split=args.split,
+            seed=args.seed,
+        )
 
 
 def _report(args: argparse.Namespace) -> Any:
@@ -110,9 +210,10 @@ def _report(args: argparse.Namespace) -> Any:
 
     if args.summary:
         return report.print_summary(Path(args.out))
-    return report.run(
-        cfg, eval_dir=Path(args.evals), models_dir=Path(args.models), out_dir=Path(args.out)
-    )
+    with _writing(Path(args.out)):
+        return report.run(
+            cfg, eval_dir=Path(args.evals), models_dir=Path(args.models), out_dir=Path(args.out)
+        )
 
 
 def _promote(args: argparse.Namespace) -> Any:
@@ -137,7 +238,9 @@ def _data_stats(args: argparse.Namespace) -> Any:
 def _model_info(args: argparse.Namespace) -> Any:
     from dynpath.model.registry import model_info
 
-    info = model_info(load_config(args.params) if Path(args.params).exists() else Config())
+    # an explicit --params must exist; without one, ./params.yaml when present, else defaults
+    explicit = bool(getattr(args, "params_explicit", False))
+    info = model_info(_cfg(args) if explicit or DEFAULT_PARAMS.exists() else Config())
     if args.json:
         return info
     for row in info:
@@ -148,6 +251,15 @@ def _model_info(args: argparse.Namespace) -> Any:
 def _localize(args: argparse.Namespace) -> Any:
     from dynpath.inference.localizer import Localizer, format_spans
 
+    if args.video is not None and args.features is not None:
+        raise UsageError("--video and --features: give one source of features, not both")
+    if args.video is not None and args.duration is not None:
+        raise UsageError(
+            "--video and --duration: a video's duration comes from the file; --duration is for "
+            "--features stores without durations"
+        )
+    if args.video_id is not None and args.features is None:
+        raise UsageError("--video-id needs --features (the HDF5 store it names a video of)")
     loc = Localizer.load(args.model, device=args.device)
     result = loc.predict(
         video=args.video,
@@ -183,13 +295,17 @@ def _bench(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
     from dynpath.bench import run_bench
 
-    return run_bench(cfg, output=Path(args.output), quick=args.quick, device=args.device)
+    output = _output_file(Path(args.output), "--output")
+    with _writing(output):
+        return run_bench(cfg, output=output, quick=args.quick, device=args.device)
 
 
 def _profile(args: argparse.Namespace) -> Any:
     from dynpath.profiles import use_profile
 
-    path = use_profile(args.name, Path(args.params))
+    params = _output_file(_params(args), "--params")
+    with _writing(params):
+        path = use_profile(args.name, params)
     print(f"{path}: now the {args.name!r} profile")
     return None
 
@@ -199,10 +315,13 @@ def _pipeline(args: argparse.Namespace) -> Any:
     from dynpath.kfp import compile as kfp_pipeline
 
     if args.action == "compile":
-        return {"output": str(kfp_pipeline.compile_pipeline(cfg, Path(args.output)))}
+        output = _output_file(Path(args.output), "--output")
+        with _writing(output):
+            return {"output": str(kfp_pipeline.compile_pipeline(cfg, output))}
     if args.action == "submit":
         return kfp_pipeline.submit(cfg, host=args.host, package=Path(args.output))
-    return kfp_pipeline.run_local(cfg, workdir=Path(args.workdir))
+    with _writing(Path(args.workdir)):
+        return kfp_pipeline.run_local(cfg, workdir=Path(args.workdir))
 
 
 # --------------------------------------------------------------------------- parser
@@ -210,8 +329,16 @@ def _pipeline(args: argparse.Namespace) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dynpath", description=__doc__.splitlines()[0])
-    parser.add_argument("--params", default=str(DEFAULT_PARAMS), help="params file (params.yaml)")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument(
+        "--params",
+        default=str(DEFAULT_PARAMS),
+        action=_ExplicitParams,
+        help="params file (default: ./params.yaml)",
+    )
+    parser.set_defaults(params_explicit=False)
+    parser.add_argument(
+        "-v", "--verbose", action="store_true", help="debug log; tracebacks with errors"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     def add(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
@@ -280,9 +407,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--video", help="video file (features extracted on the fly)")
     p.add_argument("--features", help="HDF5 feature store instead of a video")
     p.add_argument("--video-id", help="video id in --features")
-    p.add_argument("--duration", type=float, help="seconds (feature stores without durations)")
-    p.add_argument("--topk", type=int, default=5)
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument(
+        "--duration", type=_finite_positive, help="seconds (feature stores without durations)"
+    )
+    p.add_argument("--topk", type=_positive_int, default=5)
+    p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument("--json", action="store_true")
 
     p = add("demo", _demo, "serve a local web page to try a model on a video and a sentence")
@@ -299,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("bench", _bench, "benchmark suite (writes a JSON and prints a table)")
     p.add_argument("--output", default="outputs/bench.json")
     p.add_argument("--quick", action="store_true", help="fewer repeats, smaller shapes")
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", type=_device, default="auto")
 
     p = add(
         "profile",
@@ -316,19 +445,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted(err: BaseException) -> bool:
+    """Whether ``err`` is, or was raised while handling, a Ctrl-C (torch.save and h5py turn a
+    KeyboardInterrupt inside their writers into a RuntimeError chained to it)."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def _one_line(text: str) -> str:
+    """Several lines (e.g. one per invalid params key) joined into the one error line."""
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def error_message(err: BaseException) -> tuple[int, str]:
+    """The exit code and the one-line message of a failure (see the module docstring)."""
+    if _interrupted(err):
+        return 130, (
+            "interrupted; outputs are written atomically, so every file left is complete "
+            "(`train --resume` continues from the last checkpoint)"
+        )
+    if isinstance(err, DynpathError | ConfigError):
+        return 2, _one_line(str(err))
+    if isinstance(err, UnicodeDecodeError):
+        return 2, (
+            f"input is not valid UTF-8 (byte {err.start}: {err.reason}); re-save the file as UTF-8"
+        )
+    if isinstance(err, OSError):
+        return 2, _one_line(os_error_message(err))
+    if isinstance(err, MemoryError):
+        return 2, "out of memory; use smaller inputs or a machine with more memory"
+    return 1, (
+        f"internal error ({type(err).__name__}: {_one_line(str(err))[:300]}); "
+        "rerun with -v for the traceback and report it"
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # argparse printed usage + "dynpath <cmd>: error: ..." (or --help)
+        return exc.code if isinstance(exc.code, int) else 2
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        result = args.handler(args)
-    except (DynpathError, ConfigError) as err:
-        print(f"dynpath {args.command}: error: {err}", file=sys.stderr)
-        return 2
-    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
-        _print(result, as_json=True)
+        text = _render(args.handler(args))
+    except (Exception, KeyboardInterrupt) as err:
+        if args.verbose:
+            traceback.print_exc(file=sys.stderr)
+        code, message = error_message(err)
+        print(f"dynpath {args.command}: error: {message}", file=sys.stderr)
+        return code
+    if text is not None and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 only
+        try:
+            print(text, flush=True)
+        except BrokenPipeError:  # the reader (`| head`) closed the pipe: no traceback at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 

@@ -13,6 +13,7 @@ name to dotted overrides of the base config, e.g. ``{"model.gumbel_tau": 0.5}``;
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,19 +23,78 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from dynpath.errors import DynpathError
+
 DEFAULT_PARAMS = Path("params.yaml")
 
 
-class ConfigError(ValueError):
-    """A params file that cannot be used; the message names the file and the key."""
+class ConfigError(DynpathError, ValueError):
+    """A params file that cannot be used; the message names the file and the key.
+
+    A DynpathError like every user-facing failure (one catch at the API boundary and the CLI),
+    and still a ValueError for callers that catch that."""
+
+
+DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+
+
+def check_device(value: str, where: str, available: bool = True) -> str:
+    """``value`` if it names a device dynpath can use: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Anything else (``tpu``, ``gpu``) is a :class:`ConfigError` naming ``where``; with
+    ``available``, ``cuda`` on a machine (or a torch build) without CUDA is one too, instead of
+    a silent fall-back to the CPU or a torch error in the middle of a run.
+    """
+    if not isinstance(value, str) or not re.match(DEVICE_PATTERN, value):
+        raise ConfigError(f"{where}: unknown device {value!r}; use auto, cpu, cuda or cuda:N")
+    if available and value.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"{where}: {value!r} but CUDA is not available on this machine (or this torch "
+                "build); use cpu or auto"
+            )
+        index = int(value.split(":")[1]) if ":" in value else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"{where}: {value!r} but this machine has {torch.cuda.device_count()} GPU(s)"
+            )
+    return value
+
+
+def _allows_bool(annotation: Any) -> bool:
+    return "bool" in repr(annotation)
+
+
+def _has_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return True
+    if isinstance(value, list | tuple):
+        return any(_has_bool(v) for v in value)
+    return False
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # allow_inf_nan=False: `.inf`/`.nan` (and 1e400, which YAML reads as inf) are refused at load
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, value: Any, info: ValidationInfo) -> Any:
+        """A YAML ``true`` is not a number: pydantic's lax mode would read ``epochs: true`` as
+        1 epoch and ``lr: false`` as 0; only fields declared bool take booleans."""
+        field = cls.model_fields.get(info.field_name or "")
+        if field is not None and not _allows_bool(field.annotation) and _has_bool(value):
+            if "Any" in repr(field.annotation) or "dict" in repr(field.annotation):
+                return value  # free-form mappings (variants, node selectors) check their values
+            raise ValueError(f"a boolean ({value!r}) is not valid here; give a number or text")
+        return value
 
 
 class DataConfig(_Section):
@@ -71,7 +131,7 @@ class ExtractConfig(_Section):
     stride: int = Field(16, ge=1)  # frames between clip starts (== window: non-overlapping)
     size: int = Field(224, ge=16)  # crop side fed to the backbone
     batch_size: int = Field(8, ge=1)
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = Field("auto", pattern=DEVICE_PATTERN)  # auto | cpu | cuda | cuda:N
     amp: bool = True  # CUDA: fp16 autocast; CPU: bfloat16 where oneDNN supports it natively
     max_failures: float = Field(0.05, ge=0.0)  # fraction (<1) or count (>=1) of unreadable videos
 
@@ -163,7 +223,7 @@ class TrainConfig(_Section):
     # Not in the paper: switch routing's load-balancing term on the selector (same module).
     lambda_balance: float = Field(0.0, ge=0)
     num_workers: int = Field(0, ge=0)
-    device: str = "auto"
+    device: str = Field("auto", pattern=DEVICE_PATTERN)
     amp: bool = True  # CUDA only
     compile: bool = False
     threads: int = Field(0, ge=0)  # torch CPU threads; 0 = torch default
@@ -183,6 +243,13 @@ class EvalConfig(_Section):
     shuffled_control: bool = True
     selection_metric: str = "r1_iou0.5"  # validation metric used for model selection
     examples_per_route: int = Field(3, ge=0)
+
+    @field_validator("iou_thresholds")
+    @classmethod
+    def _thresholds_in_unit_interval(cls, v: tuple[float, ...]) -> tuple[float, ...]:
+        if not v or any(not (0.0 < t <= 1.0) for t in v):
+            raise ValueError("iou_thresholds must be a non-empty list of numbers in (0, 1]")
+        return v
 
 
 class TrackingConfig(_Section):
@@ -326,11 +393,18 @@ def set_dotted(raw: dict[str, Any], dotted: str, value: Any, where: str) -> None
     node[keys[-1]] = value
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
 def _format_error(err: ValidationError, source: str) -> str:
     lines = []
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"])
         kind = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        kind = kind.removeprefix("Value error, ")
+        if e["type"] == "string_pattern_mismatch" and loc.endswith("device"):
+            kind = f"unknown device {e['input']!r}; use auto, cpu, cuda or cuda:N"
         lines.append(f"{source}: {loc}: {kind}")
     return "\n".join(lines)
 
@@ -351,8 +425,18 @@ def load_config(
         raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory; give the params file (params.yaml)") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {err.start}: {err.reason}); re-save it as UTF-8"
+        ) from None
+    except OSError as err:
+        from dynpath.errors import os_error_message
+
+        raise ConfigError(f"params file {os_error_message(err)}") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(str(err))}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     cfg = _validate(raw, source=str(path))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import json
 import os
 import re
@@ -13,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dynpath.errors import OutputError
+from dynpath.errors import LockedError, OutputError
 
 # Write failures that mean "no room for this output": reported as OutputError naming the output
 # (a bare ``OSError: [Errno 28] No space left on device`` does not say which file).
@@ -117,3 +118,93 @@ def write_json(path: str | Path, obj: Any) -> None:
 def write_text(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- output locks
+
+_HELD: set[str] = set()  # outputs this process holds (nested steps, e.g. pipeline run-local)
+
+
+def _lock_dir() -> Path:
+    """Where output locks live: one per user in the temp directory, never in the output itself
+    (a lock file left in an output directory would be an output: DVC would track it, a failed
+    run would leave it behind)."""
+    return Path(tempfile.gettempdir()) / f"dynpath-locks-{os.getuid()}"
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise :class:`OutputError` now if ``path`` (a file or directory to be created or
+    replaced) cannot be written: its nearest existing ancestor is a file, is read-only, or is not
+    writable by this user; ``path`` itself being a directory where a file is expected is checked
+    by the callers that know which one they want.
+
+    Steps call this before any work, so that an output on a read-only disk fails in a second
+    instead of after an hour of extraction or training.
+    """
+    path = Path(os.path.abspath(path))
+    probe = path
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if probe != path and not probe.is_dir():
+        raise OutputError(
+            errno.ENOTDIR, "a part of the path is a file, not a directory", str(path), _NOTHING
+        )
+    target = probe if probe.is_dir() else probe.parent
+    try:
+        read_only = bool(os.statvfs(target).f_flag & os.ST_RDONLY)
+    except OSError:
+        read_only = False
+    if read_only:
+        raise OutputError(errno.EROFS, "read-only file system", str(path), _NOTHING)
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise OutputError(errno.EACCES, f"{target} is not writable", str(path), _NOTHING)
+
+
+_NOTHING = "nothing was written; choose a writable location"
+
+
+@contextlib.contextmanager
+def output_lock(path: str | Path) -> Iterator[None]:
+    """Hold an advisory lock on the output ``path`` (a directory or a file) for the block.
+
+    A second dynpath process writing the same output fails at once with a :class:`LockedError`
+    naming the output and the PID holding it, instead of interleaving its files with the first
+    one's (best.pt of one run, summary of the other). The lock is :mod:`filelock`'s (``flock``:
+    released by the kernel when the holder dies, so a killed run never leaves a stale lock),
+    keyed by the output's real path. Re-entrant within a process. The output is also checked
+    for writability first (:func:`check_writable`).
+    """
+    from filelock import FileLock, Timeout
+
+    key = os.path.realpath(path)
+    if key in _HELD:
+        yield
+        return
+    check_writable(key)
+    locks = _lock_dir()
+    locks.mkdir(mode=0o700, exist_ok=True)
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
+    lock = FileLock(str(locks / f"{digest}.lock"), timeout=0)
+    owner = locks / f"{digest}.pid"
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            pid = owner.read_text(encoding="utf-8").split()[0]
+        except (OSError, IndexError):
+            pid = "?"
+        raise LockedError(
+            f"{path}: in use by PID {pid} (another dynpath process is writing it); wait for it "
+            "to finish or choose another output"
+        ) from None
+    try:
+        owner.write_text(f"{os.getpid()} {key}\n", encoding="utf-8")
+        _HELD.add(key)
+        yield
+    finally:
+        _HELD.discard(key)
+        with contextlib.suppress(OSError):
+            owner.unlink()
+        lock.release()

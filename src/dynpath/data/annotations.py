@@ -63,6 +63,9 @@ class _SplitBuilder:
         self.file = file
         self.moments: list[Moment] = []
         self._seen: set[tuple[str, float, float, str]] = set()
+        # qid -> (line, content): a qid names one moment; the same qid with other content would
+        # give two predictions under one id (and silently merged metrics)
+        self._qids: dict[str, tuple[int, tuple[str, float, float, str]]] = {}
         self._logged = 0
         for counter in (
             report.lines,
@@ -99,6 +102,13 @@ class _SplitBuilder:
         known_video: bool,
     ) -> None:
         """Validate one parsed record (see the module docstring for the order) and keep it."""
+        content = (vid, start, end, query.strip())
+        first = self._qids.setdefault(qid, (line, content))
+        if math.isfinite(start) and math.isfinite(end) and first[1] != content:
+            raise DataError(
+                f"{self.file}:{line}: qid {qid!r} was already used on line {first[0]} for a "
+                "different moment (video, times or query); qids must be unique, fix the file"
+            )
         if not (math.isfinite(start) and math.isfinite(end)):
             return self.skip(line, "unparsable", text)
         query = query.strip()

@@ -53,6 +53,8 @@ class FeatureStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
+        if self.path.is_dir():
+            raise DataError(f"{self.path}: is a directory; give the HDF5 feature store file")
         if not self.path.is_file():
             raise DataError(f"{self.path}: feature store not found (run `dynpath extract` first)")
         self._file: Any = None

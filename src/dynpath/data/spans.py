@@ -22,6 +22,8 @@ from typing import overload
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from dynpath.errors import DataValueError
+
 _EPS = 1e-6  # in index units
 
 
@@ -43,10 +45,13 @@ def seconds_to_indices(
     e = np.asarray(end, dtype=np.float64)
     d = np.asarray(duration, dtype=np.float64)
     n = np.asarray(T, dtype=np.int64)
-    if np.any(d <= 0):
-        raise ValueError("duration must be > 0")
+    # a NaN or infinite time would cast to an arbitrary index (NaN -> INT64_MIN -> clipped to 0)
+    if not (np.isfinite(s).all() and np.isfinite(e).all()):
+        raise DataValueError("span times must be finite numbers of seconds")
+    if not np.isfinite(d).all() or np.any(d <= 0):
+        raise DataValueError("duration must be a finite number > 0")
     if np.any(n < 1):
-        raise ValueError("T must be >= 1")
+        raise DataValueError("T must be >= 1")
     scale = n / d
     last = n - 1
     i = np.clip(np.floor(s * scale + _EPS).astype(np.int64), 0, last)
@@ -75,6 +80,10 @@ def indices_to_seconds(
     jj = np.asarray(j, dtype=np.float64)
     d = np.asarray(duration, dtype=np.float64)
     n = np.asarray(T, dtype=np.float64)
+    if not np.isfinite(d).all() or np.any(d <= 0):
+        raise DataValueError("duration must be a finite number > 0")
+    if np.any(n < 1):
+        raise DataValueError("T must be >= 1")
     step = d / n
     s = ii * step
     e = np.minimum((jj + 1.0) * step, d)

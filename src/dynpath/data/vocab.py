@@ -203,6 +203,10 @@ class Vocabulary:
             word2id = json.loads(path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: not valid JSON: {err}") from None
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not UTF-8 text") from None
+        if not isinstance(word2id, dict):
+            raise DataError(f"{path}: expected a JSON object {{word: id}}")
         words = [""] * len(word2id)
         for w, i in word2id.items():
             if not isinstance(i, int) or not 0 <= i < len(words) or words[i]:
@@ -210,10 +214,21 @@ class Vocabulary:
             words[i] = w
         meta: dict[str, Any] = {}
         if (directory / "vocab_report.json").is_file():
-            meta = json.loads((directory / "vocab_report.json").read_text(encoding="utf-8"))
+            try:
+                meta = json.loads((directory / "vocab_report.json").read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise DataError(f"{directory / 'vocab_report.json'}: not valid JSON") from None
+            if not isinstance(meta, dict):
+                raise DataError(f"{directory / 'vocab_report.json'}: expected a JSON object")
         emb = None
         if (directory / "embeddings.npy").is_file():
-            emb = np.load(directory / "embeddings.npy", allow_pickle=False)
+            try:
+                emb = np.load(directory / "embeddings.npy", allow_pickle=False)
+            except (ValueError, OSError, EOFError) as err:
+                first = str(err).splitlines()[0][:200]
+                raise DataError(
+                    f"{directory / 'embeddings.npy'}: not a readable .npy array ({first})"
+                ) from None
         try:
             return cls(
                 words,

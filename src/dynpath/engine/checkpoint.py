@@ -19,7 +19,6 @@ previous checkpoint intact.
 
 from __future__ import annotations
 
-import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ import torch
 from dynpath import __version__
 from dynpath.errors import CheckpointError
 from dynpath.io import atomic_path
+from dynpath.torch_files import torch_load_safely
 
 FORMAT = 1
 
@@ -147,15 +147,16 @@ def load_checkpoint(
     missing, truncated or unsafe file, another variant/arch, or another dynpath major version.
     """
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory; give the checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
-        raise CheckpointError(f"{path}: not a readable dynpath checkpoint ({err})") from None
+    ckpt = torch_load_safely(path, map_location)
     if not isinstance(ckpt, dict) or "meta" not in ckpt or "model" not in ckpt:
         raise CheckpointError(f"{path}: not a dynpath checkpoint (no 'meta'/'model' entries)")
     meta = ckpt["meta"]
+    if not isinstance(meta, dict) or not isinstance(ckpt["model"], dict):
+        raise CheckpointError(f"{path}: not a dynpath checkpoint ('meta'/'model' not mappings)")
     theirs = str(meta.get("dynpath_version", "?"))
     if major(theirs) != major(__version__):
         raise CheckpointError(

@@ -393,7 +393,17 @@ class Trainer:
             self.scaler.load_state_dict(ckpt["scaler"])
         except (RuntimeError, KeyError, ValueError) as err:
             raise CheckpointError(f"{path}: does not fit this model: {err}") from None
-        self.progress = Progress.from_dict(ckpt["progress"])
+        progress = Progress.from_dict(ckpt["progress"])
+        if progress.epoch > self.opt.epochs or (
+            progress.epoch == self.opt.epochs and progress.batches_done > 0
+        ):
+            # the summary would report e.g. best_epoch 3 of 2 epochs: refuse instead
+            raise CheckpointError(
+                f"{path}: has {progress.epoch} completed epoch(s) but train.epochs is "
+                f"{self.opt.epochs}; set train.epochs >= {progress.epoch} to continue it, or "
+                "train afresh without --resume"
+            )
+        self.progress = progress
         ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
         if len(ranks) == self.dist.world_size:
             restore_rng(ranks[self.dist.rank])

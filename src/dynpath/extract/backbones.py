@@ -14,7 +14,6 @@ the extractor then flags the features as NOT pretrained everywhere (HDF5 attrs, 
 from __future__ import annotations
 
 import hashlib
-import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,12 +149,11 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: backbone checkpoint not found")
-    try:
-        obj: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, OSError) as err:
-        raise CheckpointError(
-            f"{path}: not a loadable state_dict (torch.load weights_only=True): {err}"
-        ) from None
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory; give the backbone checkpoint file")
+    from dynpath.torch_files import torch_load_safely
+
+    obj: Any = torch_load_safely(path, what="backbone checkpoint (state_dict)")
     if isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping):
         obj = obj["state_dict"]
     if not isinstance(obj, Mapping) or not obj:

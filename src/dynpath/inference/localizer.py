@@ -20,8 +20,11 @@ eval mode, inference runs under ``torch.inference_mode`` and nothing on ``self``
 from __future__ import annotations
 
 import logging
+import math
 import os
+import shutil
 import tempfile
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,13 +35,49 @@ import yaml
 
 from dynpath.config import Config
 from dynpath.device import resolve_device
-from dynpath.errors import CheckpointError, DataError, DynpathError
+from dynpath.errors import CheckpointError, DataError, DynpathError, InputTypeError, UsageError
 from dynpath.model.output import NO_ROUTE, ROUTE_NAMES
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "best.pt"
 VOCAB_FILES = ("vocab.json", "embeddings.npy", "vocab_report.json")
+# Longest video duration accepted (seconds, 31 days): beyond it a span in seconds is meaningless
+# and products with it may overflow to inf; 1e308 or inf is a typo, not a video.
+MAX_DURATION = 31 * 24 * 3600.0
+
+
+def check_duration(duration: Any, where: str = "duration") -> float:
+    """A duration in seconds: a real number (not a bool, not text), finite, > 0 and at most
+    :data:`MAX_DURATION`; anything else is a :class:`UsageError`/:class:`InputTypeError`."""
+    if isinstance(duration, bool) or not isinstance(
+        duration, int | float | np.integer | np.floating
+    ):
+        raise InputTypeError(f"{where} must be a number of seconds, got {duration!r}")
+    value = float(duration)
+    if not math.isfinite(value) or not 0 < value <= MAX_DURATION:
+        raise UsageError(
+            f"{where} must be a finite number of seconds in (0, {MAX_DURATION:.0f}], got {value}"
+        )
+    return value
+
+
+def check_topk(topk: Any) -> int:
+    """``topk``: an int >= 1 (a bool, a float or text such as ``"5"`` is refused)."""
+    if isinstance(topk, bool) or not isinstance(topk, int | np.integer):
+        raise InputTypeError(f"topk must be an integer >= 1, got {topk!r}")
+    if topk < 1:
+        raise UsageError(f"topk must be >= 1, got {topk}")
+    return int(topk)
+
+
+def check_query(query: Any) -> str:
+    """``query``: text (``bytes`` must be decoded by the caller, which knows the encoding)."""
+    if isinstance(query, bytes | bytearray):
+        raise InputTypeError("query must be text (str), got bytes; decode it first")
+    if not isinstance(query, str):
+        raise InputTypeError(f"query must be text (str), got {type(query).__name__}")
+    return query
 
 
 def find_vocab_dir(model_dir: Path) -> Path | None:
@@ -98,17 +137,24 @@ class Localizer:
     ) -> Localizer:
         """Build from a checkpoint (its ``meta`` has variant, arch, resolved config, feature dim)
         and a vocabulary directory (``vocab.json`` + ``embeddings.npy``)."""
+        from dynpath.config import check_device
         from dynpath.data.vocab import Vocabulary
         from dynpath.engine.checkpoint import load_checkpoint
         from dynpath.model.registry import build_model
 
-        dev = resolve_device(device, setting="device")
+        if not isinstance(device, str):
+            raise InputTypeError(f"device must be a string (auto, cpu, cuda), got {device!r}")
+        dev = resolve_device(check_device(device, "device"), setting="device")
         ckpt = load_checkpoint(weights, map_location="cpu")
         meta = ckpt["meta"]
+        missing = [k for k in ("config", "arch", "feature_dim") if k not in meta]
+        if missing:
+            raise CheckpointError(f"{weights}: checkpoint metadata lacks {', '.join(missing)}")
         try:
             cfg = Config.model_validate(meta["config"])
         except Exception as err:
-            raise CheckpointError(f"{weights}: config stored in the checkpoint: {err}") from None
+            first = " ".join(str(err).split())[:300]
+            raise CheckpointError(f"{weights}: config stored in the checkpoint: {first}") from None
         vocab = Vocabulary.load(vocab_dir)
         expected = int(meta.get("vocab_size", len(vocab)))
         if len(vocab) != expected:
@@ -121,7 +167,11 @@ class Localizer:
             emb = np.zeros((len(vocab), cfg.vocab.dim), dtype=np.float32)
         feature_dim = int(meta["feature_dim"])
         model = build_model(str(meta["arch"]), cfg, emb, feature_dim)
-        model.load_state_dict(_strip_compiled(ckpt["model"]))
+        try:
+            model.load_state_dict(_strip_compiled(ckpt["model"]))
+        except (RuntimeError, KeyError, TypeError, AttributeError) as err:
+            first = str(err).splitlines()[0][:300]
+            raise CheckpointError(f"{weights}: weights do not fit the model: {first}") from None
         model.to(dev).eval()
         for p in model.parameters():
             p.requires_grad_(False)
@@ -165,8 +215,19 @@ class Localizer:
         cls, uri: str | Path, device: str = "auto", tracking_uri: str | None = None
     ) -> Localizer:
         """From a registry/run/artifact URI, a pyfunc directory or a training output directory."""
+        if not isinstance(uri, str | os.PathLike):
+            raise InputTypeError(f"model must be a URI or a path, got {uri!r}")
         text = str(uri)
         local = Path(text)
+        if local.is_file() and local.name != "MLmodel":
+            # an explicit checkpoint file (best.pt, last.pt, ...) is the one loaded
+            vocab = find_vocab_dir(local.parent)
+            if vocab is None:
+                raise DataError(
+                    f"{local}: no vocabulary found beside it ({local.parent / 'vocab'}) or in "
+                    f"{local.parent.parent.parent / 'vocab'} (run `dynpath vocab` first)"
+                )
+            return cls.from_files(local, vocab, device, source=str(local))
         if local.exists():
             if local.is_file():
                 local = local.parent
@@ -183,7 +244,16 @@ class Localizer:
             raise DynpathError(f"{local}: neither an MLflow model (MLmodel) nor {WEIGHTS_FILE}")
         if "://" not in text and not text.startswith(("models:", "runs:")):
             raise DynpathError(f"{text}: no such file or directory, and not an MLflow URI")
-        return cls.from_pyfunc_dir(download_model(text, tracking_uri), device)
+        downloaded = download_model(text, tracking_uri)
+        try:
+            loc = cls.from_pyfunc_dir(downloaded, device)
+        except BaseException:
+            shutil.rmtree(downloaded, ignore_errors=True)
+            raise
+        # The download is read by predict() (the backbone weights, for videos), so it lives as
+        # long as the Localizer: removed when it is collected, or at interpreter exit.
+        weakref.finalize(loc, shutil.rmtree, downloaded, ignore_errors=True)
+        return loc
 
     # ------------------------------------------------------------------ inference
 
@@ -191,6 +261,8 @@ class Localizer:
         from dynpath import extract
 
         path = Path(video)
+        if path.is_dir():
+            raise DataError(f"{path}: is a directory; give a video file")
         if not path.is_file():
             raise DataError(f"{path}: video file not found")
         out = extract.extract_video_features(
@@ -245,18 +317,29 @@ class Localizer:
         an HDF5 feature store with ``video_id`` (duration from the store's metadata when not
         given).
         """
-        if not query or not query.strip():
+        query = check_query(query)
+        topk = check_topk(topk)
+        if not query.strip():
             raise DataError("query is empty")
+        if duration is not None:
+            duration = check_duration(duration)
+        if video is not None and not isinstance(video, str | os.PathLike):
+            raise InputTypeError(f"video must be a file path, got {type(video).__name__}")
+        if video is not None and features is not None:
+            raise UsageError("give video or features, not both")
+        if video is not None and duration is not None:
+            raise UsageError("duration is read from the video file; give it only with features")
+        if video_id is not None and not isinstance(video_id, str):
+            raise InputTypeError(f"video_id must be a string, got {video_id!r}")
         if video is not None:
             feats, dur = self._features_from_video(video)
-            dur = float(duration) if duration is not None else dur
         elif isinstance(features, str | os.PathLike):
             feats, dur = self._features_from_store(Path(features), video_id, duration)
         elif features is not None:
             feats = _as_matrix(features)
-            if duration is None or not float(duration) > 0:
+            if duration is None:
                 raise DataError("features given as an array need `duration` (seconds, > 0)")
-            dur = float(duration)
+            dur = duration
         else:
             raise DataError("give a video file or features (array or HDF5 store + video id)")
         return self.predict_features(feats, query, dur, topk)
@@ -302,10 +385,16 @@ class Localizer:
         from dynpath.data.features import resample
         from dynpath.engine.evaluator import decode_batch
 
-        if topk < 1:
-            raise DataError(f"topk must be >= 1, got {topk}")
+        topk = check_topk(topk)
+        if not len(feats) == len(queries) == len(durations):
+            raise UsageError(
+                f"{len(feats)} feature matrices, {len(queries)} queries and {len(durations)} "
+                "durations: give one of each per item"
+            )
         items: list[dict[str, Any]] = []
         for f, q, d in zip(feats, queries, durations, strict=True):
+            q = check_query(q)
+            d = check_duration(d)
             f = _as_matrix(f)
             if f.shape[1] != self.feature_dim:
                 raise DataError(
@@ -331,6 +420,13 @@ class Localizer:
         batch = collate(items).to(self.device)
         with torch.inference_mode():
             out, preds = decode_batch(self.model, batch, k=topk, nms_iou=self.cfg.eval.nms_iou)
+            if not (
+                torch.isfinite(out.start_logits).all() and torch.isfinite(out.end_logits).all()
+            ):
+                raise DataError(
+                    "the model's scores are not finite for these features: their values are "
+                    "out of the range the model was trained on (e.g. 1e38); check the features"
+                )
         results = []
         for b, (item, pred) in enumerate(zip(items, preds, strict=True)):
             spans = [
@@ -358,10 +454,18 @@ class Localizer:
 
 def _as_matrix(features: Any) -> np.ndarray:
     """Array-likes (nested lists, object arrays of rows) to a float32 [T, D] matrix."""
-    arr = np.asarray(features)
-    if arr.dtype == object:
-        arr = np.stack([np.asarray(row, dtype=np.float32) for row in arr])
-    arr = arr.astype(np.float32, copy=False)
+    if isinstance(features, str | bytes):
+        raise InputTypeError("features must be a [T, D] array of numbers, got text")
+    try:
+        arr = np.asarray(features)
+        if arr.dtype == object:
+            arr = np.stack([np.asarray(row, dtype=np.float32) for row in arr])
+        if arr.dtype == bool or arr.dtype.kind not in "biuf":
+            raise TypeError(arr.dtype)
+        with np.errstate(over="ignore"):
+            arr = arr.astype(np.float32, copy=False)
+    except (TypeError, ValueError):
+        raise InputTypeError("features must be a [T, D] array of numbers") from None
     if arr.ndim != 2 or arr.shape[0] == 0:
         raise DataError(f"features must be a non-empty [T, D] matrix, got shape {arr.shape}")
     if not np.isfinite(arr).all():

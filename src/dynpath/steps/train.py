@@ -152,29 +152,33 @@ def run(
     info = init_distributed(vcfg.train.device)
     out_dir = Path(out_dir)
     try:
-        if info.is_main:  # a DVC output of the stage, even when there is one seed only
-            (out_dir / SEEDS_DIR).mkdir(parents=True, exist_ok=True)
         if workers > 1 and not info.enabled:
-            return _run_in_processes(
+            summary = _run_in_processes(
                 vcfg, variant, arch, Path(vocab_dir), out_dir, resume, todo, workers
             )
-        if vcfg.train.threads > 0:
-            torch.set_num_threads(vcfg.train.threads)
-        summaries = [
-            _run(
-                vcfg,
-                variant,
-                arch,
-                Path(vocab_dir),
-                seed_dir(out_dir, vcfg.seeds, s),
-                resume,
-                info,
-                train_seed=s,
-                track=s == vcfg.seeds[0],
-            )
-            for s in todo
-        ]
-        return summaries[0]
+        else:
+            if vcfg.train.threads > 0:
+                torch.set_num_threads(vcfg.train.threads)
+            summaries = [
+                _run(
+                    vcfg,
+                    variant,
+                    arch,
+                    Path(vocab_dir),
+                    seed_dir(out_dir, vcfg.seeds, s),
+                    resume,
+                    info,
+                    train_seed=s,
+                    track=s == vcfg.seeds[0],
+                )
+                for s in todo
+            ]
+            summary = summaries[0]
+        # a DVC output of the stage even with one seed; made after training so that a run that
+        # fails on its inputs leaves nothing behind (not even empty directories)
+        if info.is_main:
+            (out_dir / SEEDS_DIR).mkdir(parents=True, exist_ok=True)
+        return summary
     finally:
         shutdown_distributed(info)
 
