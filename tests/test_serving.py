@@ -75,8 +75,8 @@ def _register(root: Path) -> tuple[str, Path]:
     and the model directory."""
     import mlflow
 
+    from dynpath.tracking.mlflow_env import mlflow_uris
     from dynpath.tracking.pyfunc_model import build_pyfunc_kwargs
-    from dynpath.tracking.tracker import mlflow_uris
 
     model_dir = make_model_dir(root / "train", feature_dim=DIM)
     arch, resolved = tiny_config().variant("dynamic")
