@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,13 @@ def shared_data() -> Path:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(autouse=True)
+def _restore_sys_path() -> Iterator[None]:
+    """Put sys.path back after each test: a test (or the code it calls, e.g. importing the
+    checkout's ``pipeline``/``components`` packages) that prepends an entry must not make a later
+    test pass or fail depending on the order they run in."""
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 from mlflow_server import MlflowServer, free_port, mlflow_env, mlflow_server  # noqa: F401
-from test_report_step import _cfg, write_fixture
+from report_fixture import report_config as _cfg
+from report_fixture import write_fixture
 
 from dynpath.steps import report
 

@@ -152,12 +152,13 @@ def test_fetch_data_component_runs_in_kfp_local(
     project: Project,
     s3_env: dict[str, str],  # noqa: F811
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The component itself (its shipped source, in a subprocess) fetches from the remote."""
     from kfp import local
 
     project.clear_local()
-    kfp_pipeline._import_dag()  # puts the checkout's components/ on sys.path
+    monkeypatch.syspath_prepend(str(kfp_pipeline.project_root()))  # the checkout's components/
     import components
 
     comps = components.load("ghcr.io/dynpath/dynpath:test")
