@@ -39,3 +39,20 @@ def _restore_sys_path() -> Iterator[None]:
     saved = list(sys.path)
     yield
     sys.path[:] = saved
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Print pytest-randomly's seed last, also under ``-q`` (which hides the header that has it):
+    an order-dependent failure is reproduced with ``--randomly-seed=N``; ``-p no:randomly`` runs
+    the tests in file order (for debugging)."""
+    try:
+        seed = config.getoption("randomly_seed")
+    except ValueError:  # pytest-randomly disabled (-p no:randomly) or not installed
+        terminalreporter.write_line("test order: file order (pytest-randomly off)")
+        return
+    terminalreporter.write_line(
+        f"test order: random, seed {seed} (reproduce: pytest --randomly-seed={seed}; "
+        "file order: pytest -p no:randomly)"
+    )
