@@ -49,9 +49,7 @@ def _crash(server: MlflowServer) -> None:
     assert proc is not None
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    deadline = time.monotonic() + 15
-    while server.port_open() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    server.wait_port_closed()
 
 
 def test_training_survives_a_tracking_server_outage(

@@ -9,6 +9,7 @@ give tests a clock they can move instead of sleeping past an interval.
 
 from __future__ import annotations
 
+import re
 import socket
 import subprocess
 import time
@@ -92,3 +93,26 @@ class FakeClock:
         fake = types.SimpleNamespace(**{**real, "monotonic": self.monotonic})
         monkeypatch.setattr(f"{module}.time", fake)
         return self
+
+
+LISTENING = re.compile(r"http://127\.0\.0\.1:(\d+)")  # uvicorn, werkzeug and gunicorn all log it
+
+
+def port_from_log(
+    proc: subprocess.Popen[bytes], log: Path, offset: int = 0, timeout: float = DEFAULT_TIMEOUT
+) -> int:
+    """The port a server started with port 0 says it listens on (the first loopback URL its
+    log prints after byte ``offset``): the OS picked a free port and the server holds it, so no
+    other process can take it between choosing and binding."""
+    found: list[int] = []
+
+    def listening() -> bool:
+        with open(log, "rb") as fh:
+            fh.seek(offset)
+            m = LISTENING.search(fh.read().decode(errors="replace"))
+        if m:
+            found.append(int(m.group(1)))
+        return bool(m)
+
+    wait_until(listening, f"the server's listening address in {log.name}", timeout, proc, log)
+    return found[0]
