@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,30 @@ def shared_data() -> Path:
 @pytest.fixture
 def repo_root() -> Path:
     return REPO
+
+
+@pytest.fixture(autouse=True)
+def _restore_sys_path() -> Iterator[None]:
+    """Put sys.path back after each test: a test (or the code it calls, e.g. importing the
+    checkout's ``pipeline``/``components`` packages) that prepends an entry must not make a later
+    test pass or fail depending on the order they run in."""
+    saved = list(sys.path)
+    yield
+    sys.path[:] = saved
+
+
+def pytest_terminal_summary(
+    terminalreporter: pytest.TerminalReporter, config: pytest.Config
+) -> None:
+    """Print pytest-randomly's seed last, also under ``-q`` (which hides the header that has it):
+    an order-dependent failure is reproduced with ``--randomly-seed=N``; ``-p no:randomly`` runs
+    the tests in file order (for debugging)."""
+    try:
+        seed = config.getoption("randomly_seed")
+    except ValueError:  # pytest-randomly disabled (-p no:randomly) or not installed
+        terminalreporter.write_line("test order: file order (pytest-randomly off)")
+        return
+    terminalreporter.write_line(
+        f"test order: random, seed {seed} (reproduce: pytest --randomly-seed={seed}; "
+        "file order: pytest -p no:randomly)"
+    )

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
+from waiting import port_from_log, wait_until
 
 if TYPE_CHECKING:
     from dynpath.config import Config
@@ -34,19 +35,16 @@ BIN = Path(sys.executable).parent
 START_TIMEOUT = float(os.environ.get("DYNPATH_TEST_MLFLOW_START_TIMEOUT", "180"))
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 class MlflowServer:
-    """One ``mlflow server`` process bound to a fixed port and store across restarts."""
+    """One ``mlflow server`` process bound to a fixed port and store across restarts.
+
+    The first start asks for port 0 and reads the port the server bound from its log (no window
+    in which another process could take a port chosen beforehand); restarts bind that port
+    again, once the stopped server has freed it."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.port = 0
         self.backend = f"sqlite:///{root / 'mlflow.db'}"
         self.artifacts = root / "artifacts"
         self.log = root / "server.log"
@@ -73,12 +71,24 @@ class MlflowServer:
             "1",
         ]
         t0 = time.monotonic()
+        offset = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as fh:
             self.proc = subprocess.Popen(
                 cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, start_new_session=True
             )
+        if self.port == 0:
+            try:
+                self.port = port_from_log(self.proc, self.log, offset, timeout=START_TIMEOUT)
+            except AssertionError:
+                self.stop()
+                raise
         self._wait_healthy(t0)
         self.start_seconds.append(time.monotonic() - t0)
+
+    @property
+    def url(self) -> str:
+        assert self.port, "the server has not started yet"
+        return f"http://127.0.0.1:{self.port}"
 
     def _wait_healthy(self, t0: float) -> None:
         assert self.proc is not None
@@ -113,9 +123,11 @@ class MlflowServer:
         # children (uvicorn) may outlive the launcher by a moment
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline and self.port_open():
-            time.sleep(0.1)
+        self.wait_port_closed()
+
+    def wait_port_closed(self, timeout: float = 30) -> None:
+        """Wait until nothing listens on the port (a restart binds it again); fail loudly."""
+        wait_until(lambda: not self.port_open(), f"port {self.port} freed by the server", timeout)
 
     def port_open(self) -> bool:
         with socket.socket() as sock:

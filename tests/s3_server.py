@@ -8,7 +8,6 @@ MLflow at it through the standard environment variables, with throwaway credenti
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,14 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from waiting import port_from_log
 
 BIN = Path(sys.executable).parent
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -59,14 +53,13 @@ def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     exe = BIN / "moto_server"
     if not exe.exists():
         pytest.skip("moto_server is not installed (pip install 'moto[server]')")
-    port = free_port()
     log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with open(log, "wb") as fh:
+    with open(log, "wb") as fh:  # port 0: the server binds a port the OS picks, then says which
         proc = subprocess.Popen(
-            [str(exe), "-H", "127.0.0.1", "-p", str(port)], stdout=fh, stderr=subprocess.STDOUT
+            [str(exe), "-H", "127.0.0.1", "-p", "0"], stdout=fh, stderr=subprocess.STDOUT
         )
-    url = f"http://127.0.0.1:{port}"
     try:
+        url = f"http://127.0.0.1:{port_from_log(proc, log, timeout=120)}"
         wait_http(url + "/moto-api/", timeout=30, proc=proc)
         yield url
     finally:

@@ -3,14 +3,18 @@ of the benchmark; its figures are measured by the full run, see docs/performance
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
+import yaml
 
 from dynpath import bench
+from dynpath.cli import main
 from dynpath.config import Config
 from dynpath.extract.backbones import BACKBONES
 from dynpath.profiles import resolve
@@ -20,12 +24,20 @@ ARCHS = ("dynamic", "soft_dynamic", "exploitation_only")
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
-    """One quick run (module-scoped: ~10 s) from a directory without dvc.yaml."""
+    """One quick run (module-scoped: ~10 s) through the CLI, from a directory without dvc.yaml:
+    the summary it prints (JSON, after the table) and the JSON file it writes."""
     tmp = tmp_path_factory.mktemp("bench")
-    cfg = Config.model_validate(resolve("tiny"))
-    with pytest.MonkeyPatch.context() as mp:
+    params = tmp / "params.yaml"
+    params.write_text(yaml.safe_dump(resolve("tiny"), sort_keys=False))
+    Config.model_validate(resolve("tiny"))  # the profile is valid as written
+    argv = ["--params", str(params), "bench", "--quick", "--output", str(tmp / "bench.json")]
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
         mp.chdir(tmp)
-        summary = bench.run_bench(cfg, tmp / "bench.json", quick=True, device="cpu")
+        code = main([*argv, "--device", "cpu"])
+    assert code == 0, out.getvalue()[-3000:]
+    printed = out.getvalue()
+    summary = json.loads(printed[printed.rindex("\n{\n") + 1 :])  # the last thing printed
     return summary, json.loads((tmp / "bench.json").read_text())
 
 
@@ -128,9 +140,10 @@ def test_random_batch_is_valid_with_varied_query_lengths() -> None:
     assert torch.equal(b.inner.sum(1), (b.end - b.start + 1).float())
 
 
-def test_cli_quick_writes_json(tmp_path: Path) -> None:
-    """The CLI entry point is wired to run_bench (argument names and output)."""
-    from dynpath.cli import build_parser
-
-    args = build_parser().parse_args(["bench", "--quick", "--output", str(tmp_path / "b.json")])
-    assert args.quick is True and Path(args.output) == tmp_path / "b.json"
+def test_cli_quick_writes_json(quick: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """``dynpath bench --quick --output X`` (the module's run) wrote X, a quick run's JSON, and
+    printed a summary of that file's figures."""
+    summary, r = quick
+    assert r["env"]["quick"] is True and r["env"]["device"] == "cpu"
+    assert Path(summary["output"]).name == "bench.json"
+    assert summary["targets"] == {k: v["status"] for k, v in r["targets"].items()}

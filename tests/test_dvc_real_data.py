@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_dvc_repro import copy_repo, run
+from dvc_project import copy_repo, run
 
 from dynpath.profiles import use_profile
 

@@ -8,10 +8,6 @@ Slow (a minute or two on 2 CPUs): the whole DAG runs, synth to report, once; the
 from __future__ import annotations
 
 import json
-import os
-import re
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,56 +15,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+from dvc_project import RAN, copy_repo, own_copy, run, set_params, would_run
 
-from dynpath.bench import copy_worktree
 from dynpath.profiles import VARIANT_NAMES, use_profile
 
 pytestmark = pytest.mark.slow
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-ENV = {
-    "GIT_AUTHOR_NAME": "test",
-    "GIT_AUTHOR_EMAIL": "test@example.invalid",
-    "GIT_COMMITTER_NAME": "test",
-    "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    "DVC_NO_ANALYTICS": "1",
-    "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    "DYNPATH_SYNTH_WORKERS": "2",
-}
-RAN = re.compile(r"Running stage '([^']+)'")
-
-
-def run(repo: Path, *cmd: str, check: bool = True, timeout: int = 900) -> str:
-    env = {**os.environ, **ENV}
-    env.pop("MLFLOW_TRACKING_URI", None)
-    out = subprocess.run(
-        list(cmd), cwd=repo, env=env, capture_output=True, text=True, timeout=timeout
-    )
-    text = out.stdout + out.stderr
-    if check:
-        assert out.returncode == 0, f"{' '.join(cmd)} failed ({out.returncode}):\n{text[-4000:]}"
-    return text
-
-
-def copy_repo(dest: Path) -> Path:
-    """The working tree as a fresh clone would have it (the bench's copy, shared)."""
-    return copy_worktree(REPO, dest)
-
-
-def set_params(repo: Path, **changes: object) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for dotted, value in changes.items():
-        node = params
-        *parents, last = dotted.split("/")
-        for p in parents:
-            node = node[p]
-        node[last] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def would_run(repo: Path) -> set[str]:
-    return set(RAN.findall(run(repo, "dvc", "repro", "--dry")))
 
 
 @dataclass
@@ -157,9 +108,13 @@ def test_edited_variant_reruns_that_variant_alone(project: Project) -> None:
         run(repo, "git", "checkout", "--", "params.yaml")
 
 
-def test_exp_run_with_a_variant_override(project: Project) -> None:
-    """`dvc exp run -S` in the format params.yaml uses (dotted keys) really reruns one variant."""
-    repo = project.repo
+def test_exp_run_with_a_variant_override(project: Project, tmp_path: Path) -> None:
+    """`dvc exp run -S` in the format params.yaml uses (dotted keys) really reruns one variant.
+
+    In a copy of the project: the experiment is applied to the workspace (params, outputs),
+    which the other tests of this module must not see, whichever order they run in."""
+    repo = own_copy(project.repo, tmp_path / "repo")
+    assert run(repo, "dvc", "status").strip().endswith("Data and pipelines are up to date.")
     out = run(repo, "dvc", "exp", "run", "-S", "+variants.sum_fusion={model.dropout:0.2}")
     assert set(RAN.findall(out)) == {"train@sum_fusion", "evaluate@sum_fusion", "report"}, out
     params = yaml.safe_load((repo / "params.yaml").read_text())

@@ -168,10 +168,7 @@ def test_metrics_and_plots_are_declared() -> None:
 
 def test_top_level_plots_read_columns_the_report_writes(tmp_path: Path) -> None:
     """Each plot's x/y fields are columns of reports/ablation.csv as the report step writes it."""
-    import sys
-
-    sys.path.insert(0, str(Path(__file__).parent))
-    from test_report_step import write_fixture
+    from report_fixture import write_fixture
 
     from dynpath.report.tables import ablation_csv, load_results
 

@@ -6,7 +6,7 @@ and dropout masks from the global torch RNG and skips one of two branches per sa
 handling and DDP's unused parameters are exercised. Data goes through the real ``collate``.
 
 This file doubles as the child script of the subprocess tests (SIGKILL, torchrun):
-``python tests/test_engine_trainer.py OUT_DIR [--sleep S] [--resume]``.
+``python tests/test_engine_trainer.py OUT_DIR [--block-at STEP] [--resume]``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -326,27 +326,53 @@ def _child(out: Path, *extra: str) -> list[str]:
     return [sys.executable, str(SCRIPT), str(out), *extra]
 
 
+def _read_until(proc: subprocess.Popen[str], wanted: str, timeout: float) -> None:
+    """Read the child's stdout until the line ``wanted``; fail (and kill it) if the child exits
+    first or the line does not come within ``timeout`` seconds (a reader thread, so a child
+    that hangs without printing cannot hang the test)."""
+    assert proc.stdout is not None
+    seen = threading.Event()
+    lines: list[str] = []
+
+    def reader() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line.rstrip())
+            if line.strip() == wanted:
+                seen.set()
+                return
+
+    threading.Thread(target=reader, daemon=True).start()
+    if not seen.wait(timeout):
+        proc.kill()
+        proc.wait(timeout=60)
+        raise AssertionError(
+            f"the child never printed {wanted!r} within {timeout}s "
+            f"(exit {proc.returncode}); its last lines: {lines[-5:]}"
+        )
+
+
 @pytest.mark.slow
 def test_sigkill_and_resume_matches_uninterrupted(tmp_path: Path) -> None:
-    """A real SIGKILL at an arbitrary moment (here during step 8), then ``--resume``.
+    """A real SIGKILL mid-run, then ``--resume``.
 
-    The uninterrupted reference runs in a child process too: floats are compared exactly, and
-    only two fresh processes with the same settings are promised the same kernels (the pytest
-    process may have picked others)."""
+    The child blocks in the step callback after step 7 (``--block-at 7``) and the parent kills it
+    once it has read "step 7": the kill lands after step 7's update, which is lost (the last
+    checkpoint is the one of step 6, mid-epoch 2), however slow the machine is. The uninterrupted
+    reference runs in a child process too: floats are compared exactly, and only two fresh
+    processes with the same settings are promised the same kernels (the pytest process may have
+    picked others)."""
     reference = tmp_path / "reference"
-    subprocess.run(_child(reference), check=True, timeout=120, stdout=subprocess.DEVNULL)
+    subprocess.run(_child(reference), check=True, timeout=300, stdout=subprocess.DEVNULL)
     tmp_path = tmp_path / "killed"
-    proc = subprocess.Popen(_child(tmp_path, "--sleep", "0.15"), stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        if line.strip() == "step 7":
-            time.sleep(0.05)  # into step 8: its work is lost, the checkpoint of step 6 is not
-            proc.send_signal(signal.SIGKILL)
-            break
+    proc = subprocess.Popen(_child(tmp_path, "--block-at", "7"), stdout=subprocess.PIPE, text=True)
+    _read_until(proc, "step 7", timeout=300)
+    proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL
-    assert load_checkpoint(tmp_path / LAST)["progress"]["global_step"] == 6
-    subprocess.run(_child(tmp_path, "--resume"), check=True, timeout=120)
+    progress = load_checkpoint(tmp_path / LAST)["progress"]
+    assert (progress["global_step"], progress["epoch"], progress["batches_done"]) == (6, 1, 1)
+    subprocess.run(_child(tmp_path, "--resume"), check=True, timeout=300)
     a = strip_timing(json.loads((reference / HISTORY).read_text()))
     b = strip_timing(json.loads((tmp_path / HISTORY).read_text()))
     assert a == b
@@ -370,8 +396,8 @@ def test_torchrun_two_processes_gloo(tmp_path: Path) -> None:
     subprocess.run(
         [
             torchrun,
+            "--standalone",  # its rendezvous store binds a port the OS picks: no fixed port
             "--nproc_per_node=2",
-            "--master_port=29533",
             str(SCRIPT),
             str(ddp),
             "--deterministic-model",
@@ -411,7 +437,7 @@ def _main(argv: list[str]) -> None:
 
     p = argparse.ArgumentParser()
     p.add_argument("out")
-    p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--block-at", type=int, default=0, help="after this step, block until killed")
     p.add_argument("--resume", action="store_true")
     p.add_argument("--deterministic-model", action="store_true")
     p.add_argument("--epochs", type=int, default=3)
@@ -421,7 +447,8 @@ def _main(argv: list[str]) -> None:
 
     def on_step(step: int) -> None:
         print(f"step {step}", flush=True)
-        time.sleep(args.sleep)
+        if step == args.block_at:
+            threading.Event().wait()  # the parent's SIGKILL ends it here
 
     trainer = build_trainer(
         Path(args.out),

@@ -389,8 +389,15 @@ def test_measure_latency_rows_and_balanced_routes() -> None:
         ("exploitation_only", "n/a"),
     }
     assert rows[("dynamic", "balanced")]["exploitation_share"] == 0.5
-    assert res["ratios"]["soft_dynamic/soft_dynamic"] == 1.0
-    assert "dynamic[balanced]/soft_dynamic" in res["ratios"]
+    # every row's ratio is its median time over the soft_dynamic row's (not just x/x == 1)
+    base = rows[("soft_dynamic", "n/a")]["ms"]
+    assert all(r["ms"] > 0 for r in rows.values())
+    assert res["ratios"] == {
+        "dynamic[natural]/soft_dynamic": rows[("dynamic", "natural")]["ms"] / base,
+        "dynamic[balanced]/soft_dynamic": rows[("dynamic", "balanced")]["ms"] / base,
+        "soft_dynamic/soft_dynamic": 1.0,
+        "exploitation_only/soft_dynamic": rows[("exploitation_only", "n/a")]["ms"] / base,
+    }
 
 
 @pytest.mark.parametrize(

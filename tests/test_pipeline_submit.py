@@ -94,12 +94,13 @@ def test_submit_creates_a_run_in_the_configured_experiment(
 def test_unreachable_api_is_a_one_line_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from s3_server import free_port
+    from waiting import held_port
 
     params = use_profile("tiny", tmp_path / "params.yaml")
-    host = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    argv = ["--params", str(params), "pipeline", "submit", "--host", host]
-    assert main([*argv, "--output", str(tmp_path / "p.yaml")]) == 2
+    with held_port() as sock:  # bound, never listening: refused, and no one else can take it
+        host = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        argv = ["--params", str(params), "pipeline", "submit", "--host", host]
+        assert main([*argv, "--output", str(tmp_path / "p.yaml")]) == 2
     err = capsys.readouterr().err
     assert "Kubeflow Pipelines API" in err and host in err
     assert (tmp_path / "p.yaml").is_file()  # compiled before submitting

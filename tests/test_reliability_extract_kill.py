@@ -1,7 +1,8 @@
 """``dynpath extract`` killed with SIGKILL mid-run, then re-run.
 
 The child is the real CLI extracting real (small) H.264 videos with the real I3D backbone. It is
-killed after a random delay (seeded) once its partial HDF5 store exists, and once more in the
+killed at a random moment (seeded) after a seeded number of videos is complete in its partial
+HDF5 store (the child announces each completed video on stderr), and once more in the
 middle of writing a video's features: a child whose ``create_dataset`` writes the features,
 flushes them to disk and then stops before the extractor marks the video complete.
 
@@ -26,13 +27,14 @@ import numpy as np
 import pytest
 import torch
 from reliability_workspace import child_env, extract_params, read_store, write_videos
+from waiting import wait_for_line, wait_until
 
 from dynpath import cli
 
 pytestmark = pytest.mark.slow
 
 FRAMES = [24, 40, 16, 32, 48, 24, 40, 16]  # 1 to 3 clips of 16 frames each
-SEEDS = [5, 17]
+SEEDS = [3, 11]  # the kill lands after video 2 and after video 4
 
 MID_FILE = """
 import sys, time, h5py
@@ -47,6 +49,19 @@ def create_dataset(self, name, *args, **kwargs):
     return ds
 h5py.Group.create_dataset = create_dataset
 sys.exit(cli.main(sys.argv[2:]))
+"""
+
+# The real CLI, announcing each video it has marked complete and flushed (the extractor flushes
+# the store once per video, right after setting the ``complete`` attr): the parent's event.
+ANNOUNCE = """
+import sys, h5py
+from dynpath import cli
+real = h5py.File.flush
+def flush(self):
+    real(self)
+    print("VIDEO-FLUSHED", file=sys.stderr, flush=True)
+h5py.File.flush = flush
+sys.exit(cli.main(sys.argv[1:]))
 """
 
 
@@ -123,42 +138,40 @@ def _assert_same_as_reference(output: Path, project: dict[str, Any]) -> None:
 def test_sigkill_at_a_random_moment_then_rerun_resumes(
     project: dict[str, Any], seed: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Killed at a random moment (seeded) after the k-th video is complete (k seeded too): the
+    partial store holds at least k complete videos, so the re-run has work to keep, and must
+    keep exactly those and redo the rest."""
     root = project["root"]
     output = root / f"seed{seed}" / "features.h5"
     partial = output.with_name("features.h5.partial")
     log = root / f"seed{seed}.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "dynpath.cli",
-        *_argv(project["params"], project["videos"], output),
-    ]
+    rng = random.Random(seed)
+    after = rng.randint(1, len(FRAMES) - 3)
+    cmd = [sys.executable, "-c", ANNOUNCE, *_argv(project["params"], project["videos"], output)]
     proc = _spawn(cmd, log)
-    deadline = time.monotonic() + 240
-    while not partial.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.02)
-    delay = random.Random(seed).uniform(0.0, project["seconds"])
+    wait_until(
+        lambda: log.read_text(errors="replace").count("VIDEO-FLUSHED") >= after,
+        f"video {after} complete in the partial store",
+        proc=proc,
+        log=log,
+    )
+    delay = rng.uniform(0.0, 0.5 * project["seconds"] / len(FRAMES))  # within the next video
     time.sleep(delay)
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
-    killed = proc.returncode == -signal.SIGKILL
-    assert killed or proc.returncode == 0, log.read_text(errors="replace")[-3000:]
-    # the final store is absent or complete and readable; never a half-written one
-    if output.exists():
-        store = _readable(output)
-        assert store is not None and len(store) == len(FRAMES)
-    kept = _complete(partial) if partial.exists() else set()
+    assert proc.returncode == -signal.SIGKILL, log.read_text(errors="replace")[-3000:]
+    # the final store is absent (never a half-written one), the partial one holds the work done
+    assert not output.exists()
+    kept = _complete(partial)
+    assert after <= len(kept) < len(FRAMES), kept
     summary = _rerun(project, output, capsys)
     print(
-        f"\nextract seed {seed}: {'killed' if killed else 'finished'} after {delay:.2f}s, "
+        f"\nextract seed {seed}: killed {delay:.2f}s after video {after} was complete, "
         f"{len(kept)} complete videos in the partial store, re-run extracted "
         f"{summary['extracted']} and kept {summary['skipped']}"
     )
-    if killed:
-        assert summary["skipped"] >= len(kept)  # every video completed before the kill is kept
-    else:
-        assert summary["skipped"] == len(FRAMES)
+    # every video completed before the kill is kept, every other one is extracted again
+    assert (summary["skipped"], summary["extracted"]) == (len(kept), len(FRAMES) - len(kept))
     _assert_same_as_reference(output, project)
 
 
@@ -178,10 +191,7 @@ def test_sigkill_while_a_video_is_half_written(
         *_argv(project["params"], project["videos"], output),
     ]
     proc = _spawn(cmd, log)
-    deadline = time.monotonic() + 240
-    while "MID-FILE" not in log.read_text(errors="replace"):
-        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-3000:]
-        time.sleep(0.02)
+    wait_for_line(proc, log, "MID-FILE")
     proc.send_signal(signal.SIGKILL)
     assert proc.wait(timeout=60) == -signal.SIGKILL
     assert not output.exists()

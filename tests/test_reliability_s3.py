@@ -21,14 +21,15 @@ import http.client
 import os
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import EndpointConnectionError
 from s3_server import bucket, s3_endpoint, s3_env  # noqa: F401  (fixtures)
+from waiting import held_port
 
 from dynpath import s3
 
@@ -44,7 +45,7 @@ class FaultyProxy:
     - ``"fail_part"``: a PUT of a multipart part answered 503 SlowDown.
     """
 
-    def __init__(self, upstream: str, port: int = 0, **faults: int) -> None:
+    def __init__(self, upstream: str, sock: socket.socket | None = None, **faults: int) -> None:
         host, up_port = upstream.removeprefix("http://").split(":")
         self.faults = dict(faults)
         self.injected = dict.fromkeys(faults, 0)
@@ -116,7 +117,13 @@ class FaultyProxy:
 
             do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if sock is None:
+            self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        else:  # listen on a socket the test bound (and held) beforehand
+            self.server = ThreadingHTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
+            self.server.socket.close()
+            self.server.socket = sock
+            self.server.server_activate()
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
@@ -130,19 +137,13 @@ class FaultyProxy:
 def proxies(s3_endpoint: str) -> Iterator[Any]:  # noqa: F811
     made: list[FaultyProxy] = []
 
-    def make(port: int = 0, **faults: int) -> FaultyProxy:
-        made.append(FaultyProxy(s3_endpoint, port, **faults))
+    def make(sock: socket.socket | None = None, **faults: int) -> FaultyProxy:
+        made.append(FaultyProxy(s3_endpoint, sock, **faults))
         return made[-1]
 
     yield make
     for p in made:
         p.close()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _no_leftovers(target: Path) -> None:
@@ -238,21 +239,30 @@ def test_an_endpoint_that_refuses_connections_for_a_while(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """The endpoint comes up once the client has been refused (an event the client reports, not
+    a timer): the upload must have waited it out by retrying, whatever the machine's speed."""
     src = _payload(tmp_path, 50_000)
-    port = _free_port()  # nothing listens there yet: connection refused
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    sock = held_port()  # bound, not listening: connection refused, and the port stays ours
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{sock.getsockname()[1]}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "8")
     monkeypatch.setenv("DYNPATH_S3_CONNECT_TIMEOUT", "2")
-    timer = threading.Timer(1.5, lambda: proxies(port=port))  # the endpoint comes up
-    timer.start()
-    t0 = time.monotonic()
+    client = s3.client()
+    refused: list[str] = []
+
+    def on_attempt(attempts: int, caught_exception: Exception | None = None, **_: Any) -> None:
+        if isinstance(caught_exception, EndpointConnectionError) and not refused:
+            refused.append(f"attempt {attempts}: {caught_exception}")
+            proxies(sock=sock)  # the endpoint comes up: the next attempt gets through
+
+    # first in line: botocore's retry handler answers the same event and ends the emission
+    client.meta.events.register_first("needs-retry.s3", on_attempt)
     try:
-        s3.upload_file(src, f"s3://{bucket}/late")
+        s3.upload_file(src, f"s3://{bucket}/late", s3=client)
     finally:
-        timer.join()
-    waited = time.monotonic() - t0
-    print(f"\nupload waited {waited:.1f}s for the endpoint to come up")
-    assert waited >= 1.0
+        if not refused:  # else the proxy listens on it (and closes it at teardown)
+            sock.close()
+    print(f"\nupload refused first ({refused}), then retried through")
+    assert len(refused) == 1, "the upload never met the refusing endpoint"
     out = s3.download_file(f"s3://{bucket}/late", tmp_path / "late.bin")
     assert out.read_bytes() == src.read_bytes()
 
@@ -263,12 +273,13 @@ def test_an_endpoint_that_never_answers_fails_naming_the_object(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     src = _payload(tmp_path, 1000)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{_free_port()}")
-    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
-    with pytest.raises(s3.S3Error, match=rf"upload of {src} to s3://{bucket}/gone failed"):
-        s3.upload_file(src, f"s3://{bucket}/gone")
     target = tmp_path / "dl" / "gone.bin"
     target.parent.mkdir()
-    with pytest.raises(s3.S3Error, match=rf"s3://{bucket}/gone: cannot read the object"):
-        s3.download_file(f"s3://{bucket}/gone", target)
+    with held_port() as sock:  # held until the end: nothing else can start listening there
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{sock.getsockname()[1]}")
+        monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
+        with pytest.raises(s3.S3Error, match=rf"upload of {src} to s3://{bucket}/gone failed"):
+            s3.upload_file(src, f"s3://{bucket}/gone")
+        with pytest.raises(s3.S3Error, match=rf"s3://{bucket}/gone: cannot read the object"):
+            s3.download_file(f"s3://{bucket}/gone", target)
     _no_leftovers(target)

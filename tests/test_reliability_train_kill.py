@@ -2,11 +2,14 @@
 
 Real processes, real signals, real timing: each child is the CLI (``python -m dynpath.cli
 train``) on a small real dataset (see ``reliability_workspace.py``). The parent waits until the
-child logs that training started, sleeps a random delay drawn from a seeded RNG over the length
-of an uninterrupted training, and sends SIGKILL. After every kill, every ``best.pt``/``last.pt``
-on disk must load with ``torch.load(weights_only=True)``; the last ``--resume`` must finish, and
-on CPU the resumed run must equal the uninterrupted one: same history (losses and validation
-metrics at every epoch, timings aside), same summary, bit-identical weights.
+child logs the end of an epoch (the k-th kill of a chain: epoch k or later, so a checkpoint is on
+disk), sleeps a random delay (seeded) within half an epoch, and sends SIGKILL: every kill lands
+mid-run, after a checkpoint and before the end, on a fast or a loaded machine alike, and the
+final run must report that it resumed from the last kill's checkpoint. After every kill, every
+``best.pt``/``last.pt`` on disk must load with ``torch.load(weights_only=True)``; the last
+``--resume`` must finish, and on CPU the resumed run must equal the uninterrupted one: same
+history (losses and validation metrics at every epoch, timings aside), same summary,
+bit-identical weights.
 
 One more child replaces ``torch.save`` by a version that writes half of the checkpoint, flushes
 it to disk and sleeps, so the SIGKILL provably lands in the middle of a checkpoint write (random
@@ -18,6 +21,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 import signal
 import subprocess
 import time
@@ -39,12 +43,15 @@ from reliability_workspace import (
     strip_timing,
     temp_files,
 )
+from waiting import wait_for_line, wait_until
 
 from dynpath import cli
 
 pytestmark = pytest.mark.slow
 
 STARTED = "training dynamic (dynamic)"  # the train step's log line once the model is built
+EPOCH_LINE = re.compile(r"epoch (\d+): loss")  # the trainer's log line at each epoch end
+EPOCHS = 4  # reliability_workspace's train.epochs
 # Several seeds, each a chain of kills of one output directory (resume after resume).
 SEEDS = {11: 2, 23: 1}
 
@@ -107,6 +114,7 @@ def reference(ws: Workspace) -> dict[str, Any]:
         torch.set_num_threads(threads)
     assert handler.at is not None
     d = out / VARIANT
+    assert len(json.loads((d / "history.json").read_text())) == EPOCHS
     return {
         "dir": d,
         "window": ended - handler.at,
@@ -121,19 +129,6 @@ def _spawn(
     cmd = cli_command(argv) if code is None else [cli_command([])[0], "-c", code, *argv]
     with open(log, "wb") as fh:
         return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=fh, env=child_env(**env))
-
-
-def _wait_for(proc: subprocess.Popen[bytes], log: Path, text: str, timeout: float = 240) -> bool:
-    """True once ``text`` is in the child's stderr; False if the child exited first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if text in log.read_text(errors="replace"):
-            return True
-        if proc.poll() is not None:
-            return text in log.read_text(errors="replace")
-        time.sleep(0.02)
-    proc.kill()
-    raise TimeoutError(f"{text!r} never appeared:\n{log.read_text(errors='replace')[-3000:]}")
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> bool:
@@ -163,37 +158,54 @@ def _finish(ws: Workspace, out: Path, log: Path) -> dict[str, Any]:
     return json.loads((out / VARIANT / "train_summary.json").read_text())
 
 
-def _chain(ws: Workspace, reference: dict[str, Any], seed: int, kills: int) -> Iterator[str]:
-    """Kill ``kills`` runs of one output directory at random moments; describe each kill."""
+def _epochs_logged(log: Path) -> list[int]:
+    """The 1-based epochs whose end the child has logged ("epoch N: loss ...")."""
+    return [int(m) for m in EPOCH_LINE.findall(log.read_text(errors="replace"))]
+
+
+def _chain(
+    ws: Workspace, reference: dict[str, Any], seed: int, kills: int
+) -> Iterator[tuple[str, dict[str, int]]]:
+    """Kill ``kills`` runs of one output directory mid-run; describe each kill and give the
+    progress of the ``last.pt`` it left.
+
+    Run ``i`` is killed at a random moment (seeded) of the epoch after the ``i+1``-th epoch end
+    it logs, so every kill lands after a checkpoint and before the end of training whatever the
+    machine's speed: the resume that follows has mid-run state to resume from."""
     rng = random.Random(seed)
     out = ws.root / f"seed{seed}"
+    epoch_seconds = reference["window"] / EPOCHS
     for i in range(kills):
         log = out.parent / f"seed{seed}-{i}.log"
         out.mkdir(exist_ok=True)
         proc = _spawn(ws.train_argv("--resume", out=out), log)
-        assert _wait_for(proc, log, STARTED), log.read_text(errors="replace")[-3000:]
-        delay = rng.uniform(0.0, reference["window"])
-        time.sleep(delay)
-        killed = _kill(proc)
-        assert killed or proc.returncode == 0, log.read_text(errors="replace")[-3000:]
+        wait_until(
+            lambda log=log, i=i: any(e >= i + 1 for e in _epochs_logged(log)),
+            f"the end of epoch {i + 1} (or later) in {log.name}",
+            proc=proc,
+            log=log,
+        )
+        delay = rng.uniform(0.0, 0.5 * epoch_seconds)
+        time.sleep(delay)  # a random moment of the next epoch, not a wait for an event
+        assert _kill(proc), f"run {i} finished before its kill:\n{log.read_text()[-3000:]}"
         found = assert_checkpoints_loadable(out / VARIANT)
-        if not killed:
-            yield f"{delay:.2f}s: finished before the kill"
-        elif "last.pt" in found:
-            p = load_weights_only(out / VARIANT / "last.pt")["progress"]
-            yield f"{delay:.2f}s: killed, last.pt at epoch {p['epoch']} step {p['global_step']}"
-        else:
-            yield f"{delay:.2f}s: killed before the first checkpoint"
+        assert "last.pt" in found, found
+        p = load_weights_only(out / VARIANT / "last.pt")["progress"]
+        assert 1 <= p["epoch"] < EPOCHS and p["global_step"] > 0, p  # mid-run, not finished
+        state = {k: p[k] for k in ("epoch", "batches_done", "global_step")}
+        yield f"{delay:.2f}s after epoch {max(_epochs_logged(log))}: last.pt at {state}", state
 
 
 @pytest.mark.parametrize("seed", sorted(SEEDS))
 def test_sigkill_at_random_moments_then_resume_equals_uninterrupted(
     ws: Workspace, reference: dict[str, Any], seed: int
 ) -> None:
-    delays = list(_chain(ws, reference, seed, SEEDS[seed]))
+    kills = list(_chain(ws, reference, seed, SEEDS[seed]))
+    assert len(kills) == SEEDS[seed]
     out = ws.root / f"seed{seed}"
-    _finish(ws, out, out.parent / f"seed{seed}-final.log")
-    print(f"\nseed {seed} (window {reference['window']:.1f} s): " + "; ".join(delays))
+    summary = _finish(ws, out, out.parent / f"seed{seed}-final.log")
+    print(f"\nseed {seed} (window {reference['window']:.1f} s): " + "; ".join(k for k, _ in kills))
+    assert summary["resumed_from"] == kills[-1][1]  # the last run resumed the mid-run state
     _assert_same_as_reference(out / VARIANT, reference)
 
 
@@ -210,7 +222,7 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one(
     proc = _spawn(
         ws.train_argv("--resume", out=out), log, code=HALF_WRITE, KILL_AT_SAVE=str(kill_at_save)
     )
-    assert _wait_for(proc, log, "HALF-WRITTEN"), log.read_text(errors="replace")[-3000:]
+    wait_for_line(proc, log, "HALF-WRITTEN")
     assert _kill(proc)
     model_dir = out / VARIANT
     line = next(x for x in log.read_text().splitlines() if x.startswith("HALF-WRITTEN"))

@@ -6,8 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-from mlflow_server import MlflowServer, free_port, mlflow_env, mlflow_server  # noqa: F401
-from test_report_step import _cfg, write_fixture
+from mlflow_server import MlflowServer, mlflow_env, mlflow_server  # noqa: F401
+from report_fixture import report_config as _cfg
+from report_fixture import write_fixture
+from waiting import held_port
 
 from dynpath.steps import report
 
@@ -36,9 +38,11 @@ def test_links_ask_the_server_for_the_experiment(
 
 
 def test_unreachable_server_gives_ids_without_links(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
 ) -> None:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    sock = held_port()  # bound, never listening: refused, and no one else can take it
+    request.addfinalizer(sock.close)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{sock.getsockname()[1]}")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
     eval_dir, models_dir = write_fixture(tmp_path, experiment_id=None)

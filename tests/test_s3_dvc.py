@@ -153,6 +153,7 @@ def test_fetch_data_component_runs_in_kfp_local(
     project: Project,
     s3_env: dict[str, str],  # noqa: F811
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The component itself (its shipped source, in a subprocess) fetches from the remote."""
     from kfp import local

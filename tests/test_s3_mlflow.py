@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from s3_server import BIN, CREDENTIALS, free_port, s3_endpoint, s3_env, stop, wait_http  # noqa: F401
+from s3_server import BIN, CREDENTIALS, s3_endpoint, s3_env, stop, wait_http  # noqa: F401
+from waiting import port_from_log
 
 pytestmark = pytest.mark.slow
 
@@ -53,7 +54,6 @@ def mlflow_server(
         for key in ("AWS_ENDPOINT_URL", *CREDENTIALS):
             mp.setenv(key, env[key])
         s3.ensure_bucket(bucket)
-    port = free_port()
     log = tmp / "server.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen(
@@ -69,7 +69,7 @@ def mlflow_server(
                 "--host",
                 "127.0.0.1",
                 "--port",
-                str(port),
+                "0",  # the OS picks a free port, the server binds it and logs which
                 "--workers",
                 "1",
             ],
@@ -77,8 +77,8 @@ def mlflow_server(
             stdout=fh,
             stderr=subprocess.STDOUT,
         )
-    url = f"http://127.0.0.1:{port}"
     try:
+        url = f"http://127.0.0.1:{port_from_log(proc, log, timeout=180)}"
         wait_http(url + "/health", timeout=180, proc=proc)
         yield url, bucket
     except Exception:

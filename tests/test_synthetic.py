@@ -424,7 +424,7 @@ def test_learnable_from_video_not_from_text(tmp_path: Path) -> None:
             se[i, 1] = max(se[i, 0], min(int(r[2] * t / d), t - 1))
         return v, m, w, se
 
-    def r1_iou05(shuffle: bool) -> float:
+    def hits_at_iou05(shuffle: bool) -> list[bool]:
         net = Net()
         opt = torch.optim.Adam(net.parameters(), 2e-3)
         train = list(rows["train"])
@@ -444,14 +444,27 @@ def test_learnable_from_video_not_from_text(tmp_path: Path) -> None:
         score = torch.triu(p[..., 0].unsqueeze(2) * p[..., 1].unsqueeze(1))
         t_max = score.shape[1]
         best = score.flatten(1).argmax(1)
-        hits = 0
+        hits = []
         for k, r in enumerate(rows["test"]):
             d, t = durations[r[0]], int(m[k].sum())
             s0, e0 = int(best[k]) // t_max * d / t, (int(best[k]) % t_max + 1) * d / t
-            hits += _iou(s0, e0, r[1], r[2]) >= 0.5
-        return hits / len(rows["test"])
+            hits.append(_iou(s0, e0, r[1], r[2]) >= 0.5)
+        return hits
 
-    full, query_only = r1_iou05(False), r1_iou05(True)
-    # measured about 0.5 vs 0.03 here (120 videos, 32 px); 240 videos at 64 px: 0.80 vs 0.12
-    assert full >= 0.4, (full, query_only)
+    with_video, text_only = hits_at_iou05(False), hits_at_iou05(True)
+    n = len(with_video)
+    full, query_only = sum(with_video) / n, sum(text_only) / n
+    # Paired sign test over the test queries (not a floor just under one machine's figure, which
+    # other kernels or thread counts may undercut): the queries only the video-seeing model gets
+    # right must outnumber the reverse far beyond chance, one-sided p < 1e-4 under "the video
+    # does not help". Measured 0.61 vs 0.04 here (120 videos, 32 px, 96 queries): p = 3e-15.
+    only_video = sum(a and not b for a, b in zip(with_video, text_only, strict=True))
+    only_text = sum(b and not a for a, b in zip(with_video, text_only, strict=True))
+    trials = only_video + only_text
+    p = sum(math.comb(trials, k) for k in range(only_video, trials + 1)) / 2**trials
+    print(
+        f"\nR@1 IoU0.5 {full:.2f} with video, {query_only:.2f} text only ({n} queries); p={p:.1e}"
+    )
+    assert p < 1e-4, (full, query_only, only_video, only_text)
+    # and the text alone stays near chance: a grammar leaking the answer into the text fails
     assert query_only <= min(0.25, full / 2), (full, query_only)

@@ -24,6 +24,7 @@ from mlflow_server import (
     make_video,
     tiny_config,
 )
+from waiting import FakeClock, wait_until
 
 from dynpath.config import Config
 from dynpath.errors import TrackingError
@@ -76,8 +77,14 @@ def test_run_logs_config_metrics_artifacts_dataset_and_system_metrics(
         tracker.log_artifact(vocab, "vocab")
         digest = tracker.log_dataset("srv-log", paths=[feats, ann], context="train")
         tracker.log_params({"extra": {"note": "hello", "api_token": "never-logged"}})
-        time.sleep(2.5)  # at least one system-metrics sample (interval 1 s)
         run_id = tracker.run_id
+        probe = _client(mlflow_env)
+        wait_until(  # the monitor thread samples every second: wait for its first sample
+            lambda: any(k.startswith("system/") for k in probe.get_run(run_id).data.metrics),
+            "a system-metrics sample on the server",
+            timeout=120,
+            poll=0.25,
+        )
         assert tracker.summary()["tracking_status"] == "ok"
 
     client = _client(mlflow_env)
@@ -314,8 +321,10 @@ def test_promotion_moves_champion_only_on_merit_and_records_why(
 
 
 def test_tracker_survives_a_server_stopped_mid_run_and_flushes_after_restart(
-    mlflow_env: MlflowServer, tmp_path: Path
+    mlflow_env: MlflowServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # the circuit breaker's clock moves when the test says so: no sleep past the probe interval
+    clock = FakeClock().patch(monkeypatch, "dynpath.tracking.resilience")
     arch, cfg = _resolved("srv-outage")
     server = mlflow_env
     losses = [1.0 / (epoch + 1) for epoch in range(6)]
@@ -338,7 +347,9 @@ def test_tracker_survives_a_server_stopped_mid_run_and_flushes_after_restart(
             assert summary["buffered_calls"] >= 4
         finally:
             server.start()
-        time.sleep(0.6)  # > probe interval
+        tracker.set_tag("restarted", "yes")
+        assert tracker.summary()["buffered_calls"] >= 5  # probe not due yet: still buffered
+        clock.advance(0.5)  # the probe interval has passed
         tracker.log_metrics({"train_loss": losses[5]}, 5)
         assert tracker.summary()["buffered_calls"] == 0
         run_id = tracker.run_id
@@ -352,6 +363,7 @@ def test_tracker_survives_a_server_stopped_mid_run_and_flushes_after_restart(
     )
     tags = run.data.tags
     assert tags["tracking_status"] == "degraded" and tags["outage"] == "seen"
+    assert tags["restarted"] == "yes"
     assert int(tags["tracking_failed_calls"]) >= 4 and tags["tracking_dropped_calls"] == "0"
 
     # the evaluate step resumes the run: same run, no param conflict, the outage stays recorded

@@ -6,7 +6,6 @@ import hashlib
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +17,7 @@ from mlflow_server import (
     make_video,
     tiny_config,
 )
+from waiting import FakeClock
 
 from dynpath.errors import DataError, DynpathError
 from dynpath.inference.localizer import Localizer, format_spans, store_duration
@@ -151,9 +151,12 @@ class FakeServer:
         self.received.append(value)
 
 
-def test_resilient_buffers_in_order_and_probes_sparingly(caplog: pytest.LogCaptureFixture) -> None:
+def test_resilient_buffers_in_order_and_probes_sparingly(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = FakeClock().patch(monkeypatch, "dynpath.tracking.resilience")
     server = FakeServer()
-    sink = Resilient("http://fake", probe_interval=0.2)
+    sink = Resilient("http://fake", probe_interval=15.0)
     assert sink.submit("m", lambda: server.call(0))
     server.up = False
     with caplog.at_level(logging.WARNING):
@@ -164,11 +167,14 @@ def test_resilient_buffers_in_order_and_probes_sparingly(caplog: pytest.LogCaptu
     assert len(sink.pending) == 5 and sink.down and sink.degraded
     assert sum("unreachable" in r.message for r in caplog.records) == 1  # warned once
     server.up = True
+    clock.advance(14.9)
     assert not sink.submit("m", lambda: server.call(6))  # probe not due yet: buffered
-    time.sleep(0.25)
+    assert server.attempts == 2  # ... without touching the server
+    clock.advance(0.1)
     assert sink.submit("m", lambda: server.call(7))  # probe due: flush, then send
     assert server.received == list(range(8))  # nothing lost, original order
     assert not sink.down and sink.recoveries == 1 and sink.dropped_calls == 0
+    assert abs(sink.outage_seconds - 15.0) < 1e-6  # the outage as the (fake) clock saw it
     assert sink.failed_calls == 6
 
 
