@@ -55,6 +55,7 @@ from dynpath.engine.checkpoint import (
 )
 from dynpath.errors import CheckpointError, DynpathError
 from dynpath.io import write_json
+from dynpath.model import gemm
 from dynpath.model.output import ModelOutput
 
 log = logging.getLogger(__name__)
@@ -189,6 +190,8 @@ class TrainOptions:
     clip_norm: float = 1.0
     amp: bool = True
     compile: bool = False
+    cpu_autocast: str = "off"  # "bf16": CPU forward under bf16 autocast (train.autocast)
+    gemm: str = "auto"  # fp32 CPU GEMM library (train.gemm, dynpath.model.gemm)
     checkpoint_every_steps: int = 0  # 0: only at epoch ends
     progress: bool = True
     deterministic: bool = True
@@ -326,6 +329,11 @@ class Trainer:
         self.amp_dtype: torch.dtype | None = None
         if options.amp and self.device.type == "cuda":
             self.amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        elif options.cpu_autocast == "bf16" and self.device.type == "cpu":
+            self.amp_dtype = torch.bfloat16
+        # chosen once per process from the params, by capability (not timing): the same
+        # kernels on every run and resume of this machine
+        self.gemm = gemm.set_backend(options.gemm)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.progress = Progress()
 
