@@ -173,7 +173,7 @@ def _charades(tmp_path: Path, root: Path) -> dict[str, Any]:
 
     cfg = Config.model_validate(resolve("tiny"))
     cfg = cfg.model_copy(
-        update={"data": cfg.data.model_copy(update={"root": str(root), "max_len": 12})}
+        update={"data": cfg.data.model_copy(update={"root": str(root), "max_len": 40})}
     )
     cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"batch_size": 8})})
     model = ModelConfig.model_validate({**bench.QUICK_MODEL, "dim": 16, "heads": 2})
@@ -186,7 +186,7 @@ def test_charades_workload_generated_list_has_the_real_counts(tmp_path: Path) ->
     assert r["source"].startswith("generated")
     assert (r["train_queries"], r["test_queries"]) == (12404, 3720)
     assert r["videos"] == 5338 + 1334
-    assert 0 < r["clips_per_video"]["capped_share"] < 1  # lengths vary around max_len 12
+    assert 0 < r["clips_per_video"]["capped_share"] < 1  # lengths vary around max_len 40
     assert set(r["archs"]) == set(ARCHS)
     for row in r["archs"].values():
         assert row["steps_timed"] == 2 and row["samples_per_s"] > 0
