@@ -293,11 +293,26 @@ def _demo(args: argparse.Namespace) -> Any:
 
 def _bench(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
-    from dynpath.bench import run_bench
+    from dynpath.bench import DEFAULT_SECTIONS, parse_sections, run_bench
 
     output = _output_file(Path(args.output), "--output")
+    try:
+        sections = parse_sections(args.sections) if args.sections else DEFAULT_SECTIONS
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if args.charades_scale is not None and "charades" not in sections:
+        sections = (*sections, "charades")
+    if args.charades_scale is not None and not 0 < args.charades_scale <= 1:
+        raise ConfigError(f"--charades-scale: {args.charades_scale} is not in (0, 1]")
     with _writing(output):
-        return run_bench(cfg, output=output, quick=args.quick, device=args.device)
+        return run_bench(
+            cfg,
+            output=output,
+            quick=args.quick,
+            device=args.device,
+            sections=sections,
+            charades_scale=args.charades_scale or 0.02,
+        )
 
 
 def _profile(args: argparse.Namespace) -> Any:
@@ -429,6 +444,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", default="outputs/bench.json")
     p.add_argument("--quick", action="store_true", help="fewer repeats, smaller shapes")
     p.add_argument("--device", type=_device, default="auto")
+    p.add_argument(
+        "--sections",
+        default=None,
+        help="comma-separated: paper,data,inference,mslstm,extraction,dvc,charades or 'all' "
+        "(default: all but charades)",
+    )
+    p.add_argument(
+        "--charades-scale",
+        type=float,
+        default=None,
+        help="run the Charades-STA-shaped workload, timing this fraction of an epoch per "
+        "variant (0 < S <= 1; e.g. 0.02)",
+    )
 
     p = add(
         "profile",

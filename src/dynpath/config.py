@@ -225,6 +225,15 @@ class TrainConfig(_Section):
     num_workers: int = Field(0, ge=0)
     device: str = Field("auto", pattern=DEVICE_PATTERN)
     amp: bool = True  # CUDA only
+    # CPU only, not in the paper: "bf16" runs the forward under torch.autocast(cpu, bfloat16)
+    # (matmuls and convolutions in bf16, losses and optimizer in fp32). Off by default: it changes
+    # the numbers; its effect on the metrics is in docs/performance.md.
+    autocast: Literal["off", "bf16"] = "off"
+    # Library of the large fp32 CPU GEMMs (dynpath.model.gemm): "auto" = oneDNN on non-Intel
+    # AVX-512 CPUs (where MKL takes its AVX2 path), MKL otherwise; same fp32 function either way.
+    # Default "mkl": the gain of oneDNN at 2 threads is not shown yet (docs/performance.md), and
+    # the default keeps the published synthetic numbers bit-for-bit.
+    gemm: Literal["auto", "mkl", "onednn"] = "mkl"
     compile: bool = False
     threads: int = Field(0, ge=0)  # torch CPU threads; 0 = torch default
     # Training seeds trained at once, each in its own process with threads // parallel_seeds

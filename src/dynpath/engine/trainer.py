@@ -57,6 +57,7 @@ from dynpath.engine.checkpoint import (
 )
 from dynpath.errors import CheckpointError, DynpathError
 from dynpath.io import write_json
+from dynpath.model import gemm
 from dynpath.model.output import ModelOutput
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,8 @@ class TrainOptions:
     clip_norm: float = 1.0
     amp: bool = True
     compile: bool = False
+    cpu_autocast: str = "off"  # "bf16": CPU forward under bf16 autocast (train.autocast)
+    gemm: str = "auto"  # fp32 CPU GEMM library (train.gemm, dynpath.model.gemm)
     checkpoint_every_steps: int = 0  # 0: only at epoch ends
     progress: bool = True
     deterministic: bool = True
@@ -327,6 +330,11 @@ class Trainer:
             self.optimizer, linear_decay(self.total_steps, warmup)
         )
         self.amp_dtype = amp_dtype(options.amp, self.device)
+        if self.amp_dtype is None and options.cpu_autocast == "bf16" and self.device.type == "cpu":
+            self.amp_dtype = torch.bfloat16
+        # chosen once per process from the params, by capability (not timing): the same
+        # kernels on every run and resume of this machine
+        self.gemm = gemm.set_backend(options.gemm)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.progress = Progress()
 

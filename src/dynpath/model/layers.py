@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from dynpath.model import gemm
+
 # Value written at padded positions of the output logits (ModelOutput contract: "very negative").
 # Finite rather than -inf so that sums such as start + end logits stay finite (no inf - inf NaN).
 MASK_VALUE = -1e30
@@ -162,7 +164,7 @@ class FFN(nn.Sequential):
     """
 
     def __init__(self, d_in: int, d_out: int, dropout: float) -> None:
-        super().__init__(nn.Linear(d_in, d_out), nn.ReLU(), Dropout(dropout))
+        super().__init__(gemm.Linear(d_in, d_out), nn.ReLU(), Dropout(dropout))
 
 
 class MultiScaleLSTM(nn.Module):
@@ -267,7 +269,7 @@ class MSAB(nn.Module):
         attn = self.attn
         b, t, d = x.shape
         heads = attn.num_heads
-        qkv = F.linear(x, attn.in_proj_weight, attn.in_proj_bias)
+        qkv = gemm.linear(x, attn.in_proj_weight, attn.in_proj_bias)
         q, k, v = qkv.view(b, t, 3, heads, d // heads).permute(2, 0, 3, 1, 4)  # [B, h, T, d/h]
         keep = masks.video[:, None, None, :]  # [B, 1, 1, T]: valid keys
         p = attn.dropout if self.training else 0.0
@@ -278,7 +280,7 @@ class MSAB(nn.Module):
         else:
             o = F.scaled_dot_product_attention(q, k, v, attn_mask=keep, dropout_p=p)
         merged = o.transpose(1, 2).reshape(b, t, d)
-        return F.linear(merged, attn.out_proj.weight, attn.out_proj.bias)
+        return gemm.linear(merged, attn.out_proj.weight, attn.out_proj.bias)
 
 
 class GlobalMotion(nn.Module):
@@ -340,7 +342,7 @@ class _MultiKernelConvReLU(torch.autograd.Function):
             wk = w.permute(0, 2, 1).reshape(d_out, k * d)
             flat.append(wk)
             cols = u[:, off * d : (off + k) * d]
-            torch.addmm(bias, cols, wk.t(), out=y[:, i * d_out : (i + 1) * d_out])
+            gemm.addmm_into(y[:, i * d_out : (i + 1) * d_out], bias, cols, wk)
         y.relu_()
         ctx.save_for_backward(u, y, *flat)
         ctx.geometry = (b, t, d, kmax, d_out, kernels)
@@ -360,7 +362,7 @@ class _MultiKernelConvReLU(torch.autograd.Function):
             # out= rather than addmm_: same kernel, written in place into the column block,
             # and visible to FlopCounterMode (which does not count the in-place variant).
             block = gu[:, cols]
-            torch.addmm(block, gi, wk, out=block)
+            gemm.addmm_acc(block, gi, wk)
             gw = gi.t() @ u[:, cols]  # [out, k*in], tap-major
             grad_w.append(gw.view(d_out, k, d).permute(0, 2, 1))  # the weight's own layout
             grad_b.append(gi.sum(0))

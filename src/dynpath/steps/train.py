@@ -131,6 +131,8 @@ def train_options(cfg: Config, **overrides: Any) -> TrainOptions:
         "clip_norm": cfg.train.clip_norm,
         "amp": cfg.train.amp,
         "compile": cfg.train.compile,
+        "cpu_autocast": cfg.train.autocast,
+        "gemm": cfg.train.gemm,
         "checkpoint_every_steps": cfg.train.checkpoint_every,
     }
     return TrainOptions(**{**values, **overrides})
