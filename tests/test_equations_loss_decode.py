@@ -140,7 +140,7 @@ def test_eq20_each_weight_scales_its_own_term() -> None:
     l_bound = parts["loss_start"] + parts["loss_end"]
     for l1, l2 in [(0.7, 3.0), (2.5, 0.0), (0.0, 10.0)]:
         loss, _ = localization_loss(out, _batch(), l1, l2)
-        assert float(loss) == pytest.approx(l1 * l_bound + l2 * parts["loss_inner"], rel=1e-10)
+        assert float(loss.detach()) == pytest.approx(l1 * l_bound + l2 * parts["loss_inner"], rel=1e-10)
 
 
 def _pathway_out(route: list[int]) -> tuple[ModelOutput, list[list[Tensor]], Tensor]:
