@@ -329,3 +329,55 @@ def test_recall_and_miou_hand_values() -> None:
     ]
     assert [m[k] for k in m] == pytest.approx([50.0, 0.0, 50.0, 50.0, 25.0])
     assert math.isclose(localization_metrics(preds, gts)["r5_iou0.5"], 50.0)
+
+
+def test_inner_bce_is_a_mean_over_valid_positions_even_for_one() -> None:
+    """A batch with a single valid position: the BCE is that position's BCE (mean over 1)."""
+    x = torch.tensor([[0.8, MASK_VALUE, MASK_VALUE]], dtype=F64)
+    vm = torch.tensor([[True, False, False]])
+    batch = Batch(
+        video=torch.zeros(1, 3, 1),
+        video_mask=vm,
+        words=torch.ones(1, 1, dtype=torch.long),
+        word_mask=torch.ones(1, 1, dtype=torch.bool),
+        start=torch.tensor([0]),
+        end=torch.tensor([0]),
+        inner=torch.tensor([[1.0, 0.0, 0.0]]),
+        durations=torch.ones(1),
+        gt_seconds=torch.zeros(1, 2),
+        num_positions=vm.sum(1),
+        qids=["a"],
+        vids=["v"],
+        queries=["q"],
+    )
+    _, parts = localization_loss(ModelOutput(x, x, x, torch.full((1,), -1)), batch, 1.0, 1.0)
+    assert parts["loss_inner"] == pytest.approx(-math.log(1.0 / (1.0 + math.exp(-0.8))), rel=1e-12)
+    assert parts["loss_start"] == pytest.approx(0.0, abs=1e-12)  # one candidate: probability 1
+
+
+def test_balance_term_when_every_query_takes_the_same_route() -> None:
+    """The collapse the term exists for: all routes 0, so f = (1, 0) and the term is 2 pbar_0."""
+    out, _, _ = _pathway_out([0, 0, 0])
+    _, parts = localization_loss(out, _batch(), 1.0, 1.0, lambda_balance=LAMBDAS["balance"])
+    assert out.route_probs is not None
+    want = 2 * float(out.route_probs[:, 0].mean().detach())
+    assert parts["loss_balance"] == pytest.approx(want, rel=1e-12)
+
+
+def test_each_optional_term_is_logged_only_when_its_weight_is_positive() -> None:
+    out, _, _ = _pathway_out([0, 1, 1])
+    base = {"loss", "loss_start", "loss_end", "loss_inner"}
+    for (lp, lr, lb), extra in {
+        (0.4, 0.0, 0.0): {"loss_pathway"},
+        (0.0, 0.9, 0.0): {"loss_route"},
+        (0.0, 0.0, 0.6): {"loss_balance"},
+        (0.4, 0.9, 0.6): {"loss_pathway", "loss_route", "loss_balance"},
+    }.items():
+        _, parts = localization_loss(out, _batch(), 0.7, 3.0, lp, lr, lb)
+        assert set(parts) == base | extra
+    # lambda_route without a selector (no route probabilities): nothing to add, no error
+    no_sel = ModelOutput(
+        out.start_logits, out.end_logits, out.inner_logits, out.route, None, out.pathway_logits
+    )
+    _, parts = localization_loss(no_sel, _batch(), 0.7, 3.0, 0.4, 0.9, 0.6)
+    assert set(parts) == base | {"loss_pathway"}
