@@ -126,7 +126,7 @@ def _pathway_alone(
     return _pair(c, d, parallel, x, masks)
 
 
-def _reference(
+def _pathway_feats(
     model: DynamicPathwayModel,
     video: Tensor,
     vm: Tensor,
@@ -134,17 +134,14 @@ def _reference(
     wm: Tensor,
     arch: str,
     printed: bool = False,
-    noise: Tensor | None = None,
-    tau: float = 1.0,
-    selected: bool = False,
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Start/end/inner logits of ``arch`` rebuilt from its parts, each sample alone."""
-    pathways, fusion = TABLE[arch]
+) -> tuple[list[Tensor], Tensor | None, Masks]:
+    """F_k [B, T, d] of every pathway of ``arch``, each sample run alone; and F_s."""
+    pathways, _ = TABLE[arch]
     masks = Masks.build(vm, wm, F64)
     fq, fs = model.text(words, masks)
     fv = model.video(video, masks)
     bsz, t, _ = fv.shape
-    feats: list[Tensor] = []  # F_k [B, T, d] per pathway, each sample run alone
+    feats: list[Tensor] = []
     for name, nets, parallel in pathways:
         second = nets
         if printed and name == "exploitation":
@@ -158,6 +155,25 @@ def _reference(
             )
             rows.append(torch.cat([y[0], y.new_zeros(t - n, y.shape[-1])]))
         feats.append(torch.stack(rows))
+    return feats, fs, masks
+
+
+def _reference(
+    model: DynamicPathwayModel,
+    video: Tensor,
+    vm: Tensor,
+    words: Tensor,
+    wm: Tensor,
+    arch: str,
+    printed: bool = False,
+    noise: Tensor | None = None,
+    tau: float = 1.0,
+    selected: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Start/end/inner logits of ``arch`` rebuilt from its parts, each sample alone."""
+    _, fusion = TABLE[arch]
+    feats, fs, masks = _pathway_feats(model, video, vm, words, wm, arch, printed)
+    assert (fs is not None) == (fusion in ("softmax", "gumbel"))  # F_s only for a selector
     fus = model.fusion
     if fusion == "single":
         fe = feats[0]
@@ -170,6 +186,7 @@ def _reference(
         cat = torch.cat(feats, -1)
         fe = torch.clamp(cat @ lin.weight.T + lin.bias, min=0.0) * vm[..., None]
     else:
+        assert fs is not None
         logits = fs @ fus.fc.weight.T + fus.fc.bias  # FC_3 (Eq. 13)
         if fusion == "softmax":  # soft dynamic: softmax replaces Gumbel-softmax
             w = torch.exp(logits) / torch.exp(logits).sum(-1, keepdim=True)
@@ -318,3 +335,22 @@ def test_annealed_tau_hand_values() -> None:
     assert annealed_tau(2.0, 0.5, 0.25, "linear") == pytest.approx(1.625, rel=1e-12)
     assert annealed_tau(2.0, 0.5, 1.5, "linear") == pytest.approx(0.5, rel=1e-12)  # clamped
     assert annealed_tau(2.0, 0.5, -1.0, "exponential") == pytest.approx(2.0, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "arch", ["sum_fusion", "multiply_fusion", "concat_fusion", "soft_dynamic", "dynamic"]
+)
+def test_every_pathway_output_reaches_the_per_pathway_loss(arch: str) -> None:
+    """Training with every pathway run: each pathway's own F_k goes through the shared heads
+    (``train.lambda_pathway``, docs/design.md); never in evaluation."""
+    model = _model(arch).train()
+    model.pathway_heads = True
+    video, vm, words, wm = _inputs()
+    noise = torch.tensor([[0.3, -0.2], [-1.0, 2.0], [0.1, 0.4]], dtype=F64)
+    out = model(video, vm, words, wm, gumbel_noise=noise)
+    feats, _, masks = _pathway_feats(model, video, vm, words, wm, arch)
+    assert out.pathway_logits is not None and len(out.pathway_logits) == 2
+    for got, f in zip(out.pathway_logits, feats, strict=True):
+        for a, b in zip(got, model.heads(f, masks), strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
+    assert model.eval()(video, vm, words, wm).pathway_logits is None
