@@ -107,9 +107,7 @@ def _ref_terms(start: Tensor, end: Tensor, inner: Tensor) -> tuple[list[Tensor],
         ce_s_total = ce_s_total + ce_s
         ce_e_total = ce_e_total + ce_e
         bce_total = bce_total + bce
-        per_sample.append(
-            LAMBDAS["bound"] * (ce_s + ce_e) + LAMBDAS["inner"] * bce * bsz / n_valid
-        )
+        per_sample.append(LAMBDAS["bound"] * (ce_s + ce_e) + LAMBDAS["inner"] * bce * bsz / n_valid)
     batch = LAMBDAS["bound"] * (ce_s_total + ce_e_total) / bsz + LAMBDAS["inner"] * (
         bce_total / n_valid
     )
@@ -140,7 +138,9 @@ def test_eq20_each_weight_scales_its_own_term() -> None:
     l_bound = parts["loss_start"] + parts["loss_end"]
     for l1, l2 in [(0.7, 3.0), (2.5, 0.0), (0.0, 10.0)]:
         loss, _ = localization_loss(out, _batch(), l1, l2)
-        assert float(loss.detach()) == pytest.approx(l1 * l_bound + l2 * parts["loss_inner"], rel=1e-10)
+        assert float(loss.detach()) == pytest.approx(
+            l1 * l_bound + l2 * parts["loss_inner"], rel=1e-10
+        )
 
 
 def _pathway_out(route: list[int]) -> tuple[ModelOutput, list[list[Tensor]], Tensor]:
@@ -176,9 +176,7 @@ def test_pathway_route_and_balance_terms_value_and_gradient() -> None:
     # lambda_route: mean_b sum_k p_bk stopgrad(L_bk)
     probs = out.route_probs
     assert probs is not None
-    l_route = sum(
-        probs[b, k] * refs[k][0][b].detach() for b in range(3) for k in range(2)
-    ) / 3  # type: ignore[operator]
+    l_route = sum(probs[b, k] * refs[k][0][b].detach() for b in range(3) for k in range(2)) / 3  # type: ignore[operator]
     # lambda_balance: K sum_k f_k mean_b p_bk, f_k the share of hard routes
     share = [route.count(k) / 3 for k in range(2)]
     l_balance = 2 * sum(share[k] * probs[:, k].mean() for k in range(2))
@@ -320,13 +318,17 @@ def test_recall_and_miou_hand_values() -> None:
     assert miou(ious[:, 0]) == miou(ious)
     assert recall_at_k(np.zeros((0, 2)), 1, 0.5) == 0.0 and miou(np.zeros((0, 2))) == 0.0
     m = localization_metrics(preds, gts, ks=(1, 2), thresholds=(0.3, 0.7))
-    assert list(m) == metric_keys((1, 2), (0.3, 0.7)) == [
-        "r1_iou0.3",
-        "r1_iou0.7",
-        "r2_iou0.3",
-        "r2_iou0.7",
-        "miou",
-    ]
+    assert (
+        list(m)
+        == metric_keys((1, 2), (0.3, 0.7))
+        == [
+            "r1_iou0.3",
+            "r1_iou0.7",
+            "r2_iou0.3",
+            "r2_iou0.7",
+            "miou",
+        ]
+    )
     assert [m[k] for k in m] == pytest.approx([50.0, 0.0, 50.0, 50.0, 25.0])
     assert math.isclose(localization_metrics(preds, gts)["r5_iou0.5"], 50.0)
 

@@ -112,8 +112,13 @@ def _pair(first: nn.Module, second: nn.Module, parallel: bool, x: Tensor, m: Mas
 
 
 def _pathway_alone(
-    path: Pathway, nets: tuple[str, str], parallel: bool, second: tuple[str, str], fv: Tensor,
-    fq: Tensor, masks: Masks,
+    path: Pathway,
+    nets: tuple[str, str],
+    parallel: bool,
+    second: tuple[str, str],
+    fv: Tensor,
+    fq: Tensor,
+    masks: Masks,
 ) -> Tensor:
     """One sample: pair -> CQA(., F_q) -> pair, each network called by hand in table order."""
     a, b = path.pre.first, path.pre.second
@@ -210,7 +215,9 @@ def _compare(model: DynamicPathwayModel, got: tuple[Tensor, ...], want: tuple[Te
     ups = [torch.randn(a.shape, generator=g, dtype=torch.float32) for a in got]
 
     def grads(outs: tuple[Tensor, ...]) -> list[Tensor | None]:
-        loss = sum(((o.masked_fill(o < -1e20, 0.0)) * u).sum() for o, u in zip(outs, ups))
+        loss = sum(
+            ((o.masked_fill(o < -1e20, 0.0)) * u).sum() for o, u in zip(outs, ups, strict=True)
+        )
         params = [p for p in model.parameters() if p.requires_grad]
         return list(torch.autograd.grad(loss, params, allow_unused=True))  # type: ignore[arg-type]
 
