@@ -297,13 +297,15 @@ def test_dynamic_training_forward_and_gradient(mode: str, tau: float) -> None:
     _compare(model, (out.start_logits, out.end_logits, out.inner_logits), want)
 
 
-def test_annealed_temperature_reaches_the_selector() -> None:
+@pytest.mark.parametrize("anneal", ["exponential", "linear"])
+def test_annealed_temperature_reaches_the_selector(anneal: str) -> None:
     """The trainer's schedule (set_training_progress) changes tau, and tau changes the gradient."""
-    model = _model("dynamic", gumbel_tau=2.0, gumbel_tau_end=0.5).train()
+    model = _model("dynamic", gumbel_tau=2.0, gumbel_tau_end=0.5, gumbel_anneal=anneal).train()
     video, vm, words, wm = _inputs()
     noise = torch.tensor([[0.3, -0.2], [-1.0, 2.0], [0.1, 0.4]], dtype=F64)
     model.set_training_progress(0.25)
-    tau = 2.0 * (0.5 / 2.0) ** 0.25  # geometric: sqrt(2), not 1 (where tau could be ignored)
+    # geometric: sqrt(2); linear: 1.625 (neither 1, where an ignored tau would not show)
+    tau = 2.0 * (0.5 / 2.0) ** 0.25 if anneal == "exponential" else 2.0 - 1.5 * 0.25
     assert isinstance(model.fusion, DynamicSelection)
     assert model.fusion.tau == pytest.approx(tau, rel=1e-12)
     out = model(video, vm, words, wm, gumbel_noise=noise)
