@@ -363,3 +363,39 @@ def test_every_pathway_output_reaches_the_per_pathway_loss(arch: str) -> None:
         for a, b in zip(got, model.heads(f, masks), strict=True):
             torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
     assert model.eval()(video, vm, words, wm).pathway_logits is None
+
+
+class _Fixed(nn.Module):
+    """A stand-in pathway returning fixed features for the rows it gets (row index in fv)."""
+
+    def __init__(self, value: Tensor) -> None:
+        super().__init__()
+        self.value = value
+
+    def forward(self, fv: Tensor, fq: Tensor, masks: Masks) -> Tensor:
+        return self.value[fv[:, 0, 0].long(), : fv.shape[1]]
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_routing_is_decided_in_float32_for_half_precision_logits(train: bool) -> None:
+    """Under autocast FC_3 gives bfloat16 logits: routing, probabilities and the Gumbel sample
+    are computed from them in float32 (Eq. 13-14 at full precision)."""
+    from dynpath.config import ModelConfig
+
+    cfg = ModelConfig.model_validate({"dim": 8, "heads": 1, "gumbel_tau": 0.5})
+    sel = DynamicSelection(cfg).to(torch.bfloat16).train(train)
+    g = torch.Generator().manual_seed(0)
+    fs = torch.randn(4, 8, generator=g).to(torch.bfloat16)
+    feats = [torch.randn(4, 3, 8, generator=g) for _ in range(2)]
+    fv = torch.zeros(4, 3, 8)
+    fv[:, 0, 0] = torch.arange(4)
+    masks = Masks.build(torch.ones(4, 3, dtype=torch.bool), torch.ones(4, 1, dtype=torch.bool), F64)
+    noise = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0], [2.0, -2.0]])
+    res = sel([_Fixed(f) for f in feats], fv, fv[:, :1], masks, fs, noise)  # type: ignore[list-item]
+    logits = (fs.float() @ sel.fc.weight.float().T + sel.fc.bias.float()).to(torch.bfloat16).float()
+    assert res.route_probs is not None and res.route_probs.dtype == torch.float32
+    torch.testing.assert_close(res.route_probs, logits.softmax(-1))
+    want_route = (logits + noise).argmax(-1) if train else logits.argmax(-1)
+    assert res.route.tolist() == want_route.tolist()
+    for b, k in enumerate(want_route.tolist()):
+        torch.testing.assert_close(res.features[b].float(), feats[k][b])
