@@ -289,6 +289,11 @@ def test_dynamic_training_forward_and_gradient(mode: str, tau: float) -> None:
     noise = torch.tensor([[0.3, -0.2], [-1.0, 2.0], [0.1, 0.4]], dtype=F64)
     out = model(video, vm, words, wm, gumbel_noise=noise)
     assert sorted(set(out.route.tolist())) == [0, 1]
+    # route_probs = softmax(FC_3(F_s)) in both modes (the route and balance terms use them)
+    _, fs = model.text(words, Masks.build(vm, wm, F64))
+    assert fs is not None and out.route_probs is not None
+    logits = fs @ model.fusion.fc.weight.T + model.fusion.fc.bias
+    torch.testing.assert_close(out.route_probs, logits.softmax(-1), **TOL)
     # "selected": only the chosen pathway ran, so the gradient sees the other one as zero
     # (docs/design.md, "Selector gradient")
     want = _reference(
