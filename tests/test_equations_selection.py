@@ -404,3 +404,16 @@ def test_routing_is_decided_in_float32_for_half_precision_logits(train: bool) ->
     assert res.route.tolist() == want_route.tolist()
     for b, k in enumerate(want_route.tolist()):
         torch.testing.assert_close(res.features[b].float(), feats[k][b])
+
+
+def test_input_dropout_placement_leaves_every_pathway_ffn_without_dropout() -> None:
+    """docs/design.md, "Dropout placement": with ``input`` (default) the FFNs inside the
+    pathways (MS-LSTM, MSAB, convolutions, CQA's FFN_6) carry no dropout; ``ffn`` adds it."""
+    from dynpath.model.layers import FFN, Dropout
+
+    for placement, want in (("input", 0.0), ("ffn", 0.5)):
+        model = _model("dynamic", dropout=0.5, dropout_placement=placement)
+        ffns = [m for p in model.pathways.values() for m in p.modules() if isinstance(m, FFN)]
+        assert ffns and all(isinstance(f[2], Dropout) and f[2].p == want for f in ffns)
+        for p in model.pathways.values():
+            assert p.cqa.drop.p == 0.5  # the similarity inputs keep theirs in both readings
