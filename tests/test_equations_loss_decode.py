@@ -383,3 +383,12 @@ def test_each_optional_term_is_logged_only_when_its_weight_is_positive() -> None
     )
     _, parts = localization_loss(no_sel, _batch(), 0.7, 3.0, 0.4, 0.9, 0.6)
     assert set(parts) == base | {"loss_pathway"}
+
+
+def test_metric_inputs_of_the_wrong_shape_are_refused_with_the_shapes() -> None:
+    with pytest.raises(ValueError, match=r"expected preds \[N,k,2\] and gts \[N,2\]"):
+        topk_ious(np.zeros((3, 1, 2)), np.zeros((2, 2)))  # 3 predictions, 2 ground truths
+    with pytest.raises(ValueError, match=r"expected preds"):
+        topk_ious(np.zeros((3, 2)), np.zeros((3, 2)))
+    with pytest.raises(ValueError, match=r"ious must be \[N, k\], got shape \(3,\)"):
+        recall_at_k(np.zeros(3), 1, 0.5)
