@@ -392,3 +392,24 @@ def test_metric_inputs_of_the_wrong_shape_are_refused_with_the_shapes() -> None:
         topk_ious(np.zeros((3, 2)), np.zeros((3, 2)))
     with pytest.raises(ValueError, match=r"ious must be \[N, k\], got shape \(3,\)"):
         recall_at_k(np.zeros(3), 1, 0.5)
+
+
+def test_iou_of_short_spans_and_broadcasting() -> None:
+    """Spans shorter than one second (no length floor), and one prediction against N truths."""
+    assert float(iou([0.0, 0.5], [0.0, 0.5])) == 1.0
+    assert float(iou([0.0, 0.5], [0.25, 0.75])) == pytest.approx(1.0 / 3.0)
+    np.testing.assert_allclose(iou([0.0, 1.0], [[0.0, 1.0], [0.0, 2.0]]), [1.0, 0.5])
+    with pytest.raises(ValueError, match="last dimension of 2"):
+        iou([1.0, 2.0, 3.0], [1.0, 2.0])
+
+
+def test_spans_to_seconds_per_sample_over_a_batch() -> None:
+    """Each sample's own T and duration, broadcast over its k spans (and for [B] spans)."""
+    start, end = torch.tensor([[0, 2], [1, 0]]), torch.tensor([[1, 3], [1, 4]])
+    st, en = spans_to_seconds(start, end, torch.tensor([4, 5]), torch.tensor([8.0, 10.0]))
+    assert st.tolist() == [[0.0, 4.0], [2.0, 0.0]]
+    assert en.tolist() == [[4.0, 8.0], [4.0, 10.0]]
+    st1, en1 = spans_to_seconds(
+        torch.tensor([1, 2]), torch.tensor([2, 4]), torch.tensor([4, 5]), torch.tensor([8.0, 10.0])
+    )
+    assert st1.tolist() == [2.0, 4.0] and en1.tolist() == [6.0, 10.0]
