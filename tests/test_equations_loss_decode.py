@@ -404,12 +404,13 @@ def test_iou_of_short_spans_and_broadcasting() -> None:
 
 
 def test_spans_to_seconds_per_sample_over_a_batch() -> None:
-    """Each sample's own T and duration, broadcast over its k spans (and for [B] spans)."""
+    """Each sample's own T and duration (2 s and 3 s per position here), broadcast over its k
+    spans (and for [B] spans)."""
     start, end = torch.tensor([[0, 2], [1, 0]]), torch.tensor([[1, 3], [1, 4]])
-    st, en = spans_to_seconds(start, end, torch.tensor([4, 5]), torch.tensor([8.0, 10.0]))
-    assert st.tolist() == [[0.0, 4.0], [2.0, 0.0]]
-    assert en.tolist() == [[4.0, 8.0], [4.0, 10.0]]
+    st, en = spans_to_seconds(start, end, torch.tensor([4, 5]), torch.tensor([8.0, 15.0]))
+    assert st.tolist() == [[0.0, 4.0], [3.0, 0.0]]
+    assert en.tolist() == [[4.0, 8.0], [6.0, 15.0]]
     st1, en1 = spans_to_seconds(
-        torch.tensor([1, 2]), torch.tensor([2, 4]), torch.tensor([4, 5]), torch.tensor([8.0, 10.0])
+        torch.tensor([1, 2]), torch.tensor([2, 4]), torch.tensor([4, 5]), torch.tensor([8.0, 15.0])
     )
-    assert st1.tolist() == [2.0, 4.0] and en1.tolist() == [6.0, 10.0]
+    assert st1.tolist() == [2.0, 6.0] and en1.tolist() == [6.0, 15.0]
