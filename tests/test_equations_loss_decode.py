@@ -414,3 +414,9 @@ def test_spans_to_seconds_per_sample_over_a_batch() -> None:
         torch.tensor([1, 2]), torch.tensor([2, 4]), torch.tensor([4, 5]), torch.tensor([8.0, 15.0])
     )
     assert st1.tolist() == [2.0, 6.0] and en1.tolist() == [6.0, 15.0]
+
+
+def test_topk_refuses_k_below_one_with_the_value() -> None:
+    s, e, vm = _decode_case(0)
+    with pytest.raises(ValueError, match="k must be >= 1, got 0"):
+        topk_spans(s, e, vm, 0, 0.5)
