@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint mlflow-ui clean
+.PHONY: setup run test test-fast lint mutation mlflow-ui clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -32,8 +32,17 @@ test: $(STAMP) lint
 test-fast: $(STAMP)
 	$(BIN)/pytest -q -m "not slow"
 
+# Mutation testing of the equations (docs/testing.md); slow, not part of `make test` or CI.
+# `make mutation MUTANTS='dynpath.model.loss*'` restricts it to some mutants; mutmut resumes
+# where it stopped and re-tests only what changed. Results: `$(BIN)/mutmut results`.
+MUTANTS ?=
+MUTATION_JOBS ?= 2
+mutation: $(STAMP)
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 19 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS)
+	$(BIN)/mutmut results
+
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
 
 clean:
-	rm -rf reports outputs mlflow.db mlartifacts
+	rm -rf reports outputs mlflow.db mlartifacts mutants
