@@ -139,7 +139,7 @@ def test_onednn_unavailable_is_an_error_naming_the_key(monkeypatch: pytest.Monke
     assert gemm.auto_backend() == "mkl"
 
 
-@pytest.mark.parametrize(("autocast", "gemm_name"), [("off", "mkl"), ("bf16", "auto")])
+@pytest.mark.parametrize(("autocast", "gemm_name"), [("fp32", "mkl"), ("bf16", "auto")])
 def test_train_params_reach_the_trainer(tmp_path: Any, autocast: str, gemm_name: str) -> None:
     """``train.autocast`` / ``train.gemm`` from the params select the trainer's CPU precision
     and GEMM library; a bf16 step keeps fp32 weights and a finite loss."""

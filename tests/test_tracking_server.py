@@ -188,7 +188,8 @@ def test_model_is_logged_registered_and_predicts_in_a_fresh_process(
     assert expected_video["duration"] == 4.0
     assert all(0 <= s["start"] < s["end"] <= 4.0 for s in expected_video["spans"])
 
-    env = {**os.environ, "PYTHONPATH": ""}
+    # the served model opens video paths only under its media root (docs/reliability.md)
+    env = {**os.environ, "PYTHONPATH": "", "DYNPATH_MEDIA_ROOT": str(tmp_path)}
     proc = subprocess.run(
         [
             sys.executable,

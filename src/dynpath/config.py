@@ -227,8 +227,9 @@ class TrainConfig(_Section):
     amp: bool = True  # CUDA only
     # CPU only, not in the paper: "bf16" runs the forward under torch.autocast(cpu, bfloat16)
     # (matmuls and convolutions in bf16, losses and optimizer in fp32). Off by default: it changes
-    # the numbers; its effect on the metrics is in docs/performance.md.
-    autocast: Literal["off", "bf16"] = "off"
+    # the numbers; its effect on the metrics is in docs/performance.md. "fp32", not "off": YAML 1.1
+    # readers (PyYAML) turn an unquoted `off` that `dvc exp run -S` writes into the boolean False.
+    autocast: Literal["fp32", "bf16"] = "fp32"
     # Library of the large fp32 CPU GEMMs (dynpath.model.gemm): "auto" = oneDNN on non-Intel
     # AVX-512 CPUs (where MKL takes its AVX2 path), MKL otherwise; same fp32 function either way.
     # Default "mkl": the gain of oneDNN at 2 threads is not shown yet (docs/performance.md), and

@@ -187,7 +187,7 @@ class TrainOptions:
     clip_norm: float = 1.0
     amp: bool = True
     compile: bool = False
-    cpu_autocast: str = "off"  # "bf16": CPU forward under bf16 autocast (train.autocast)
+    cpu_autocast: str = "fp32"  # "bf16": CPU forward under bf16 autocast (train.autocast)
     gemm: str = "auto"  # fp32 CPU GEMM library (train.gemm, dynpath.model.gemm)
     checkpoint_every_steps: int = 0  # 0: only at epoch ends
     progress: bool = True
