@@ -62,6 +62,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "dynpath.stages",
         "dynpath.schemas",
         "dynpath.device",
+        "dynpath.timing",
         "dynpath.torch_files",
         "dynpath.seeds",
         "dynpath.s3",

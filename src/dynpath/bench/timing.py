@@ -1,4 +1,5 @@
-"""Timing rules of the benchmark: interleaved wall/CPU repeats, thread pinning, the trainer's
+"""Timing rules of the benchmark: interleaved wall/CPU repeats (``dynpath.timing``, shared with
+the latency measurements of the model and evaluator), thread pinning, the trainer's
 determinism flags (why: see the measurement rules in ``dynpath.bench``).
 """
 
@@ -6,39 +7,13 @@ from __future__ import annotations
 
 import contextlib
 import statistics
-import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
 
 import torch
 
+from dynpath.timing import interleaved, sync, timed
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], Any], device: torch.device) -> tuple[float, float]:
-    """(wall seconds, process CPU seconds) of one call."""
-    sync(device)
-    w0, c0 = time.perf_counter(), time.process_time()
-    fn()
-    sync(device)
-    return time.perf_counter() - w0, time.process_time() - c0
-
-
-def interleaved(
-    rows: dict[str, Callable[[], Any]], repeats: int, warmup: int, device: torch.device
-) -> dict[str, dict[str, list[float]]]:
-    """Wall/CPU seconds of each row, timed round-robin (A, B, C, A, B, C, ...)."""
-    out: dict[str, dict[str, list[float]]] = {k: {"wall": [], "cpu": []} for k in rows}
-    for i in range(warmup + repeats):
-        for name, fn in rows.items():
-            wall, cpu = timed(fn, device)
-            if i >= warmup:
-                out[name]["wall"].append(wall)
-                out[name]["cpu"].append(cpu)
-    return out
+__all__ = ["interleaved", "median", "sync", "timed", "torch_threads", "trainer_determinism"]
 
 
 def median(xs: Sequence[float]) -> float:
