@@ -83,8 +83,8 @@ def trainer_step(
     model: nn.Module, cfg: Config, device: torch.device, batch: Batch, out_dir: Path
 ) -> tuple[Callable[[], Any], Any]:
     """The trainer's own step (``Trainer._train_step``) on ``batch``, and the trainer."""
+    from dynpath.engine.from_config import train_options
     from dynpath.engine.trainer import Trainer
-    from dynpath.steps.train import train_options
 
     options = train_options(cfg, epochs=1, batch_size=len(batch), compile=False, progress=False)
 

@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Subset
 from dynpath.data.annotations import load_splits
 from dynpath.data.dataset import MomentDataset, collate
 from dynpath.data.features import FeatureStore
+from dynpath.data.vocab import load_vocab
 from dynpath.engine.checkpoint import load_checkpoint
 from dynpath.engine.evaluator import (
     Prediction,
@@ -57,6 +58,7 @@ from dynpath.engine.evaluator import (
     score,
     swap_videos,
 )
+from dynpath.engine.from_config import eval_loader, ranking_ks
 from dynpath.engine.trainer import BEST, amp_dtype, train_device
 from dynpath.errors import CheckpointError, DataError
 from dynpath.io import atomic_path, write_json
@@ -68,7 +70,6 @@ from dynpath.schemas import (
     read_train_summary,
 )
 from dynpath.seeds import SEEDS_DIR, seed_dir, selected_seeds
-from dynpath.steps.train import eval_loader, load_vocab, ranking_ks
 
 if TYPE_CHECKING:
     from dynpath.config import Config
