@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -75,7 +75,13 @@ from dynpath.report.tables import (
     seed_stats,
     still_rising_flags,
 )
-from dynpath.schemas import REPORT_SUMMARY
+from dynpath.schemas import (
+    REPORT_SUMMARY,
+    ReportSummary,
+    SummaryCheck,
+    VariantSummary,
+    read_report_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +138,7 @@ def mlflow_links(results: Sequence[VariantResult], tracking_uri: str) -> dict[st
 # --------------------------------------------------------------------------- checks
 
 
-def _check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> dict[str, Any]:
+def _check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> SummaryCheck:
     return {
         "name": name,
         "passed": bool(passed),
@@ -142,7 +148,7 @@ def _check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> 
     }
 
 
-def synthetic_checks(results: Sequence[VariantResult]) -> list[dict[str, Any]]:
+def synthetic_checks(results: Sequence[VariantResult]) -> list[SummaryCheck]:
     """The synthetic benchmark's acceptance checks on the paper's model (``dynamic``)."""
     by_name = {r.name: r for r in results}
     main = by_name.get(MAIN_VARIANT)
@@ -581,12 +587,13 @@ def build_summary(
     results: Sequence[VariantResult],
     missing: Sequence[str],
     links: Mapping[str, str | None],
-    checks: Sequence[dict[str, Any]],
+    checks: Sequence[SummaryCheck],
     published: Mapping[str, Mapping[str, float]] | None,
     pretrained: bool | None,
-) -> dict[str, Any]:
+) -> ReportSummary:
+    """summary.json without the seed analysis and ``files`` (:func:`run` adds them)."""
     thresholds = cfg.eval.iou_thresholds
-    variants: dict[str, Any] = {}
+    variants: dict[str, VariantSummary] = {}
     for r in results:
         routes = r.metrics.get("routes") or {}
         variants[r.name] = {
@@ -721,8 +728,8 @@ def run(
     analysis = analyse(cfg, results)
     extra = analysis_summary(analysis, th)
     for name, entry in extra.pop("variants").items():
-        summary["variants"][name].update(entry)
-    summary.update(extra)
+        summary["variants"][name].update(cast(VariantSummary, entry))
+    summary.update(cast(ReportSummary, extra))
 
     plot_dir = out_dir / PLOTS
     figures: dict[str, Path | None] = {
@@ -804,10 +811,7 @@ def print_summary(out_dir: Path) -> None:
     path = Path(out_dir) / SUMMARY
     if not path.exists():
         raise DynpathError(f"{path}: no report yet; run `dvc repro` (or `dynpath report`) first")
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
+    summary = read_report_summary(path)
     files = summary.get("files") or {}
     print(f"Report: {files.get('html', Path(out_dir) / HTML)}")
     print(f"        {files.get('markdown', Path(out_dir) / MARKDOWN)} (Markdown), {path} (JSON)")
