@@ -36,9 +36,18 @@ from dynpath.bench.charades import (
     CHARADES_DURATION,
     charades_workload,
 )
+from dynpath.bench.dvc import copy_worktree
 from dynpath.bench.extraction import CHARADES_VIDEOS, extraction_projection
 from dynpath.bench.flops import count_flops
-from dynpath.bench.inputs import PAPER_SHAPE, QUICK_MODEL, QUICK_SHAPE, VOCAB, random_batch
+from dynpath.bench.inputs import (
+    PAPER_SHAPE,
+    QUICK_MODEL,
+    QUICK_SHAPE,
+    VOCAB,
+    bench_model,
+    random_batch,
+    trainer_step,
+)
 from dynpath.bench.peaks import MatmulPeak, matmul_peaks, peak_fractions
 from dynpath.bench.report import TARGETS, check_targets, format_table
 from dynpath.bench.run import DEFAULT_SECTIONS, SECTIONS, parse_sections, run_bench
@@ -58,8 +67,10 @@ __all__ = [
     "TARGETS",
     "VOCAB",
     "MatmulPeak",
+    "bench_model",
     "charades_workload",
     "check_targets",
+    "copy_worktree",
     "count_flops",
     "extraction_projection",
     "format_table",
@@ -68,4 +79,5 @@ __all__ = [
     "peak_fractions",
     "random_batch",
     "run_bench",
+    "trainer_step",
 ]
