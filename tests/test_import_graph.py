@@ -6,10 +6,11 @@ tests/import_graph.py.
 
 from __future__ import annotations
 
+import ast
 from pathlib import Path
 
 import pytest
-from import_graph import SOURCES, find_cycles, import_graph, strongly_connected
+from import_graph import SOURCES, find_cycles, import_graph, module_files, strongly_connected
 
 
 def test_no_import_cycles() -> None:
@@ -62,6 +63,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "dynpath.stages",
         "dynpath.schemas",
         "dynpath.device",
+        "dynpath.timing",
         "dynpath.torch_files",
         "dynpath.seeds",
         "dynpath.s3",
@@ -106,3 +108,35 @@ def test_every_module_has_a_layer_and_imports_downwards() -> None:
 )
 def test_every_source_root_is_in_the_graph(name: str) -> None:
     assert name in import_graph(SOURCES)
+
+
+#: Private names a package re-exports for its own tests (``generate`` looks ``_render_one`` up
+#: in the package, so a test can replace it there).
+PRIVATE_REEXPORTS = {
+    ("dynpath.data.synthetic", "dynpath.data.synthetic.planner", "_moves_ok"),
+    ("dynpath.data.synthetic", "dynpath.data.synthetic.render", "_render_one"),
+}
+
+
+def private_imports(files: dict[str, Path]) -> set[tuple[str, str, str]]:
+    """(importer, module, name) of every ``from dynpath... import _name`` in ``files``."""
+    found = set()
+    for module, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("dynpath"):
+                for alias in node.names:
+                    if alias.name.startswith("_") and not alias.name.startswith("__"):
+                        found.add((module, str(node.module), alias.name))
+    return found
+
+
+def test_no_module_imports_another_modules_private_names(tmp_path: Path) -> None:
+    """docs/design.md, Import rules: what two modules share has a public name and a home (a step
+    once imported the train step's ``_helpers``); the check itself catches a planted import."""
+    found = private_imports(module_files(SOURCES)) - PRIVATE_REEXPORTS
+    assert not found, "private names imported across modules (give them a public home):\n" + (
+        "\n".join(f"{a} imports {n} from {m}" for a, m, n in sorted(found))
+    )
+    planted = tmp_path / "m.py"
+    planted.write_text("from dynpath.steps.train import _run\n")
+    assert private_imports({"m": planted}) == {("m", "dynpath.steps.train", "_run")}

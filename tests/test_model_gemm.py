@@ -143,13 +143,13 @@ def test_onednn_unavailable_is_an_error_naming_the_key(monkeypatch: pytest.Monke
 def test_train_params_reach_the_trainer(tmp_path: Any, autocast: str, gemm_name: str) -> None:
     """``train.autocast`` / ``train.gemm`` from the params select the trainer's CPU precision
     and GEMM library; a bf16 step keeps fp32 weights and a finite loss."""
-    from dynpath.bench import _model, random_batch, trainer_step
+    from dynpath.bench import bench_model, random_batch, trainer_step
 
     cfg = Config(model=ModelConfig(dim=16, heads=2, text_lstm_layers=1))
     cfg = cfg.model_copy(
         update={"train": cfg.train.model_copy(update={"autocast": autocast, "gemm": gemm_name})}
     )
-    model = _model("dynamic", cfg.model, 8, 0)
+    model = bench_model("dynamic", cfg.model, 8, 0)
     batch = random_batch(2, 6, 8, 4, 1000, seed=0)
     step, trainer = trainer_step(model, cfg, torch.device("cpu"), batch, tmp_path)
     assert trainer.amp_dtype == (torch.bfloat16 if autocast == "bf16" else None)

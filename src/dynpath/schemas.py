@@ -4,12 +4,15 @@ The train step writes ``train_summary.json``; the evaluate step and the report r
 were string literals in three modules; here they are a :class:`TrainSummary`, so mypy checks the
 writer's literal and every reader's key. metrics.json's metric keys depend on ``eval.topk`` and
 ``eval.iou_thresholds`` (``r1_iou0.5``: :func:`dynpath.engine.metrics.metric_key`), so only its
-fixed keys are typed (:class:`EvalHeader`). Torch-free: the report reads these.
+fixed keys are typed (:class:`EvalHeader`; :func:`metrics_json` puts the metric keys beside
+them in the file's order). The report's ``summary.json`` is a :class:`ReportSummary`, written by
+the report step and read back by ``dynpath report --summary``. Torch-free: the report reads these.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
@@ -72,6 +75,111 @@ class EvalHeader(TypedDict):
     routes: dict[str, dict[str, Any]]
     latency_ms: LatencyMs
     mlflow_run_id: str | None
+
+
+#: metrics.json's header keys written before the metric keys; the rest of the header follows them.
+_HEADER_FIRST = ("variant", "arch", "split", "n")
+
+
+def metrics_json(header: EvalHeader, metrics: Mapping[str, float]) -> dict[str, Any]:
+    """``metrics.json``'s content: ``variant``, ``arch``, ``split``, ``n``, the metric keys, then
+    the rest of the header (the order the file has always had, so its bytes do not change)."""
+    fixed: Mapping[str, Any] = header
+    out: dict[str, Any] = {k: fixed[k] for k in _HEADER_FIRST}
+    out.update(metrics)
+    out.update({k: v for k, v in fixed.items() if k not in _HEADER_FIRST})
+    return out
+
+
+def eval_header(data: Mapping[str, Any], source: str) -> EvalHeader:
+    """The fixed keys of a ``metrics.json`` dict read from ``source`` (a path, for the error).
+
+    Raises :class:`~dynpath.errors.DataError` naming ``source`` and the missing keys (a file from
+    another tool or a truncated one), rather than a bare KeyError where a key is first used.
+    """
+    missing = [k for k in EvalHeader.__annotations__ if k not in data]
+    if missing:
+        raise DataError(
+            f"{source}: not a dynpath metrics.json (missing {', '.join(missing)}); "
+            "re-run `dynpath evaluate` for it"
+        )
+    return cast(EvalHeader, {k: data[k] for k in EvalHeader.__annotations__})
+
+
+class SummaryCheck(TypedDict):
+    """One acceptance check of the synthetic benchmark (``summary.json`` ``checks``)."""
+
+    name: str
+    passed: bool
+    value: Any
+    threshold: Any
+    detail: str
+
+
+class VariantSummary(TypedDict, total=False):
+    """``summary.json`` ``variants.<name>``: the primary seed's results; the seed analysis keys
+    (``seeds`` ... ``still_rising_seeds``) only where there was one."""
+
+    display: str
+    arch: str
+    n: int | None
+    metrics: dict[str, Any]
+    shuffled: dict[str, Any]
+    routes: dict[str, float | None]
+    route_metrics: dict[str, Any]
+    latency_ms: LatencyMs | None
+    parameters: int | None
+    train_seconds: float | None
+    best_epoch: int | None
+    pretrained_features: bool | None
+    mlflow_run_id: str | None
+    mlflow_url: str | None
+    published: Mapping[str, float] | None
+    seeds: dict[str, Any]
+    vs_dynamic: dict[str, Any] | None
+    still_rising: bool | None
+    still_rising_seeds: Any
+
+
+class ReportSummary(TypedDict, total=False):
+    """``reports/summary.json`` (the report step's machine-readable output). ``total=False``: the
+    analysis keys (``seeds`` ... ``analysis_notes``) and ``files`` are added after the rest, and a
+    reader may meet a file written before a key existed."""
+
+    dataset: str
+    name: str
+    split: str | None
+    iou_thresholds: list[float]
+    order: list[str]
+    missing: list[str]
+    pretrained_features: bool | None
+    variants: dict[str, VariantSummary]
+    checks: list[SummaryCheck]
+    checks_passed: bool | None
+    seeds: dict[str, Any]
+    families: dict[str, Any] | None
+    routes_by_family: dict[str, Any] | None
+    oracle: dict[str, Any] | None
+    analysis_notes: list[str]
+    files: dict[str, Any]
+
+
+def read_report_summary(path: Path) -> ReportSummary:
+    """``summary.json`` at ``path`` (which must exist); :class:`~dynpath.errors.DataError` naming
+    the file when it is not valid JSON or not an object with ``variants`` and ``order``."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}: not valid JSON ({err})") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    missing = [k for k in ("dataset", "name", "order", "variants") if k not in data]
+    if missing:
+        raise DataError(
+            f"{path}: not a dynpath report summary (missing {', '.join(missing)}); "
+            "re-run `dynpath report`"
+        )
+    return cast(ReportSummary, data)
 
 
 def read_train_summary(path: Path) -> TrainSummary:

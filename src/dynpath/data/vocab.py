@@ -330,3 +330,12 @@ def build_from_config(
         max_query_len=cfg.vocab.max_query_len,
         seed=cfg.seed,
     )
+
+
+def load_vocab(vocab_dir: Path) -> Vocabulary:
+    """The vocabulary a model is built on: with its word vectors, which training, evaluation and
+    the benchmark all need (a vocabulary without them is an error naming the file to produce)."""
+    vocab = Vocabulary.load(vocab_dir)
+    if vocab.embeddings is None:
+        raise DataError(f"{vocab_dir}/embeddings.npy: word vectors not found (run `dynpath vocab`)")
+    return vocab

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -32,6 +31,7 @@ from dynpath.data.spans import indices_to_seconds
 from dynpath.engine.decode import topk_spans
 from dynpath.engine.metrics import localization_metrics, metric_keys
 from dynpath.model.output import NO_ROUTE, ROUTE_NAMES, ModelOutput
+from dynpath.timing import interleaved
 
 BatchTransform = Callable[[Batch], Batch]
 
@@ -272,22 +272,22 @@ def measure_latency(
     items = [b.to(device) for b in batches]
     if not items:
         return {"p50": float("nan"), "p95": float("nan"), "n": 0}
+    # The warm-up queries run first, then every query once: one round-robin row whose call takes
+    # the next query, so the timing loop (and its CUDA synchronisation) is dynpath.timing's.
+    queue = iter(items[:warmup] + items)
+
+    def next_query() -> None:
+        b = next(queue)
+        out = forward(model, b, amp_dtype)
+        topk_spans(out.start_logits.float(), out.end_logits.float(), b.video_mask, k, nms_iou)
+
     was_training = model.training
     model.eval()
-    times: list[float] = []
     try:
-        for i, b in enumerate(items[:warmup] + items):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            out = forward(model, b, amp_dtype)
-            topk_spans(out.start_logits.float(), out.end_logits.float(), b.video_mask, k, nms_iou)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            if i >= min(warmup, len(items)):
-                times.append((time.perf_counter() - t0) * 1000.0)
+        timing = interleaved({"query": next_query}, len(items), len(items[:warmup]), device)
     finally:
         model.train(was_training)
+    times = [t * 1000.0 for t in timing["query"]["wall"]]
     arr = np.asarray(times)
     return {
         "p50": float(np.percentile(arr, 50)),

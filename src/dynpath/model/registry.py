@@ -9,9 +9,9 @@ Adding a variant is one entry in that table plus, for a new module, one entry he
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,8 +21,10 @@ from dynpath.config import Config, ConfigError, ModelConfig, set_dotted
 from dynpath.model.layers import Masks
 from dynpath.model.modules import EXPLOITATION, EXPLORATION
 from dynpath.model.network import DynamicPathwayModel, PathwaySpec, VariantSpec
+from dynpath.model.output import ModelOutput
 from dynpath.model.selection import FUSIONS, DynamicSelection
 from dynpath.registry import Registry
+from dynpath.timing import interleaved
 from dynpath.variants import TABLE as VARIANT_TABLE
 
 #: The pathway modules the variant table (:mod:`dynpath.variants`) may stack, by key.
@@ -117,11 +119,6 @@ def model_info(cfg: Config) -> list[dict[str, Any]]:
     return rows
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_latency(
     variants: Sequence[str] = ("dynamic", "soft_dynamic", "exploitation_only"),
     *,
@@ -176,30 +173,29 @@ def measure_latency(
                     assert fs is not None
                     model.fusion.balance(fs)
             models.append(model)
-            rows.append({"variant": name, "route_mix": mix, "times": []})
+            rows.append({"variant": name, "route_mix": mix})
 
+    # The timed call is the forward alone; its last output gives the route shares afterwards.
+    last: dict[str, ModelOutput] = {}
+
+    def call(key: str, model: DynamicPathwayModel) -> None:
+        last[key] = model(video, video_mask, word_ids, word_mask)
+
+    calls = {str(i): partial(call, str(i), model) for i, model in enumerate(models)}
     old_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
         with torch.inference_mode():
-            for i in range(warmup + repeats):
-                for row, model in zip(rows, models, strict=True):
-                    _sync(dev)
-                    t0 = time.perf_counter()
-                    out = model(video, video_mask, word_ids, word_mask)
-                    _sync(dev)
-                    if i >= warmup:
-                        row["times"].append((time.perf_counter() - t0) * 1000.0)
-                    has_selector = FUSIONS.get(model.spec.fusion).has_selector
-                    row["exploitation_share"] = (
-                        float((out.route == 0).float().mean()) if has_selector else None
-                    )
+            timings = interleaved(calls, repeats, warmup, dev)
         used_threads = torch.get_num_threads()
     finally:
         torch.set_num_threads(old_threads)
-    for row in rows:
-        times = row.pop("times")
+    for i, (row, model) in enumerate(zip(rows, models, strict=True)):
+        has_selector = FUSIONS.get(model.spec.fusion).has_selector
+        route = last[str(i)].route
+        row["exploitation_share"] = float((route == 0).float().mean()) if has_selector else None
+        times = [t * 1000.0 for t in timings[str(i)]["wall"]]
         row["ms"] = statistics.median(times)
         row["ms_min"] = min(times)
     base = next((r["ms"] for r in rows if r["variant"] == baseline), None)

@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Subset
 from dynpath.data.annotations import load_splits
 from dynpath.data.dataset import MomentDataset, collate
 from dynpath.data.features import FeatureStore
+from dynpath.data.vocab import load_vocab
 from dynpath.engine.checkpoint import load_checkpoint
 from dynpath.engine.evaluator import (
     Prediction,
@@ -57,6 +58,7 @@ from dynpath.engine.evaluator import (
     score,
     swap_videos,
 )
+from dynpath.engine.from_config import eval_loader, ranking_ks
 from dynpath.engine.trainer import BEST, amp_dtype, train_device
 from dynpath.errors import CheckpointError, DataError
 from dynpath.io import atomic_path, write_json
@@ -65,10 +67,12 @@ from dynpath.schemas import (
     PREDICTIONS,
     TRAIN_SUMMARY,
     VAL_PREDICTIONS,
+    EvalHeader,
+    eval_header,
+    metrics_json,
     read_train_summary,
 )
 from dynpath.seeds import SEEDS_DIR, seed_dir, selected_seeds
-from dynpath.steps.train import eval_loader, load_vocab, ranking_ks
 
 if TYPE_CHECKING:
     from dynpath.config import Config
@@ -198,17 +202,17 @@ def _evaluate(
     latency = measure_latency(model, single, device, k, nms, amp)
 
     run_id = _training_run_id(model_dir)
-    result: dict[str, Any] = {
+    header: EvalHeader = {
         "variant": variant,
         "arch": arch,
         "split": split,
         "n": len(preds),
-        **metrics,
         "shuffled": shuffled,
         "routes": routes,
         "latency_ms": {"p50": round(latency["p50"], 3), "p95": round(latency["p95"], 3)},
         "mlflow_run_id": run_id,
     }
+    result = metrics_json(header, metrics)
 
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_predictions(out_dir / PREDICTIONS, preds)
@@ -262,10 +266,11 @@ def _log_to_mlflow(
 
     keys = metric_keys(ranking_ks(cfg), cfg.eval.iou_thresholds)
     values = {f"{split}_{k}": result[k] for k in keys}
-    values.update({f"{split}_shuffled_{k}": v for k, v in result["shuffled"].items()})
-    values[f"{split}_latency_p50_ms"] = result["latency_ms"]["p50"]
-    values[f"{split}_latency_p95_ms"] = result["latency_ms"]["p95"]
-    for route, entry in result["routes"].items():
+    header = eval_header(result, str(out_dir / METRICS))
+    values.update({f"{split}_shuffled_{k}": v for k, v in header["shuffled"].items()})
+    values[f"{split}_latency_p50_ms"] = header["latency_ms"]["p50"]
+    values[f"{split}_latency_p95_ms"] = header["latency_ms"]["p95"]
+    for route, entry in header["routes"].items():
         values[f"{split}_{route}_share"] = entry["share"]
         values.update(
             {f"{split}_{route}_{k}": v for k, v in entry.items() if k in keys and v is not None}

@@ -29,7 +29,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -39,6 +39,16 @@ from dynpath.errors import DataError, DynpathError
 from dynpath.io import write_json, write_text
 from dynpath.report import plots
 from dynpath.report.html import Document, format_cell, render_html, render_markdown
+from dynpath.report.sections import (
+    ablation_section,
+    cost_section,
+    data_section,
+    overview_section,
+    recall5_and_shuffled_sections,
+    reproduce_section,
+    routes_section,
+    training_curves_section,
+)
 from dynpath.report.tables import (
     BOOTSTRAP_LEVEL,
     BOOTSTRAP_RESAMPLES,
@@ -53,10 +63,7 @@ from dynpath.report.tables import (
     OracleAnalysis,
     VariantResult,
     ablation_csv,
-    ablation_table,
     bootstrap_vs_reference,
-    cost_table,
-    data_tables,
     family_metrics,
     load_families,
     load_results,
@@ -64,15 +71,17 @@ from dynpath.report.tables import (
     oracle_analysis,
     r1_columns,
     read_queries,
-    recall5_table,
-    route_examples,
     route_family_counts,
-    routes_table,
     seed_stats,
-    shuffled_table,
     still_rising_flags,
 )
-from dynpath.schemas import REPORT_SUMMARY
+from dynpath.schemas import (
+    REPORT_SUMMARY,
+    ReportSummary,
+    SummaryCheck,
+    VariantSummary,
+    read_report_summary,
+)
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +138,7 @@ def mlflow_links(results: Sequence[VariantResult], tracking_uri: str) -> dict[st
 # --------------------------------------------------------------------------- checks
 
 
-def _check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> dict[str, Any]:
+def _check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> SummaryCheck:
     return {
         "name": name,
         "passed": bool(passed),
@@ -139,7 +148,7 @@ def _check(name: str, passed: bool, value: Any, threshold: Any, detail: str) -> 
     }
 
 
-def synthetic_checks(results: Sequence[VariantResult]) -> list[dict[str, Any]]:
+def synthetic_checks(results: Sequence[VariantResult]) -> list[SummaryCheck]:
     """The synthetic benchmark's acceptance checks on the paper's model (``dynamic``)."""
     by_name = {r.name: r for r in results}
     main = by_name.get(MAIN_VARIANT)
@@ -578,12 +587,13 @@ def build_summary(
     results: Sequence[VariantResult],
     missing: Sequence[str],
     links: Mapping[str, str | None],
-    checks: Sequence[dict[str, Any]],
+    checks: Sequence[SummaryCheck],
     published: Mapping[str, Mapping[str, float]] | None,
     pretrained: bool | None,
-) -> dict[str, Any]:
+) -> ReportSummary:
+    """summary.json without the seed analysis and ``files`` (:func:`run` adds them)."""
     thresholds = cfg.eval.iou_thresholds
-    variants: dict[str, Any] = {}
+    variants: dict[str, VariantSummary] = {}
     for r in results:
         routes = r.metrics.get("routes") or {}
         variants[r.name] = {
@@ -650,6 +660,8 @@ def build_document(
     vocab_report: Mapping[str, Any] | None,
     analysis: Analysis | None = None,
 ) -> Document:
+    """The report's document: its title, then the sections (``dynpath.report.sections``, and the
+    seed and family sections here, which need the step's :class:`Analysis`) in reading order."""
     th = cfg.eval.iou_thresholds
     n = results[0].metrics.get("n") if results else None
     doc = Document(
@@ -661,168 +673,26 @@ def build_document(
         ),
     )
 
-    s = doc.section("Overview")
-    if summary["pretrained_features"] is False:
-        s.alert(
-            "Features were NOT extracted with pretrained backbone weights (extract.weights is "
-            "unset: the 3D-CNN was randomly initialised). Numbers are not comparable to the "
-            "paper's, which use pretrained I3D (Charades-STA) and C3D (TACoS) features."
-        )
-    elif summary["pretrained_features"] is None:
-        s.text("Whether the features came from a pretrained backbone was not recorded.")
-    else:
-        s.ok("Features were extracted with pretrained backbone weights.")
-    if summary["missing"]:
-        s.alert("Not evaluated (no metrics.json): " + ", ".join(summary["missing"]) + ".")
-    for c in summary["checks"]:
-        text = f"{'PASS' if c['passed'] else 'FAIL'}: {c['name']} ({c['detail']})"
-        s.ok(text) if c["passed"] else s.alert(text)
-    if cfg.data.dataset == "synthetic":
-        s.text(
-            "Checks: the embedded synthetic benchmark's acceptance criteria on the paper's model "
-            "(recorded, never raised). They are calibrated for the 'synthetic' profile; smaller "
-            "profiles (e.g. 'tiny') are not expected to pass them."
-        )
-
-    s = doc.section("Ablation (layout of Tables III/IV)")
-    rising = (
-        None if analysis is None else {k: v["still_rising"] for k, v in analysis.rising.items()}
+    overview_section(doc, cfg, summary)
+    ablation_section(
+        doc,
+        cfg,
+        results,
+        published,
+        figures,
+        None if analysis is None else analysis.rising,
+        None if analysis is None else analysis.seeds[0],
     )
-    s.table(
-        ablation_table(results, th, published, rising),
-        caption="R@1 at IoU thresholds and mIoU, percent"
-        + (f", primary seed {analysis.seeds[0]}" if analysis is not None else "")
-        + ("; '(paper)' columns: the paper's published numbers" if published else ""),
-    )
-    if analysis is not None:
-        s.text(
-            f"Still rising: the best validation {cfg.eval.selection_metric} within the last "
-            f"{PLATEAU_FRACTION:.0%} of the epochs (rounded up) beats the best before them, for "
-            "at least one seed: that variant had not converged, so its gap to the others is not "
-            "settled (a dash: too few epochs to tell)."
-        )
-        flagged = [
-            r.display for r in results if analysis.rising.get(r.name, {}).get("still_rising")
-        ]
-        if flagged:
-            s.alert("Still rising at the end of training: " + ", ".join(flagged) + ".")
-    if published is None:
-        s.text(
-            f"The paper publishes ablations for Charades-STA (Table III) and TACoS (Table IV) "
-            f"only; there are no published numbers for dataset {cfg.data.dataset!r}."
-        )
-    if figures.get("ablation.png"):
-        s.image(
-            figures["ablation.png"],  # type: ignore[arg-type]
-            "Per-variant R@1 and mIoU; hatched: shuffled-video control"
-            + ("; tick: the paper" if published else ""),
-        )
-
     if analysis is not None:
         add_seed_section(doc, analysis, results, th)
-
-    doc.section("R@5").table(recall5_table(results, th), caption="R@5 at IoU thresholds, percent")
-
-    s = doc.section("Shuffled-video control")
-    s.text(
-        "Every test query is scored against ANOTHER test video's features (a seeded derangement), "
-        "keeping its own ground truth. A model that reads the video collapses towards the prior "
-        "of moment positions; 'kept' is the shuffled score as a percentage of the real one."
-    )
-    s.table(shuffled_table(results, th))
-
-    s = doc.section("Routes (per-pathway breakdown)")
-    rt = routes_table(results, th)
-    if rt.empty:
-        s.text("No evaluated variant has a selector, so there is no route breakdown.")
-    else:
-        s.text(
-            "Share of test queries the selector sends to each module, and the metrics of each "
-            "group. Only variants with a selector route queries."
-        )
-        s.table(rt)
-        if figures.get("routes.png"):
-            s.image(figures["routes.png"], "Route shares per variant")  # type: ignore[arg-type]
-        example_of = next(
-            (r for r in results if r.name == MAIN_VARIANT and r.has_routes),
-            next((r for r in results if r.has_routes), None),
-        )
-        if example_of is not None:
-            ex = route_examples(example_of, cfg.eval.examples_per_route)
-            unused = [r for r in ROUTES if (example_of.route_share(r) or 0.0) == 0.0]
-            if unused:
-                s.text(f"{example_of.display}: no test query was routed to {', '.join(unused)}.")
-            if not ex.empty:
-                s.table(
-                    ex,
-                    caption=f"Example test queries of each route, {example_of.display} "
-                    "(best-localized first, then the worst; like the paper's Fig. 7)",
-                )
-
+    recall5_and_shuffled_sections(doc, results, th)
+    routes_section(doc, cfg, results, figures)
     if analysis is not None:
         add_family_sections(doc, analysis, results, th)
-
-    s = doc.section("Training curves")
-    if figures.get("training_curves.png"):
-        s.image(
-            figures["training_curves.png"],  # type: ignore[arg-type]
-            f"Training loss and validation {cfg.eval.selection_metric} per epoch",
-        )
-    else:
-        s.text("No history.json found for the evaluated variants.")
-
-    s = doc.section("Cost and MLflow runs")
-    cost = cost_table(results)
-    cost["MLflow run"] = [r.run_id for r in results]
-    s.table(
-        cost,
-        caption="Trainable parameters, training wall time, best epoch (by validation "
-        f"{cfg.eval.selection_metric}), batch-1 inference latency, MLflow run",
-        links={"MLflow run": [links.get(r.name) for r in results]},
-    )
-
-    s = doc.section("Data")
-    if data_report is None:
-        s.text("No data report found (outputs/vocab/data_report.json).")
-    else:
-        counts, skipped = data_tables(data_report)
-        s.table(counts, caption="Annotations per split (after val carving, if any)", digits=0)
-        if skipped.empty:
-            s.text("No annotation line was skipped.")
-        else:
-            s.table(skipped, caption="Skipped annotation lines by reason", digits=0)
-        carved = data_report.get("carved") or {}
-        if carved:
-            s.text(
-                f"Validation carved from train by video: {carved.get('val_moments')} moments of "
-                f"{carved.get('val_videos')} videos (fraction {carved.get('fraction')}, "
-                f"seed {carved.get('seed')}, {carved.get('method', 'group split')})."
-            )
-        for note in data_report.get("notes") or []:
-            s.text(str(note))
-    if vocab_report:
-        cov = vocab_report.get("coverage") or {}
-        s.text(
-            f"Vocabulary: {vocab_report.get('size')} words; word vectors "
-            + (
-                f"from {vocab_report.get('embeddings')}"
-                if vocab_report.get("pretrained")
-                else "randomly initialised (no embeddings file)"
-            )
-            + (
-                "; token coverage "
-                + ", ".join(f"{k} {100 * float(v):.1f}%" for k, v in cov.items())
-                if cov
-                else ""
-            )
-            + "."
-        )
-
-    s = doc.section("Reproduce")
-    s.text(
-        "dvc repro  (then: dvc metrics show; dvc plots show; dynpath report --summary). "
-        "Settings: params.yaml; see docs/dvc.md for real datasets and experiments."
-    )
+    training_curves_section(doc, cfg, figures)
+    cost_section(doc, cfg, results, links)
+    data_section(doc, data_report, vocab_report)
+    reproduce_section(doc)
     return doc
 
 
@@ -858,8 +728,8 @@ def run(
     analysis = analyse(cfg, results)
     extra = analysis_summary(analysis, th)
     for name, entry in extra.pop("variants").items():
-        summary["variants"][name].update(entry)
-    summary.update(extra)
+        summary["variants"][name].update(cast(VariantSummary, entry))
+    summary.update(cast(ReportSummary, extra))
 
     plot_dir = out_dir / PLOTS
     figures: dict[str, Path | None] = {
@@ -941,10 +811,7 @@ def print_summary(out_dir: Path) -> None:
     path = Path(out_dir) / SUMMARY
     if not path.exists():
         raise DynpathError(f"{path}: no report yet; run `dvc repro` (or `dynpath report`) first")
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}: not valid JSON ({err})") from None
+    summary = read_report_summary(path)
     files = summary.get("files") or {}
     print(f"Report: {files.get('html', Path(out_dir) / HTML)}")
     print(f"        {files.get('markdown', Path(out_dir) / MARKDOWN)} (Markdown), {path} (JSON)")

@@ -46,20 +46,20 @@ from dynpath.data.annotations import load_splits
 from dynpath.data.batch import Batch
 from dynpath.data.dataset import MomentDataset, collate
 from dynpath.data.features import FeatureStore
-from dynpath.data.vocab import Vocabulary
+from dynpath.data.vocab import load_vocab
 from dynpath.engine.checkpoint import load_checkpoint, make_meta, seed_everything
 from dynpath.engine.evaluator import predict, score
+from dynpath.engine.from_config import eval_loader, ranking_ks, train_options
 from dynpath.engine.trainer import (
     LAST,
     DistInfo,
     Trainer,
-    TrainOptions,
     amp_dtype,
     init_distributed,
     shutdown_distributed,
     train_device,
 )
-from dynpath.errors import CheckpointError, DataError
+from dynpath.errors import CheckpointError
 from dynpath.io import write_json
 from dynpath.model.output import ModelOutput
 from dynpath.schemas import HISTORY, TRAIN_SUMMARY, TrainSummary
@@ -72,29 +72,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SUMMARY = TRAIN_SUMMARY  # the file name lives in dynpath.schemas
-
-
-def ranking_ks(cfg: Config) -> tuple[int, ...]:
-    """R@1 and R@``eval.topk`` (R@5 by default)."""
-    return (1,) if cfg.eval.topk == 1 else (1, cfg.eval.topk)
-
-
-def load_vocab(vocab_dir: Path) -> Vocabulary:
-    vocab = Vocabulary.load(vocab_dir)
-    if vocab.embeddings is None:
-        raise DataError(f"{vocab_dir}/embeddings.npy: word vectors not found (run `dynpath vocab`)")
-    return vocab
-
-
-def eval_loader(ds: MomentDataset, cfg: Config, device: torch.device) -> DataLoader[Any]:
-    """In-order loader for validation/test (no workers: features are cached in-process)."""
-    return DataLoader(
-        ds,
-        batch_size=cfg.eval.batch_size,
-        shuffle=False,
-        collate_fn=collate,
-        pin_memory=device.type == "cuda",
-    )
 
 
 @contextlib.contextmanager
@@ -116,26 +93,6 @@ def _previous_run_id(out_dir: Path, variant: str, arch: str) -> str | None:
         return None
     rid = load_checkpoint(out_dir / LAST, variant=variant, arch=arch)["meta"].get("mlflow_run_id")
     return str(rid) if rid else None
-
-
-def train_options(cfg: Config, **overrides: Any) -> TrainOptions:
-    """The trainer's options from the params (the bench times the same step with overrides)."""
-    values: dict[str, Any] = {
-        "epochs": cfg.train.epochs,
-        "batch_size": cfg.train.batch_size,
-        "lr": cfg.train.lr,
-        "seed": cfg.seed,
-        "selection_metric": cfg.eval.selection_metric,
-        "weight_decay": cfg.train.weight_decay,
-        "warmup_fraction": cfg.train.warmup_fraction,
-        "clip_norm": cfg.train.clip_norm,
-        "amp": cfg.train.amp,
-        "compile": cfg.train.compile,
-        "cpu_autocast": cfg.train.autocast,
-        "gemm": cfg.train.gemm,
-        "checkpoint_every_steps": cfg.train.checkpoint_every,
-    }
-    return TrainOptions(**{**values, **overrides})
 
 
 def run(
