@@ -9,7 +9,9 @@ DYNPATH_TEST_ALL_VARIANTS=1 to run all ten of the tiny profile.
 
 from __future__ import annotations
 
+import builtins
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -26,6 +28,8 @@ pytestmark = [
 ]
 
 SOME_VARIANTS = ["dynamic", "exploitation_only", "sum_fusion"]
+#: the caller's print and root-logger handlers, before and after the in-process run
+CALLER: dict[str, object] = {}
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +41,22 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]
         raw["variants"] = {v: raw["variants"][v] for v in SOME_VARIANTS}
     params.write_text(yaml.safe_dump(raw, sort_keys=False))
     workdir = tmp / "runs"
+    CALLER["before"] = (builtins.print, logging.getLogger().handlers[:])
     assert main(["--params", str(params), "pipeline", "run-local", "--workdir", str(workdir)]) == 0
+    CALLER["after"] = (builtins.print, logging.getLogger().handlers[:])
     (run,) = [p for p in workdir.iterdir() if p.is_dir() and p.name.startswith("dynpath-")]
     return run, list(raw["variants"])
+
+
+def test_the_callers_print_and_logging_are_put_back(local_run: tuple[Path, list[str]]) -> None:
+    """kfp.local swaps builtins.print (indenting) and the root logger's handlers while tasks run
+    and left both behind: every later print in the process was indented (JSON stopped parsing)."""
+    (print_before, handlers_before), (print_after, handlers_after) = (
+        CALLER["before"],
+        CALLER["after"],
+    )  # type: ignore[misc]
+    assert print_after is print_before
+    assert handlers_after == handlers_before
 
 
 def test_report_artifact_lists_every_variant(local_run: tuple[Path, list[str]]) -> None:

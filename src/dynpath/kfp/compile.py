@@ -19,10 +19,13 @@ kfp and dvc are imported inside functions so that ``dynpath --help`` stays cheap
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import hashlib
 import json
 import logging
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +199,26 @@ def submit(cfg: Config, host: str | None, package: Path) -> dict[str, Any]:
     }
 
 
+@contextlib.contextmanager
+def _caller_state_kept() -> Iterator[None]:
+    """Put back ``builtins.print`` and the root logger as they were.
+
+    While its tasks run, kfp.local swaps ``builtins.print`` for an indenting one and the root
+    logger's handlers for its own stdout handler; measured: after a local run the caller's process
+    kept both (every later ``print`` indented by four spaces, every log line in kfp's format), so a
+    notebook or test that runs the pipeline in-process printed JSON that no longer parsed.
+    """
+    saved_print = builtins.print
+    root = logging.getLogger()
+    saved_handlers, saved_level = root.handlers[:], root.level
+    try:
+        yield
+    finally:
+        builtins.print = saved_print
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+
 def run_local(cfg: Config, workdir: Path) -> dict[str, Any]:
     """Run the whole DAG here with ``kfp.local`` (subprocess runner, current environment).
 
@@ -216,12 +239,13 @@ def run_local(cfg: Config, workdir: Path) -> dict[str, Any]:
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     pipeline_func = build_pipeline(cfg)
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(workdir),
-        raise_on_error=True,
-    )
-    task = pipeline_func()
+    with _caller_state_kept():
+        local.init(
+            runner=local.SubprocessRunner(use_venv=False),
+            pipeline_root=str(workdir),
+            raise_on_error=True,
+        )
+        task = pipeline_func()
     report = Path(task.output.path)
     summary_file = report / REPORT_SUMMARY
     summary = json.loads(summary_file.read_text()) if summary_file.is_file() else None
