@@ -417,3 +417,23 @@ def test_input_dropout_placement_leaves_every_pathway_ffn_without_dropout() -> N
         assert ffns and all(isinstance(f[2], Dropout) and f[2].p == want for f in ffns)
         for p in model.pathways.values():
             assert p.cqa.drop.p == 0.5  # the similarity inputs keep theirs in both readings
+
+
+@pytest.mark.parametrize("route", [0, 1])
+def test_whole_batch_on_one_route_padded_past_its_longest_sample(route: int) -> None:
+    """Eq. 14 at inference when every query takes the same route and the batch is padded past
+    its longest sample (a bucket's padding, or the other route's longer videos elsewhere):
+    ``run_routed`` trims to the group's length, runs the pathway once and pads back. Each
+    sample alone is the reference. Route 1 also checks that an empty route 0 is skipped, not
+    taken as the end of the loop (mutmut survivors in ``run_routed``)."""
+    model = _model("dynamic").eval()
+    video, vm, words, wm = _inputs()
+    video = torch.nn.functional.pad(video, (0, 0, 0, 2))  # T = 8, longest sample 6
+    vm = torch.nn.functional.pad(vm, (0, 2))
+    with torch.no_grad():
+        model.fusion.fc.bias[route] += 1e3
+    out = model(video, vm, words, wm)
+    assert out.route.tolist() == [route] * 3
+    assert out.start_logits.shape == (3, 8)
+    want = _reference(model, video, vm, words, wm, "dynamic")
+    _compare(model, (out.start_logits, out.end_logits, out.inner_logits), want)
