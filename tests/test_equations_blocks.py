@@ -350,3 +350,35 @@ def test_eq15_16_heads_against_reference() -> None:
     got_g = torch.autograd.grad((torch.stack([start, end, inner]).double() * up).sum(), fe)[0]
     want_g = torch.autograd.grad((torch.stack(refs) * up).sum(), fe)[0]
     torch.testing.assert_close(got_g, want_g, **tol)
+
+
+def test_eq5_msab_attention_dropout_path_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training with attention dropout on CPU takes the written-out attention (scores, masked
+    softmax, :func:`dropout` on the weights, weighted sum) instead of SDPA. With the dropout
+    replaced by a recording identity it must be Eq. 5 exactly, and the dropout must be applied
+    once, to the attention weights [B, h, T, T], with MHA's p and in training mode only
+    (mutmut survivors in ``MSAB.attend``: the scale, the transpose, the branch condition)."""
+    from dynpath.model import layers
+
+    calls: list[tuple[tuple[int, ...], float, bool]] = []
+
+    def identity(x: Tensor, p: float, training: bool) -> Tensor:
+        if x.dim() == 4:  # attention weights (the FFN's Dropout calls it too, with p = 0)
+            calls.append((tuple(x.shape), p, training))
+        return x
+
+    monkeypatch.setattr(layers, "dropout", identity)
+    m = _redraw(MSAB(D, heads=2, dropout=0.3, ffn_dropout=0.0).double(), 6)
+    x = _x(2, 5, D).requires_grad_()
+    masks = _masks([5, 3], 5, [1, 1], 1)
+    out = m.train()(x, masks)
+    assert calls == [((2, 2, 5, 5), 0.3, True)]
+    ref = _msab_reference(m, x, masks.video)
+    torch.testing.assert_close(out, ref, **TOL)
+    _grads(m, out, ref, [x])
+    calls.clear()
+    torch.testing.assert_close(m.eval()(x, masks), ref, **TOL)
+    assert calls == []  # eval: SDPA, no dropout
+    m.attn.dropout = 0.0
+    m.train()(x, masks)
+    assert calls == []  # p = 0 in training: SDPA too
