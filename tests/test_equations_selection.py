@@ -437,3 +437,45 @@ def test_whole_batch_on_one_route_padded_past_its_longest_sample(route: int) -> 
     assert out.start_logits.shape == (3, 8)
     want = _reference(model, video, vm, words, wm, "dynamic")
     _compare(model, (out.start_logits, out.end_logits, out.inner_logits), want)
+
+
+def test_forward_batch_passes_the_gumbel_noise_through() -> None:
+    """``forward_batch`` (the trainer's entry point) is ``forward`` on the batch's tensors with
+    the caller's Gumbel noise: the noise decides the routes, so dropping it would train on
+    freshly drawn routes instead (mutmut survivors in ``forward_batch``)."""
+    from dynpath.data.batch import Batch
+
+    model = _model("dynamic").train()
+    video, vm, words, wm = _inputs()
+    b, t = vm.shape
+    zeros = torch.zeros(b, dtype=torch.long)
+    batch = Batch(
+        video, vm, words, wm, zeros, zeros, torch.zeros(b, t), torch.ones(b), torch.zeros(b, 2),
+        vm.sum(-1), ["q"] * b, ["v"] * b, ["x"] * b,
+    )  # fmt: skip
+    for route in (0, 1):
+        noise = torch.zeros(b, 2, dtype=F64)
+        noise[:, route] = 1e3  # far above any logit gap: every query takes ``route``
+        torch.manual_seed(0)  # the same global draws for both calls (dropout is 0 anyway)
+        got = model.forward_batch(batch, gumbel_noise=noise)
+        torch.manual_seed(0)
+        want = model(video, vm, words, wm, gumbel_noise=noise)
+        assert got.route.tolist() == want.route.tolist() == [route] * b
+        torch.testing.assert_close(got.start_logits, want.start_logits, rtol=0.0, atol=0.0)
+
+
+def test_variant_spec_checks_pathway_count_and_route_order() -> None:
+    """A registered variant is refused at definition when its fusion takes another number of
+    pathways, or when a selector's pathways are not in route order (route k runs pathway k);
+    the registry builds its table at import, so only a test-time spec reaches the checks."""
+    from dynpath.model.modules import EXPLOITATION, EXPLORATION
+    from dynpath.model.network import VariantSpec
+
+    assert VariantSpec("one", (EXPLORATION,), "single").modules == ("exploration",)
+    assert VariantSpec("sel", (EXPLOITATION, EXPLORATION), "gumbel").has_selector
+    # no selector: any order
+    assert VariantSpec("rev", (EXPLORATION, EXPLOITATION), "sum").modules[0] == "exploration"
+    with pytest.raises(ValueError, match=r"fusion 'sum' takes 2 pathway\(s\)"):
+        VariantSpec("bad", (EXPLOITATION,), "sum")
+    with pytest.raises(ValueError, match=r"a selector needs pathways in route order"):
+        VariantSpec("bad", (EXPLORATION, EXPLOITATION), "gumbel")
