@@ -382,3 +382,29 @@ def test_eq5_msab_attention_dropout_path_on_cpu(monkeypatch: pytest.MonkeyPatch)
     m.attn.dropout = 0.0
     m.train()(x, masks)
     assert calls == []  # p = 0 in training: SDPA too
+
+
+def test_eq2_video_features_of_another_width_are_refused_with_both_widths() -> None:
+    """Features from another backbone (C3D 4096-d into an I3D 1024-d model) are refused with
+    both widths in the message, not a matmul shape error (mutmut survivors in the message)."""
+    from dynpath.errors import DynpathError
+
+    enc = VideoEncoder(5, D, dropout=0.0)
+    with pytest.raises(DynpathError, match=r"video features are 7-d .* built for 5-d features"):
+        enc(_x(2, 3, 7), _masks([3, 2], 3, [1, 1], 1))
+
+
+def test_byte_dropout_threshold_only_for_whole_multiples_of_one_256th() -> None:
+    """The byte mask keeps a byte >= 256 p, exact only when 256 p is whole (p = 0.5 -> 128);
+    any other p must fall back to ``rand >= p`` (a byte threshold there would drop 26/256
+    instead of p = 0.1). Checked on the threshold and on the masks' keep fractions."""
+    from dynpath.model.layers import _byte_threshold, _dropout_mask
+
+    assert [_byte_threshold(p) for p in (0.5, 0.25, 0.125, 1 / 256)] == [128, 64, 32, 1]
+    assert [_byte_threshold(p) for p in (0.1, 0.3, 0.5 + 1e-6)] == [None, None, None]
+    torch.manual_seed(0)
+    x = torch.ones(1 << 16)
+    for p in (0.5, 0.1):
+        mask = _dropout_mask(x, p)
+        assert mask.unique().tolist() == [0.0, pytest.approx(1 / (1 - p))]
+        assert abs(float((mask == 0).float().mean()) - p) < 0.01  # 6.5e4 draws: sd 0.002
