@@ -408,3 +408,42 @@ def test_byte_dropout_threshold_only_for_whole_multiples_of_one_256th() -> None:
         mask = _dropout_mask(x, p)
         assert mask.unique().tolist() == [0.0, pytest.approx(1 / (1 - p))]
         assert abs(float((mask == 0).float().mean()) - p) < 0.01  # 6.5e4 draws: sd 0.002
+
+
+def test_eq1_queries_padded_past_the_longest_and_a_one_word_query() -> None:
+    """Eq. 1 on a batch whose every query is shorter than its padded width (queries collated
+    with a longer one elsewhere, or a fixed width) and with a one-word query: the packed BiLSTM
+    must see each query's own words only, so each query alone is the reference (mutmut
+    survivors in ``TextEncoder.forward``: the all-full shortcut, the length floor, the unpacked
+    width)."""
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((12, 6)).astype(np.float32)
+    emb[0] = 0.0
+    enc = _redraw(TextEncoder(emb, D, layers=1, dropout=0.0, pool=True).double(), 3).eval()
+    assert enc.lstm.bidirectional  # else a pad word after the query could not reach it
+    words = torch.tensor([[2, 5, 7, 0, 0], [3, 0, 0, 0, 0]])
+    wm = words.ne(0)
+    fq, fs = enc(words, Masks.build(torch.ones(2, 3, dtype=torch.bool), wm, F64))
+    assert fq.shape == (2, 5, D) and fs is not None
+    for b in range(2):
+        n = int(wm[b].sum())
+        want_q, want_s = enc(
+            words[b : b + 1, :n], Masks.build(wm[b : b + 1, :1], wm[b : b + 1, :n], F64)
+        )
+        torch.testing.assert_close(fq[b, :n], want_q[0], **TOL)
+        assert torch.all(fq[b, n:] == 0)
+        assert want_s is not None
+        torch.testing.assert_close(fs[b], want_s[0], **TOL)
+
+
+def test_eq3_bidirectional_ms_lstm_on_a_batch_padded_past_its_longest_sample() -> None:
+    """Eq. 3-4 with the backward LSTMs on samples of 5 and 3 frames padded to 7: each subset
+    must be packed to its own valid frames (padding never enters the backward direction), and
+    each sample alone is the reference (mutmut survivors in ``MultiScaleLSTM._run``)."""
+    m = _redraw(MultiScaleLSTM(D, scales=3, dropout=0.0, bidirectional=True).double(), 5).eval()
+    x = _x(2, 7, D)
+    out = m(x, _masks([5, 3], 7, [1, 1], 1))
+    for b, n in enumerate((5, 3)):
+        alone = m(x[b : b + 1, :n], _masks([n], n, [1], 1))
+        torch.testing.assert_close(out[b, :n], alone[0], **TOL)
+        assert torch.all(out[b, n:] == 0)
