@@ -479,3 +479,20 @@ def test_variant_spec_checks_pathway_count_and_route_order() -> None:
         VariantSpec("bad", (EXPLOITATION,), "sum")
     with pytest.raises(ValueError, match=r"a selector needs pathways in route order"):
         VariantSpec("bad", (EXPLORATION, EXPLOITATION), "gumbel")
+
+
+def test_run_routed_on_an_empty_batch_runs_nothing_and_returns_an_empty_fe() -> None:
+    """No sample, no route: no pathway runs and F_e is fv's empty shape (mutmut survivor in
+    ``run_routed``'s empty-batch return)."""
+    from dynpath.model.selection import run_routed
+
+    def never(*_: Any) -> Tensor:
+        raise AssertionError("a pathway ran on an empty batch")
+
+    fv = torch.zeros(0, 4, 8, dtype=F64)
+    masks = Masks.build(
+        torch.zeros(0, 4, dtype=torch.bool), torch.zeros(0, 2, dtype=torch.bool), F64
+    )
+    route = torch.zeros(0, dtype=torch.long)
+    out = run_routed([never, never], route, None, fv, fv[:, :2], masks)  # type: ignore[list-item]
+    assert out.shape == (0, 4, 8) and out.dtype == F64
