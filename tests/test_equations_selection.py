@@ -496,3 +496,16 @@ def test_run_routed_on_an_empty_batch_runs_nothing_and_returns_an_empty_fe() -> 
     route = torch.zeros(0, dtype=torch.long)
     out = run_routed([never, never], route, None, fv, fv[:, :2], masks)  # type: ignore[list-item]
     assert out.shape == (0, 4, 8) and out.dtype == F64
+
+
+def test_msab_attention_weights_get_the_dropout_in_both_placements() -> None:
+    """docs/design.md, "Dropout placement": the MSAB attention weights carry ``dropout`` in both
+    readings (GoL and TeN), while the MSAB's FFN follows the placement (mutmut survivor in
+    ``GlobalMotion.__init__``: the attention built with the FFN's dropout)."""
+    from dynpath.model.layers import MSAB
+
+    for placement, ffn_p in (("input", 0.0), ("ffn", 0.5)):
+        model = _model("dynamic", dropout=0.5, dropout_placement=placement)
+        blocks = [m for m in model.modules() if isinstance(m, MSAB)]
+        assert len(blocks) == 4  # GoL and TeN, in both pairs of their pathway
+        assert all(b.attn.dropout == 0.5 and b.ffn[2].p == ffn_p for b in blocks)
