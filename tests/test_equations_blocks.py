@@ -447,3 +447,20 @@ def test_eq3_bidirectional_ms_lstm_on_a_batch_padded_past_its_longest_sample() -
         alone = m(x[b : b + 1, :n], _masks([n], n, [1], 1))
         torch.testing.assert_close(out[b, :n], alone[0], **TOL)
         assert torch.all(out[b, n:] == 0)
+
+
+def test_cpu_dropout_uses_the_byte_mask_and_scales_its_gradient() -> None:
+    """On CPU, training dropout is ``x * _dropout_mask(x, p)`` from the global generator (the
+    fast byte mask, not ``F.dropout``'s ``bernoulli_``), the same mask scales the gradient, and
+    eval or p = 0 is the identity (mutmut survivors in ``dropout``'s device test)."""
+    from dynpath.model.layers import _dropout_mask, dropout
+
+    x = _x(4, 64).requires_grad_()
+    torch.manual_seed(3)
+    got = dropout(x, 0.5, True)
+    torch.manual_seed(3)
+    mask = _dropout_mask(x.detach(), 0.5)
+    torch.testing.assert_close(got, x * mask, rtol=0.0, atol=0.0)
+    (gx,) = torch.autograd.grad(got.sum(), [x])
+    torch.testing.assert_close(gx, mask, rtol=0.0, atol=0.0)
+    assert dropout(x, 0.5, False) is x and dropout(x, 0.0, True) is x
