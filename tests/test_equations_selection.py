@@ -509,3 +509,26 @@ def test_msab_attention_weights_get_the_dropout_in_both_placements() -> None:
         blocks = [m for m in model.modules() if isinstance(m, MSAB)]
         assert len(blocks) == 4  # GoL and TeN, in both pairs of their pathway
         assert all(b.attn.dropout == 0.5 and b.ffn[2].p == ffn_p for b in blocks)
+
+
+def test_model_wiring_of_encoders_dropout_normalization_and_head_biases() -> None:
+    """What ``DynamicPathwayModel.__init__`` hands its parts (mutmut survivors there and in
+    ``heads``): the encoders take ``dropout`` on their inputs and the placement's FFN dropout
+    (docs/design.md, "Dropout placement"), the video encoder the feature normalization, and
+    the heads (Eq. 16) have no bias on FC_5/FC_7 (start/end: softmax-invariant) but one on
+    the inner branch's last layer (a sigmoid is not shift-invariant)."""
+    from dynpath.config import ConfigError
+
+    for placement, ffn_p in (("input", 0.0), ("ffn", 0.5)):
+        model = _model("dynamic", dropout=0.5, dropout_placement=placement, normalize_features=True)
+        assert model.arch == "dynamic" and model.feature_dim == FEAT
+        assert model.video.drop.p == 0.5 and model.video.ffn[2].p == ffn_p
+        assert model.video.normalize is True
+        assert model.text.drop.p == 0.5 and model.text.ffn[2].p == ffn_p
+        heads = model.heads
+        assert heads.start[-1].bias is None and heads.end[-1].bias is None
+        assert heads.inner[-1].bias is not None
+    with pytest.raises(
+        ConfigError, match=r"model\.dim \(10\) must be divisible by model\.heads \(4\)"
+    ):
+        _model("dynamic", dim=10, heads=4)
