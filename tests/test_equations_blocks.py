@@ -464,3 +464,29 @@ def test_cpu_dropout_uses_the_byte_mask_and_scales_its_gradient() -> None:
     (gx,) = torch.autograd.grad(got.sum(), [x])
     torch.testing.assert_close(gx, mask, rtol=0.0, atol=0.0)
     assert dropout(x, 0.5, False) is x and dropout(x, 0.0, True) is x
+
+
+def test_eq1_text_encoder_layers_dropout_and_embedding_checks() -> None:
+    """The query BiLSTM has ``layers`` layers with ``dropout`` between them (none for one
+    layer: there is no "between"), and an embedding matrix that is not [V >= 2, dim] is
+    refused with its shape (mutmut survivors in ``TextEncoder.__init__``)."""
+    from dynpath.errors import DynpathError
+
+    emb = np.random.default_rng(0).standard_normal((12, 6)).astype(np.float32)
+    two = TextEncoder(emb, D, layers=2, dropout=0.3, pool=False)
+    assert (two.lstm.num_layers, two.lstm.dropout) == (2, 0.3)
+    one = TextEncoder(emb, D, layers=1, dropout=0.3, pool=False)
+    assert (one.lstm.num_layers, one.lstm.dropout) == (1, 0.0)
+    for bad in (emb[:1], emb[0], np.zeros((5, 1, 6), np.float32)):
+        with pytest.raises(DynpathError, match=r"\[V >= 2, dim\] matrix .* got shape \("):
+            TextEncoder(bad, D, layers=1, dropout=0.0, pool=False)
+    TextEncoder(
+        emb[:2, :1], D, layers=1, dropout=0.0, pool=False
+    )  # V = 2 and a 1-d vector: accepted
+
+
+def test_eq3_bidirectional_ms_lstm_with_an_odd_width() -> None:
+    """Bidirectional: each direction has floor(d / 2) units, so the FFN takes s * 2 floor(d / 2)
+    inputs, d - 1 per scale for an odd d (mutmut survivor in ``MultiScaleLSTM.__init__``)."""
+    m = MultiScaleLSTM(9, scales=2, dropout=0.0, bidirectional=True).double().eval()
+    assert m(_x(1, 4, 9), _masks([4], 4, [1], 1)).shape == (1, 4, 9)
