@@ -350,3 +350,143 @@ def test_eq15_16_heads_against_reference() -> None:
     got_g = torch.autograd.grad((torch.stack([start, end, inner]).double() * up).sum(), fe)[0]
     want_g = torch.autograd.grad((torch.stack(refs) * up).sum(), fe)[0]
     torch.testing.assert_close(got_g, want_g, **tol)
+
+
+def test_eq5_msab_attention_dropout_path_on_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Training with attention dropout on CPU takes the written-out attention (scores, masked
+    softmax, :func:`dropout` on the weights, weighted sum) instead of SDPA. With the dropout
+    replaced by a recording identity it must be Eq. 5 exactly, and the dropout must be applied
+    once, to the attention weights [B, h, T, T], with MHA's p and in training mode only
+    (mutmut survivors in ``MSAB.attend``: the scale, the transpose, the branch condition)."""
+    from dynpath.model import layers
+
+    calls: list[tuple[tuple[int, ...], float, bool]] = []
+
+    def identity(x: Tensor, p: float, training: bool) -> Tensor:
+        if x.dim() == 4:  # attention weights (the FFN's Dropout calls it too, with p = 0)
+            calls.append((tuple(x.shape), p, training))
+        return x
+
+    monkeypatch.setattr(layers, "dropout", identity)
+    m = _redraw(MSAB(D, heads=2, dropout=0.3, ffn_dropout=0.0).double(), 6)
+    x = _x(2, 5, D).requires_grad_()
+    masks = _masks([5, 3], 5, [1, 1], 1)
+    out = m.train()(x, masks)
+    assert calls == [((2, 2, 5, 5), 0.3, True)]
+    ref = _msab_reference(m, x, masks.video)
+    torch.testing.assert_close(out, ref, **TOL)
+    _grads(m, out, ref, [x])
+    calls.clear()
+    torch.testing.assert_close(m.eval()(x, masks), ref, **TOL)
+    assert calls == []  # eval: SDPA, no dropout
+    m.attn.dropout = 0.0
+    m.train()(x, masks)
+    assert calls == []  # p = 0 in training: SDPA too
+
+
+def test_eq2_video_features_of_another_width_are_refused_with_both_widths() -> None:
+    """Features from another backbone (C3D 4096-d into an I3D 1024-d model) are refused with
+    both widths in the message, not a matmul shape error (mutmut survivors in the message)."""
+    from dynpath.errors import DynpathError
+
+    enc = VideoEncoder(5, D, dropout=0.0)
+    with pytest.raises(DynpathError, match=r"video features are 7-d .* built for 5-d features"):
+        enc(_x(2, 3, 7), _masks([3, 2], 3, [1, 1], 1))
+
+
+def test_byte_dropout_threshold_only_for_whole_multiples_of_one_256th() -> None:
+    """The byte mask keeps a byte >= 256 p, exact only when 256 p is whole (p = 0.5 -> 128);
+    any other p must fall back to ``rand >= p`` (a byte threshold there would drop 26/256
+    instead of p = 0.1). Checked on the threshold and on the masks' keep fractions."""
+    from dynpath.model.layers import _byte_threshold, _dropout_mask
+
+    assert [_byte_threshold(p) for p in (0.5, 0.25, 0.125, 1 / 256)] == [128, 64, 32, 1]
+    assert [_byte_threshold(p) for p in (0.1, 0.3, 0.5 + 1e-6)] == [None, None, None]
+    torch.manual_seed(0)
+    x = torch.ones(1 << 16)
+    for p in (0.5, 0.1):
+        mask = _dropout_mask(x, p)
+        assert mask.unique().tolist() == [0.0, pytest.approx(1 / (1 - p))]
+        assert abs(float((mask == 0).float().mean()) - p) < 0.01  # 6.5e4 draws: sd 0.002
+
+
+def test_eq1_queries_padded_past_the_longest_and_a_one_word_query() -> None:
+    """Eq. 1 on a batch whose every query is shorter than its padded width (queries collated
+    with a longer one elsewhere, or a fixed width) and with a one-word query: the packed BiLSTM
+    must see each query's own words only, so each query alone is the reference (mutmut
+    survivors in ``TextEncoder.forward``: the all-full shortcut, the length floor, the unpacked
+    width)."""
+    rng = np.random.default_rng(0)
+    emb = rng.standard_normal((12, 6)).astype(np.float32)
+    emb[0] = 0.0
+    enc = _redraw(TextEncoder(emb, D, layers=1, dropout=0.0, pool=True).double(), 3).eval()
+    assert enc.lstm.bidirectional  # else a pad word after the query could not reach it
+    words = torch.tensor([[2, 5, 7, 0, 0], [3, 0, 0, 0, 0]])
+    wm = words.ne(0)
+    fq, fs = enc(words, Masks.build(torch.ones(2, 3, dtype=torch.bool), wm, F64))
+    assert fq.shape == (2, 5, D) and fs is not None
+    for b in range(2):
+        n = int(wm[b].sum())
+        want_q, want_s = enc(
+            words[b : b + 1, :n], Masks.build(wm[b : b + 1, :1], wm[b : b + 1, :n], F64)
+        )
+        torch.testing.assert_close(fq[b, :n], want_q[0], **TOL)
+        assert torch.all(fq[b, n:] == 0)
+        assert want_s is not None
+        torch.testing.assert_close(fs[b], want_s[0], **TOL)
+
+
+def test_eq3_bidirectional_ms_lstm_on_a_batch_padded_past_its_longest_sample() -> None:
+    """Eq. 3-4 with the backward LSTMs on samples of 5 and 3 frames padded to 7: each subset
+    must be packed to its own valid frames (padding never enters the backward direction), and
+    each sample alone is the reference (mutmut survivors in ``MultiScaleLSTM._run``)."""
+    m = _redraw(MultiScaleLSTM(D, scales=3, dropout=0.0, bidirectional=True).double(), 5).eval()
+    x = _x(2, 7, D)
+    out = m(x, _masks([5, 3], 7, [1, 1], 1))
+    for b, n in enumerate((5, 3)):
+        alone = m(x[b : b + 1, :n], _masks([n], n, [1], 1))
+        torch.testing.assert_close(out[b, :n], alone[0], **TOL)
+        assert torch.all(out[b, n:] == 0)
+
+
+def test_cpu_dropout_uses_the_byte_mask_and_scales_its_gradient() -> None:
+    """On CPU, training dropout is ``x * _dropout_mask(x, p)`` from the global generator (the
+    fast byte mask, not ``F.dropout``'s ``bernoulli_``), the same mask scales the gradient, and
+    eval or p = 0 is the identity (mutmut survivors in ``dropout``'s device test)."""
+    from dynpath.model.layers import _dropout_mask, dropout
+
+    x = _x(4, 64).requires_grad_()
+    torch.manual_seed(3)
+    got = dropout(x, 0.5, True)
+    torch.manual_seed(3)
+    mask = _dropout_mask(x.detach(), 0.5)
+    torch.testing.assert_close(got, x * mask, rtol=0.0, atol=0.0)
+    (gx,) = torch.autograd.grad(got.sum(), [x])
+    torch.testing.assert_close(gx, mask, rtol=0.0, atol=0.0)
+    assert dropout(x, 0.5, False) is x and dropout(x, 0.0, True) is x
+
+
+def test_eq1_text_encoder_layers_dropout_and_embedding_checks() -> None:
+    """The query BiLSTM has ``layers`` layers with ``dropout`` between them (none for one
+    layer: there is no "between"), and an embedding matrix that is not [V >= 2, dim] is
+    refused with its shape (mutmut survivors in ``TextEncoder.__init__``)."""
+    from dynpath.errors import DynpathError
+
+    emb = np.random.default_rng(0).standard_normal((12, 6)).astype(np.float32)
+    two = TextEncoder(emb, D, layers=2, dropout=0.3, pool=False)
+    assert (two.lstm.num_layers, two.lstm.dropout) == (2, 0.3)
+    one = TextEncoder(emb, D, layers=1, dropout=0.3, pool=False)
+    assert (one.lstm.num_layers, one.lstm.dropout) == (1, 0.0)
+    for bad in (emb[:1], emb[0], np.zeros((5, 1, 6), np.float32)):
+        with pytest.raises(DynpathError, match=r"\[V >= 2, dim\] matrix .* got shape \("):
+            TextEncoder(bad, D, layers=1, dropout=0.0, pool=False)
+    TextEncoder(
+        emb[:2, :1], D, layers=1, dropout=0.0, pool=False
+    )  # V = 2 and a 1-d vector: accepted
+
+
+def test_eq3_bidirectional_ms_lstm_with_an_odd_width() -> None:
+    """Bidirectional: each direction has floor(d / 2) units, so the FFN takes s * 2 floor(d / 2)
+    inputs, d - 1 per scale for an odd d (mutmut survivor in ``MultiScaleLSTM.__init__``)."""
+    m = MultiScaleLSTM(9, scales=2, dropout=0.0, bidirectional=True).double().eval()
+    assert m(_x(1, 4, 9), _masks([4], 4, [1], 1)).shape == (1, 4, 9)

@@ -417,3 +417,118 @@ def test_input_dropout_placement_leaves_every_pathway_ffn_without_dropout() -> N
         assert ffns and all(isinstance(f[2], Dropout) and f[2].p == want for f in ffns)
         for p in model.pathways.values():
             assert p.cqa.drop.p == 0.5  # the similarity inputs keep theirs in both readings
+
+
+@pytest.mark.parametrize("route", [0, 1])
+def test_whole_batch_on_one_route_padded_past_its_longest_sample(route: int) -> None:
+    """Eq. 14 at inference when every query takes the same route and the batch is padded past
+    its longest sample (a bucket's padding, or the other route's longer videos elsewhere):
+    ``run_routed`` trims to the group's length, runs the pathway once and pads back. Each
+    sample alone is the reference. Route 1 also checks that an empty route 0 is skipped, not
+    taken as the end of the loop (mutmut survivors in ``run_routed``)."""
+    model = _model("dynamic").eval()
+    video, vm, words, wm = _inputs()
+    video = torch.nn.functional.pad(video, (0, 0, 0, 2))  # T = 8, longest sample 6
+    vm = torch.nn.functional.pad(vm, (0, 2))
+    with torch.no_grad():
+        model.fusion.fc.bias[route] += 1e3
+    out = model(video, vm, words, wm)
+    assert out.route.tolist() == [route] * 3
+    assert out.start_logits.shape == (3, 8)
+    want = _reference(model, video, vm, words, wm, "dynamic")
+    _compare(model, (out.start_logits, out.end_logits, out.inner_logits), want)
+
+
+def test_forward_batch_passes_the_gumbel_noise_through() -> None:
+    """``forward_batch`` (the trainer's entry point) is ``forward`` on the batch's tensors with
+    the caller's Gumbel noise: the noise decides the routes, so dropping it would train on
+    freshly drawn routes instead (mutmut survivors in ``forward_batch``)."""
+    from dynpath.data.batch import Batch
+
+    model = _model("dynamic").train()
+    video, vm, words, wm = _inputs()
+    b, t = vm.shape
+    zeros = torch.zeros(b, dtype=torch.long)
+    batch = Batch(
+        video, vm, words, wm, zeros, zeros, torch.zeros(b, t), torch.ones(b), torch.zeros(b, 2),
+        vm.sum(-1), ["q"] * b, ["v"] * b, ["x"] * b,
+    )  # fmt: skip
+    for route in (0, 1):
+        noise = torch.zeros(b, 2, dtype=F64)
+        noise[:, route] = 1e3  # far above any logit gap: every query takes ``route``
+        torch.manual_seed(0)  # the same global draws for both calls (dropout is 0 anyway)
+        got = model.forward_batch(batch, gumbel_noise=noise)
+        torch.manual_seed(0)
+        want = model(video, vm, words, wm, gumbel_noise=noise)
+        assert got.route.tolist() == want.route.tolist() == [route] * b
+        torch.testing.assert_close(got.start_logits, want.start_logits, rtol=0.0, atol=0.0)
+
+
+def test_variant_spec_checks_pathway_count_and_route_order() -> None:
+    """A registered variant is refused at definition when its fusion takes another number of
+    pathways, or when a selector's pathways are not in route order (route k runs pathway k);
+    the registry builds its table at import, so only a test-time spec reaches the checks."""
+    from dynpath.model.modules import EXPLOITATION, EXPLORATION
+    from dynpath.model.network import VariantSpec
+
+    assert VariantSpec("one", (EXPLORATION,), "single").modules == ("exploration",)
+    assert VariantSpec("sel", (EXPLOITATION, EXPLORATION), "gumbel").has_selector
+    # no selector: any order
+    assert VariantSpec("rev", (EXPLORATION, EXPLOITATION), "sum").modules[0] == "exploration"
+    with pytest.raises(ValueError, match=r"fusion 'sum' takes 2 pathway\(s\)"):
+        VariantSpec("bad", (EXPLOITATION,), "sum")
+    with pytest.raises(ValueError, match=r"a selector needs pathways in route order"):
+        VariantSpec("bad", (EXPLORATION, EXPLOITATION), "gumbel")
+
+
+def test_run_routed_on_an_empty_batch_runs_nothing_and_returns_an_empty_fe() -> None:
+    """No sample, no route: no pathway runs and F_e is fv's empty shape (mutmut survivor in
+    ``run_routed``'s empty-batch return)."""
+    from dynpath.model.selection import run_routed
+
+    def never(*_: Any) -> Tensor:
+        raise AssertionError("a pathway ran on an empty batch")
+
+    fv = torch.zeros(0, 4, 8, dtype=F64)
+    masks = Masks.build(
+        torch.zeros(0, 4, dtype=torch.bool), torch.zeros(0, 2, dtype=torch.bool), F64
+    )
+    route = torch.zeros(0, dtype=torch.long)
+    out = run_routed([never, never], route, None, fv, fv[:, :2], masks)  # type: ignore[list-item]
+    assert out.shape == (0, 4, 8) and out.dtype == F64
+
+
+def test_msab_attention_weights_get_the_dropout_in_both_placements() -> None:
+    """docs/design.md, "Dropout placement": the MSAB attention weights carry ``dropout`` in both
+    readings (GoL and TeN), while the MSAB's FFN follows the placement (mutmut survivor in
+    ``GlobalMotion.__init__``: the attention built with the FFN's dropout)."""
+    from dynpath.model.layers import MSAB
+
+    for placement, ffn_p in (("input", 0.0), ("ffn", 0.5)):
+        model = _model("dynamic", dropout=0.5, dropout_placement=placement)
+        blocks = [m for m in model.modules() if isinstance(m, MSAB)]
+        assert len(blocks) == 4  # GoL and TeN, in both pairs of their pathway
+        assert all(b.attn.dropout == 0.5 and b.ffn[2].p == ffn_p for b in blocks)
+
+
+def test_model_wiring_of_encoders_dropout_normalization_and_head_biases() -> None:
+    """What ``DynamicPathwayModel.__init__`` hands its parts (mutmut survivors there and in
+    ``heads``): the encoders take ``dropout`` on their inputs and the placement's FFN dropout
+    (docs/design.md, "Dropout placement"), the video encoder the feature normalization, and
+    the heads (Eq. 16) have no bias on FC_5/FC_7 (start/end: softmax-invariant) but one on
+    the inner branch's last layer (a sigmoid is not shift-invariant)."""
+    from dynpath.config import ConfigError
+
+    for placement, ffn_p in (("input", 0.0), ("ffn", 0.5)):
+        model = _model("dynamic", dropout=0.5, dropout_placement=placement, normalize_features=True)
+        assert model.arch == "dynamic" and model.feature_dim == FEAT
+        assert model.video.drop.p == 0.5 and model.video.ffn[2].p == ffn_p
+        assert model.video.normalize is True
+        assert model.text.drop.p == 0.5 and model.text.ffn[2].p == ffn_p
+        heads = model.heads
+        assert heads.start[-1].bias is None and heads.end[-1].bias is None
+        assert heads.inner[-1].bias is not None
+    with pytest.raises(
+        ConfigError, match=r"model\.dim \(10\) must be divisible by model\.heads \(4\)"
+    ):
+        _model("dynamic", dim=10, heads=4)
