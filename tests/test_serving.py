@@ -92,7 +92,7 @@ def _register(root: Path) -> tuple[str, Path]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     if not (BIN / "mlflow").exists():
-        pytest.skip("the mlflow CLI is not installed in this environment")
+        pytest.fail(f"{BIN / 'mlflow'} missing: mlflow is a required dependency (make setup)")
     root = tmp_path_factory.mktemp("serve")
     uri, _ = _register(root)
     media = root / "media"
