@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import torch
+from hypothesis import settings
 
 # Tests use tiny models: threads only add contention on a 2-core CI machine (measured ~10x slower
 # for the model tests under load). Benchmarks, not tests, measure multi-threaded speed.
 torch.set_num_threads(1)
+
+# Property tests (tests/test_properties.py) explore new random examples on a developer's machine,
+# which is how they find bugs; CI (.ci/run sets DYNPATH_HYPOTHESIS_PROFILE=ci) replays a fixed
+# derandomized set, so that whether a commit lands never depends on the luck of a draw. A failure
+# found locally is kept as an @example on the test, so CI replays it from then on.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+settings.register_profile("dev", print_blob=True)
+settings.load_profile(os.environ.get("DYNPATH_HYPOTHESIS_PROFILE", "dev"))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()

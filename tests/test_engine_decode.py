@@ -75,5 +75,6 @@ def test_spans_to_seconds_design_mapping() -> None:
     s, e = spans_to_seconds(
         torch.tensor([[0, 2]]), torch.tensor([[0, 3]]), torch.tensor([4]), torch.tensor([10.0])
     )
-    assert torch.allclose(s, torch.tensor([[0.0, 5.0]]))
-    assert torch.allclose(e, torch.tensor([[2.5, 10.0]]))
+    assert s.dtype == e.dtype == torch.float64  # seconds of long videos need float64
+    assert torch.equal(s, torch.tensor([[0.0, 5.0]], dtype=torch.float64))
+    assert torch.equal(e, torch.tensor([[2.5, 10.0]], dtype=torch.float64))

@@ -380,3 +380,14 @@ def test_decoded_spans_are_valid_ranked_and_map_back(
             s, e = float(s_sec[n, slot]), float(e_sec[n, slot])
             assert 0.0 <= s < e <= durations[n] * (1 + 1e-6)
             assert seconds_to_indices(s, e, durations[n], lengths[n]) == (i, j)
+
+
+def test_long_video_span_end_maps_back_to_its_index() -> None:
+    """The case the property above found in CI: with D=8732.19 s and T=17, the end of span (0, 15)
+    computed in float32 came back as index 16 (st.data() draws cannot be pinned by @example)."""
+    start, end = torch.tensor([[0]]), torch.tensor([[15]])
+    duration = 8732.189944268568
+    s, e = spans_to_seconds(
+        start, end, torch.tensor([17]), torch.tensor([duration], dtype=torch.float64)
+    )
+    assert seconds_to_indices(float(s[0, 0]), float(e[0, 0]), duration, 17) == (0, 15)

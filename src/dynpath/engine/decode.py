@@ -119,8 +119,13 @@ def spans_to_seconds(
 
     The same convention as ``dynpath.data.spans.indices_to_seconds``, broadcast over a batch of
     top-k spans; ``num_positions`` is the unpadded T of each sample.
+
+    Computed and returned in float64: in float32 a long video's end ``(j+1)*D/T`` is off by ~1e-6
+    of a position, enough to map back to ``j+1`` (found by tests/test_properties.py: D=8732 s,
+    T=17).
     """
     extra = start.dim() - 1
-    t = num_positions.float().view(-1, *([1] * extra))
-    d = durations.float().view(-1, *([1] * extra))
-    return start.float() * d / t, torch.minimum((end.float() + 1.0) * d / t, d)
+    t = num_positions.to(torch.float64).view(-1, *([1] * extra))
+    d = durations.to(torch.float64).view(-1, *([1] * extra))
+    step = d / t
+    return start.to(torch.float64) * step, torch.minimum((end.to(torch.float64) + 1.0) * step, d)
