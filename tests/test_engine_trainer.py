@@ -293,6 +293,88 @@ def test_resume_refuses_another_variant(reference: Path, tmp_path: Path) -> None
         build_trainer(tmp_path, variant="other").fit(resume=True)
 
 
+@pytest.fixture
+def sigint_raises() -> Iterable[None]:
+    """Python's own Ctrl-C handler for the test, whatever pytest was started with (in the
+    background of a script, ``cmd &``, SIGINT is ignored and the trainer leaves it so)."""
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, before)
+
+
+def ctrl_c_at(step: int, times: int = 1, reached: list[int] | None = None) -> Any:
+    """A step hook that sends this process a real SIGINT ``times`` times after ``step``; each
+    send that returns (the Ctrl-C was deferred, not raised) is appended to ``reached``."""
+
+    def hook(global_step: int) -> None:
+        if global_step == step:
+            for i in range(times):
+                os.kill(os.getpid(), signal.SIGINT)
+                if reached is not None:
+                    reached.append(i + 1)
+
+    return hook
+
+
+@pytest.mark.parametrize(
+    ("step", "written"),
+    # 5 steps per epoch, periodic checkpoints every 2 steps: Ctrl-C between periodic checkpoints
+    # (3, 7), right after one (4), in an epoch's last step (5: the epoch
+    # ends, validation and all, and its checkpoint is the one).
+    [(3, 3), (4, 4), (5, 5), (7, 7)],
+)
+@pytest.mark.usefixtures("sigint_raises")
+def test_ctrl_c_checkpoints_the_steps_done_and_resume_is_exact(
+    reference: Path, tmp_path: Path, step: int, written: int
+) -> None:
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        build_trainer(tmp_path, on_step=ctrl_c_at(step)).fit()
+    assert signal.getsignal(signal.SIGINT) is before  # the previous handler is back
+    progress = load_checkpoint(tmp_path / LAST)["progress"]
+    assert progress["global_step"] == written
+    assert progress["epoch"] * 5 + progress["batches_done"] == written
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    result = build_trainer(tmp_path).fit(resume=True)
+    assert result.resumed_from is not None
+    assert result.resumed_from["global_step"] == written
+    a = strip_timing(json.loads((reference / HISTORY).read_text()))
+    b = strip_timing(json.loads((tmp_path / HISTORY).read_text()))
+    assert a == b
+    assert_same_weights(reference / LAST, tmp_path / LAST)
+    assert_same_weights(reference / BEST, tmp_path / BEST)
+
+
+@pytest.mark.usefixtures("sigint_raises")
+def test_second_ctrl_c_interrupts_at_once(tmp_path: Path) -> None:
+    """The first Ctrl-C is deferred to the end of the step; the second raises where it lands
+    (inside the hook here), so no checkpoint of step 3 is written: last.pt is step 2's."""
+    reached: list[int] = []
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        build_trainer(tmp_path, on_step=ctrl_c_at(3, times=2, reached=reached)).fit()
+    assert reached == [1]
+    assert signal.getsignal(signal.SIGINT) is before
+    assert load_checkpoint(tmp_path / LAST)["progress"]["global_step"] == 2
+
+
+def test_fit_outside_the_main_thread_leaves_sigint_alone(tmp_path: Path) -> None:
+    """Only the main thread may install signal handlers: elsewhere fit trains as before."""
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            build_trainer(tmp_path, epochs=1).fit()
+        except BaseException as err:  # reported to the main thread below
+            errors.append(err)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=300)
+    assert not thread.is_alive() and errors == []
+    assert load_checkpoint(tmp_path / LAST)["progress"]["epoch"] == 1
+
+
 def test_autocast_path_keeps_losses_finite(tmp_path: Path) -> None:
     """The AMP code path (CUDA in production) exercised with bf16 autocast on CPU: the forward
     runs in low precision, losses and decoding in float32, checkpoints stay loadable."""

@@ -14,6 +14,9 @@ bit-identical weights.
 One more child replaces ``torch.save`` by a version that writes half of the checkpoint, flushes
 it to disk and sleeps, so the SIGKILL provably lands in the middle of a checkpoint write (random
 timing alone rarely does: a checkpoint of this model takes a millisecond to write).
+
+Ctrl-C (SIGINT) is not a kill: the trainer finishes the step it is in, writes ``last.pt`` there
+and exits 130, so ``--resume`` loses nothing and still equals the uninterrupted run.
 """
 
 from __future__ import annotations
@@ -51,6 +54,8 @@ pytestmark = pytest.mark.slow
 
 STARTED = "training dynamic (dynamic)"  # the train step's log line once the model is built
 EPOCH_LINE = re.compile(r"epoch (\d+): loss")  # the trainer's log line at each epoch end
+# the trainer's log line after a Ctrl-C
+INTERRUPTED = re.compile(r"interrupted: checkpoint at .*step (\d+)\)? written to (\S+); resume")
 EPOCHS = 4  # reliability_workspace's train.epochs
 # Several seeds, each a chain of kills of one output directory (resume after resume).
 SEEDS = {11: 2, 23: 1}
@@ -128,7 +133,20 @@ def _spawn(
 ) -> subprocess.Popen[bytes]:
     cmd = cli_command(argv) if code is None else [cli_command([])[0], "-c", code, *argv]
     with open(log, "wb") as fh:
-        return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=fh, env=child_env(**env))
+        return subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=fh,
+            env=child_env(**env),
+            preexec_fn=_default_sigint,
+        )
+
+
+def _default_sigint() -> None:
+    """In the child, before exec: SIGINT as from a terminal. Pytest started in the background
+    of a script (``cmd &``) ignores SIGINT, an ignored signal is inherited, and the child would
+    then ignore the Ctrl-C the test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def _kill(proc: subprocess.Popen[bytes]) -> bool:
@@ -237,3 +255,34 @@ def test_sigkill_during_a_checkpoint_write_leaves_the_previous_one(
     _assert_same_as_reference(model_dir, reference)
     leftovers = temp_files(model_dir)
     assert leftovers == [partial.name]  # the killed write's temp file; no checkpoint name
+
+
+def test_ctrl_c_writes_a_checkpoint_exits_130_and_resume_equals_uninterrupted(
+    ws: Workspace, reference: dict[str, Any]
+) -> None:
+    """SIGINT once epoch 1 has ended (its checkpoint, the last periodic one, is on disk): exit
+    130, one error line, no traceback, a ``last.pt`` at the step the run reached (not epoch 1's),
+    no temp file; ``--resume`` continues from that step to the uninterrupted run's results."""
+    out = ws.root / "ctrl_c"
+    out.mkdir()
+    log = ws.root / "ctrl_c.log"
+    proc = _spawn(ws.train_argv(out=out), log)
+    wait_until(lambda: 1 in _epochs_logged(log), "the end of epoch 1", proc=proc, log=log)
+    periodic = json.loads((out / VARIANT / "history.json").read_text())[0]["step"]
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=300) == 130, log.read_text(errors="replace")[-3000:]
+    text = log.read_text(errors="replace")
+    assert "Traceback" not in text, text[-3000:]
+    errors = [line for line in text.splitlines() if ": error: " in line]
+    assert len(errors) == 1 and "train: error: interrupted" in errors[0], text[-3000:]
+    written = INTERRUPTED.findall(text)
+    assert len(written) == 1, text[-3000:]
+    step, path = int(written[0][0]), Path(written[0][1])
+    assert path == out / VARIANT / "last.pt"
+    p = load_weights_only(path)["progress"]
+    # >=: a SIGINT landing between the epoch-1 log line and the loop's check stops right there
+    assert p["global_step"] == step >= periodic, (p, periodic)
+    assert temp_files(out / VARIANT) == []
+    summary = _finish(ws, out, ws.root / "ctrl_c-final.log")
+    assert summary["resumed_from"]["global_step"] == step
+    _assert_same_as_reference(out / VARIANT, reference)

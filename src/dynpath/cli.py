@@ -8,8 +8,9 @@ One error path (docs/reliability.md, "Bad input"): every failure a user can act 
 (:class:`DynpathError`, ConfigError, an OSError or a decoding error at the boundary) is printed
 as ONE line ``dynpath <cmd>: error: <file/key/argument>: <what to do>`` with exit code 2 and no
 traceback (``-v`` adds it); Ctrl-C exits 130 (checkpoints are written atomically, so the last one
-on disk is complete). Every output a command writes is locked first (:func:`output_lock`): a
-second writer fails at once naming the PID that holds it, before any work.
+on disk is complete; ``train`` first finishes its step and checkpoints it). Every output a
+command writes is locked first (:func:`output_lock`): a second writer fails at once naming the
+PID that holds it, before any work.
 """
 
 from __future__ import annotations

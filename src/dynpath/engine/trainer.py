@@ -18,6 +18,11 @@ run on CPU):
 - Checkpoints (``last.pt`` every ``checkpoint_every_steps`` steps and at every epoch end,
   ``best.pt`` when the validation metric improves) are atomic, so a kill at ANY moment leaves a
   consistent ``last.pt`` to resume from.
+- **Ctrl-C is deferred to the next step boundary** (single process, main thread): the first
+  SIGINT only sets a flag, so it can never land between ``optimizer.step`` and
+  ``scheduler.step``; after the step the loop writes the same resumable ``last.pt`` a
+  ``checkpoint_every_steps`` checkpoint would and raises KeyboardInterrupt (the CLI exits 130).
+  No work is lost, and ``--resume`` continues exactly. A second Ctrl-C interrupts at once.
 
 Distributed training: launched by ``torchrun`` (WORLD_SIZE/RANK/LOCAL_RANK in the environment),
 NCCL on CUDA and gloo on CPU. The configured batch size is the GLOBAL batch, split evenly across
@@ -33,10 +38,13 @@ import contextlib
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, Protocol, cast
 
 import torch
@@ -168,6 +176,46 @@ def _rng_isolated() -> Iterator[None]:
         yield
     finally:
         restore_rng(state)
+
+
+class _Interrupt:
+    """The Ctrl-C state of one fit: the first SIGINT only sets ``requested`` (the loop stops at
+    the next step boundary with a checkpoint); a second one raises KeyboardInterrupt at once, so
+    a user is never stuck behind a long step, validation or checkpoint write."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def handle(self, signum: int, frame: FrameType | None) -> None:
+        # No logging here: the handler runs between any two bytecodes of the main thread, possibly
+        # inside a logging or stream write.
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+@contextlib.contextmanager
+def _deferred_sigint(enabled: bool) -> Iterator[_Interrupt]:
+    """Install :class:`_Interrupt`'s handler for SIGINT while the block runs; the previous handler
+    comes back on exit, also on error.
+
+    Python lets only the main thread install handlers, so elsewhere (and when ``enabled`` is
+    False, or SIGINT is ignored, e.g. under ``nohup``) the handler is left alone and Ctrl-C behaves
+    as before: an immediate KeyboardInterrupt, the last periodic checkpoint being the one on disk.
+    """
+    state = _Interrupt()
+    main = threading.current_thread() is threading.main_thread()
+    if not enabled or not main or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        yield state
+        return
+    previous = signal.signal(signal.SIGINT, state.handle)
+    try:
+        yield state
+    finally:
+        # None: a handler installed outside Python, which cannot be reinstalled from here
+        signal.signal(
+            signal.SIGINT, previous if previous is not None else signal.default_int_handler
+        )
 
 
 # --------------------------------------------------------------------------- options/state
@@ -511,6 +559,24 @@ class Trainer:
             log.info("training already complete (%d epochs)", self.opt.epochs)
             if self.dist.is_main:  # a kill after the last checkpoint but before history.json
                 write_json(self.out_dir / HISTORY, p.history)
+        # Under DDP every rank would have to stop at the same step (a collective per step to agree
+        # on the flag; a rank that stopped alone would hang the others in all_reduce): there
+        # Ctrl-C keeps its immediate effect and the last periodic checkpoint is the one to resume.
+        with _deferred_sigint(enabled=not self.dist.enabled) as interrupt:
+            self._epochs(interrupt)
+        return TrainResult(
+            best_epoch=p.best_epoch,
+            best_value=p.best_value,
+            best_val=_best_val(p.history, p.best_epoch),
+            history=p.history,
+            train_seconds=p.train_seconds,
+            global_step=p.global_step,
+            resumed_from=resumed,
+        )
+
+    def _epochs(self, interrupt: _Interrupt) -> None:
+        """Train the remaining epochs; stop with a checkpoint once ``interrupt`` is requested."""
+        p = self.progress
         world = self.dist.world_size
         while p.epoch < self.opt.epochs:
             epoch = p.epoch
@@ -556,31 +622,54 @@ class Trainer:
                 )
                 every = self.opt.checkpoint_every_steps
                 mid_epoch = p.batches_done < self.steps_per_epoch
+                saved = False
                 if every > 0 and p.global_step % every == 0 and mid_epoch:
-                    self._merge_pending(pending, pending_n)
-                    pending_n = 0
-                    now = self.clock()
-                    p.epoch_seconds += now - t0
-                    p.train_seconds += now - t0
-                    t0 = now  # the save below counts towards the next interval
-                    self._save([LAST])
+                    t0 = self._checkpoint_mid_epoch(pending, pending_n, t0)
+                    pending_n, saved = 0, True
                 if self.on_step is not None:
                     self.on_step(p.global_step)
+                # The last batch of an epoch goes on to the epoch's end (validation and its
+                # checkpoint) and stops below; a step that just checkpointed is not written twice.
+                if interrupt.requested and mid_epoch:
+                    if not saved:
+                        self._checkpoint_mid_epoch(pending, pending_n, t0)
+                    bar.close()
+                    self._stop_interrupted()
             bar.close()
             self._merge_pending(pending, pending_n)
             now = self.clock()
             p.epoch_seconds += now - t0
             p.train_seconds += now - t0
             self._end_epoch(epoch)
-        return TrainResult(
-            best_epoch=p.best_epoch,
-            best_value=p.best_value,
-            best_val=_best_val(p.history, p.best_epoch),
-            history=p.history,
-            train_seconds=p.train_seconds,
-            global_step=p.global_step,
-            resumed_from=resumed,
+            if interrupt.requested:  # Ctrl-C in the last step or the validation: last.pt is new
+                self._stop_interrupted()
+
+    def _checkpoint_mid_epoch(self, pending: dict[str, float], pending_n: int, t0: float) -> float:
+        """Fold the pending loss sums and the time since ``t0`` into the progress and write the
+        resumable mid-epoch ``last.pt``; returns the new start of the untimed interval (the save
+        counts towards the next one). The caller resets its pending sample count."""
+        p = self.progress
+        self._merge_pending(pending, pending_n)
+        now = self.clock()
+        p.epoch_seconds += now - t0
+        p.train_seconds += now - t0
+        self._save([LAST])
+        return now
+
+    def _stop_interrupted(self) -> None:
+        """After a deferred Ctrl-C: say where the checkpoint is, then end the run as Ctrl-C does."""
+        p = self.progress
+        where = (
+            f"epoch {p.epoch + 1} step {p.global_step}"
+            if p.batches_done
+            else f"the end of epoch {p.epoch} (step {p.global_step})"
         )
+        log.warning(
+            "interrupted: checkpoint at %s written to %s; resume with `dynpath train --resume`",
+            where,
+            self.out_dir / LAST,
+        )
+        raise KeyboardInterrupt
 
     def _end_epoch(self, epoch: int) -> None:
         p = self.progress
