@@ -20,7 +20,7 @@ loaded 2-core machine):
   cross-checked against ``3 x 2*N*4H*(I+H)`` per layer and direction (forward + 2x backward)
   from the sequences each LSTM actually received (forward hooks). The temporal convolution is
   counted as the sum over its real kernels (3+5+7+9 taps), never as a zero-padded kernel 9.
-- **The real training step.** The timed step is ``Trainer._train_step`` (fused Adam, clipping,
+- **The real training step.** The timed step is ``Trainer.train_step`` (fused Adam, clipping,
   LR schedule, the trainer's determinism flags), not a re-implementation of it.
 Layout (one module per concern; this package re-exports what ``dynpath.cli`` and the tests use):
 ``timing`` (interleaved repeats, threads), ``inputs`` (shapes, batches, the real training step),

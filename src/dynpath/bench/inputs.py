@@ -82,7 +82,7 @@ def model_forward(model: Any, batch: Batch) -> ModelOutput:
 def trainer_step(
     model: nn.Module, cfg: Config, device: torch.device, batch: Batch, out_dir: Path
 ) -> tuple[Callable[[], Any], Any]:
-    """The trainer's own step (``Trainer._train_step``) on ``batch``, and the trainer."""
+    """The trainer's own step (``Trainer.train_step``) on ``batch``, and the trainer."""
     from dynpath.engine.from_config import train_options
     from dynpath.engine.trainer import Trainer
 
@@ -103,4 +103,4 @@ def trainer_step(
         device=device,
     )
     on_device = batch.to(device)
-    return (lambda: trainer._train_step(on_device)), trainer
+    return (lambda: trainer.train_step(on_device)), trainer
