@@ -15,7 +15,7 @@ import yaml
 
 from dynpath import bench
 from dynpath.cli import main
-from dynpath.config import Config
+from dynpath.config import Config, ModelConfig
 from dynpath.extract.backbones import BACKBONES
 from dynpath.profiles import resolve
 
@@ -84,6 +84,34 @@ def test_quick_run_writes_every_section(quick: tuple[dict[str, Any], dict[str, A
     assert "skipped" in r["dvc"]  # no dvc.yaml in the working directory
     assert set(summary["targets"]) == set(r["targets"])
     assert all(v["status"].startswith("n/a") for v in r["targets"].values())
+
+
+def test_variant_latency_rows_and_balanced_routes() -> None:
+    """The one per-variant latency: a row per variant, a ``[balanced]`` twin only for a hard
+    selector (half the batch each way, same weights otherwise), route shares only with a
+    selector, every timed repeat kept."""
+    cfg = ModelConfig(dim=16, heads=2, text_lstm_layers=1, dropout=0.0)
+    batch = bench.random_batch(4, 8, 8, 3, bench.VOCAB, seed=0)
+    cpu = torch.device("cpu")
+    rows = bench.variant_latency(
+        ARCHS, cfg, batch, seed=0, device=cpu, repeats=2, warmup=0, balanced=True
+    )
+    assert list(rows) == [*ARCHS, "dynamic[balanced]"]
+    assert all(len(r.wall) == len(r.cpu) == 2 and min(r.wall) > 0 for r in rows.values())
+    assert rows["dynamic[balanced]"].exploitation_share == 0.5
+    assert rows["soft_dynamic"].exploitation_share is not None
+    assert rows["exploitation_only"].exploitation_share is None
+    natural = bench.variant_latency(
+        ARCHS, cfg, batch, seed=0, device=cpu, repeats=1, warmup=0, balanced=False
+    )
+    assert list(natural) == list(ARCHS)
+    # the balanced twin is the natural model with only FC_3's bias moved
+    twin = bench.balance_routes(bench.bench_model("dynamic", cfg, 8, 0).eval(), batch)
+    base = bench.bench_model("dynamic", cfg, 8, 0).state_dict()
+    moved = {k for k, v in twin.state_dict().items() if not torch.equal(v, base[k])}
+    assert moved == {"fusion.fc.bias"}
+    with pytest.raises(TypeError, match="soft_dynamic"):
+        bench.balance_routes(bench.bench_model("soft_dynamic", cfg, 8, 0), batch)
 
 
 def test_flop_count_sees_the_lstms(quick: tuple[dict[str, Any], dict[str, Any]]) -> None:

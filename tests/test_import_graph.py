@@ -140,3 +140,80 @@ def test_no_module_imports_another_modules_private_names(tmp_path: Path) -> None
     planted = tmp_path / "m.py"
     planted.write_text("from dynpath.steps.train import _run\n")
     assert private_imports({"m": planted}) == {("m", "dynpath.steps.train", "_run")}
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not name.startswith("__")
+
+
+def private_class_attributes(files: dict[str, Path]) -> dict[str, set[str]]:
+    """``_name`` -> the modules whose classes define it: methods and class-level assignments in a
+    class body, and ``self._name = ...`` in its methods."""
+    owners: dict[str, set[str]] = {}
+    for module, path in files.items():
+        for cls in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(cls, ast.ClassDef):
+                continue
+            names: list[str] = []
+            for stmt in cls.body:
+                if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef):
+                    names.append(stmt.name)
+                elif isinstance(stmt, ast.AnnAssign) and isinstance(stmt.target, ast.Name):
+                    names.append(stmt.target.id)
+                elif isinstance(stmt, ast.Assign):
+                    names.extend(t.id for t in stmt.targets if isinstance(t, ast.Name))
+            for node in ast.walk(cls):
+                if (
+                    isinstance(node, ast.Attribute)
+                    and isinstance(node.ctx, ast.Store)
+                    and isinstance(node.value, ast.Name)
+                    and node.value.id == "self"
+                ):
+                    names.append(node.attr)
+            for name in filter(_is_private, names):
+                owners.setdefault(name, set()).add(module)
+    return owners
+
+
+def private_attribute_uses(files: dict[str, Path]) -> set[tuple[str, int, str]]:
+    """(module, line, expression) of every ``obj._name`` whose ``_name`` only classes of OTHER
+    modules define (``self._x`` / ``cls._x`` are a class's own business and never counted).
+
+    Read by name, not by type (nothing is imported), so a private name that a module's own classes
+    also define is left to that module; torch's and the standard library's private names are not
+    dynpath's and are not counted.
+    """
+    owners = private_class_attributes(files)
+    found = set()
+    for module, path in files.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr in owners
+                and module not in owners[node.attr]
+                and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))
+            ):
+                found.add((module, node.lineno, ast.unparse(node)))
+    return found
+
+
+def test_no_module_reaches_into_another_modules_private_attributes(tmp_path: Path) -> None:
+    """docs/design.md, Import rules: a private method or attribute of a dynpath class is used only
+    by its own module (the benchmark once timed ``trainer._train_step``; the step is now the
+    public ``Trainer.train_step``). The check itself catches a planted call and leaves a class's
+    own ``self._x`` alone."""
+    found = private_attribute_uses(module_files(SOURCES))
+    assert not found, "private attributes of another module's class (make them public):\n" + (
+        "\n".join(f"{m}:{line}: {expr}" for m, line, expr in sorted(found))
+    )
+    owner, user = tmp_path / "owner.py", tmp_path / "user.py"
+    owner.write_text(
+        "class T:\n    _n: int = 0\n    def __init__(self):\n        self._x = 1\n"
+        "    def _step(self):\n        return self._x\n"
+    )
+    user.write_text("def f(t, u):\n    return t._step(), u._x, t._n, t.__dict__, t._other\n")
+    assert private_attribute_uses({"owner": owner, "user": user}) == {
+        ("user", 2, "t._step"),
+        ("user", 2, "u._x"),
+        ("user", 2, "t._n"),
+    }

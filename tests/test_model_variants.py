@@ -18,7 +18,7 @@ from dynpath.model.layers import Masks, MultiScaleTemporalConv
 from dynpath.model.network import DynamicPathwayModel
 from dynpath.model.output import NO_ROUTE, ModelOutput
 from dynpath.model.published import TABLE_III_CHARADES, TABLE_IV_TACOS
-from dynpath.model.registry import count_parameters, measure_latency
+from dynpath.model.registry import count_parameters
 from dynpath.model.selection import DynamicSelection
 
 FEAT = 12
@@ -368,36 +368,6 @@ def test_model_info_respects_variant_overrides_and_matches_real_count() -> None:
         1024,
     )
     assert row["parameters"] == count_parameters(real)
-
-
-def test_measure_latency_rows_and_balanced_routes() -> None:
-    res = measure_latency(
-        batch=4,
-        clips=8,
-        words=3,
-        model_cfg=_cfg().model,
-        feature_dim=FEAT,
-        vocab=VOCAB,
-        repeats=1,
-        warmup=0,
-    )
-    rows = {(r["variant"], r["route_mix"]): r for r in res["rows"]}
-    assert set(rows) == {
-        ("dynamic", "natural"),
-        ("dynamic", "balanced"),
-        ("soft_dynamic", "n/a"),
-        ("exploitation_only", "n/a"),
-    }
-    assert rows[("dynamic", "balanced")]["exploitation_share"] == 0.5
-    # every row's ratio is its median time over the soft_dynamic row's (not just x/x == 1)
-    base = rows[("soft_dynamic", "n/a")]["ms"]
-    assert all(r["ms"] > 0 for r in rows.values())
-    assert res["ratios"] == {
-        "dynamic[natural]/soft_dynamic": rows[("dynamic", "natural")]["ms"] / base,
-        "dynamic[balanced]/soft_dynamic": rows[("dynamic", "balanced")]["ms"] / base,
-        "soft_dynamic/soft_dynamic": 1.0,
-        "exploitation_only/soft_dynamic": rows[("exploitation_only", "n/a")]["ms"] / base,
-    }
 
 
 @pytest.mark.parametrize(

@@ -1,11 +1,12 @@
 """The one way dynpath times code: round-robin repeats with CUDA synchronised around each call.
 
-Latency was measured three ways (the benchmark, ``model.registry.measure_latency``,
-``engine.evaluator.measure_latency``), each with its own loop and its own idea of when to
-synchronise CUDA; a fix to one (e.g. a missing synchronise, which makes GPU timings measure only
-the kernel launch) did not reach the others. All three now time through :func:`interleaved`, and
-keep only what they report. It sits in the foundation layer because ``model/`` is the lowest
-layer that times anything.
+Latency was once measured three ways (the benchmark, the model registry, the evaluator), each
+with its own loop and its own idea of when to synchronise CUDA; a fix to one (e.g. a missing
+synchronise, which makes GPU timings measure only the kernel launch) did not reach the others.
+Now there are two measurements, both timed through :func:`interleaved`: per-variant model latency
+on synthetic inputs (``dynpath.bench.inference.variant_latency``, the benchmark's) and real
+batch-1 queries of an evaluated split (``dynpath.engine.evaluator.measure_latency``, the evaluate
+step's). It sits in the foundation layer because ``engine/`` (below ``bench/``) times too.
 """
 
 from __future__ import annotations

@@ -20,12 +20,13 @@ loaded 2-core machine):
   cross-checked against ``3 x 2*N*4H*(I+H)`` per layer and direction (forward + 2x backward)
   from the sequences each LSTM actually received (forward hooks). The temporal convolution is
   counted as the sum over its real kernels (3+5+7+9 taps), never as a zero-padded kernel 9.
-- **The real training step.** The timed step is ``Trainer._train_step`` (fused Adam, clipping,
+- **The real training step.** The timed step is ``Trainer.train_step`` (fused Adam, clipping,
   LR schedule, the trainer's determinism flags), not a re-implementation of it.
 Layout (one module per concern; this package re-exports what ``dynpath.cli`` and the tests use):
-``timing`` (interleaved repeats, threads), ``inputs`` (shapes, batches, the real training step),
-``peaks`` (matmul peaks and fractions), ``flops`` (honest FLOP counts), ``train`` (the paper
-section), ``inference`` (latency, MS-LSTM), ``data`` (loader share), ``extraction``,
+``timing`` (interleaved repeats, threads), ``inputs`` (shapes, batches, models, the balanced
+selector, the real training step), ``peaks`` (matmul peaks and fractions), ``flops`` (honest FLOP
+counts), ``train`` (the paper section), ``inference`` (``variant_latency``, dynpath's one
+per-variant latency measurement; the MS-LSTM ratio), ``data`` (loader share), ``extraction``,
 ``charades`` (the Charades-STA-shaped workload), ``dvc`` (repro timings), ``report`` (targets
 and table) and ``run`` (the driver: sections, ``run_bench``).
 """
@@ -39,11 +40,13 @@ from dynpath.bench.charades import (
 from dynpath.bench.dvc import copy_worktree
 from dynpath.bench.extraction import CHARADES_VIDEOS, extraction_projection
 from dynpath.bench.flops import count_flops
+from dynpath.bench.inference import VariantTiming, variant_latency
 from dynpath.bench.inputs import (
     PAPER_SHAPE,
     QUICK_MODEL,
     QUICK_SHAPE,
     VOCAB,
+    balance_routes,
     bench_model,
     random_batch,
     trainer_step,
@@ -67,6 +70,8 @@ __all__ = [
     "TARGETS",
     "VOCAB",
     "MatmulPeak",
+    "VariantTiming",
+    "balance_routes",
     "bench_model",
     "charades_workload",
     "check_targets",
@@ -80,4 +85,5 @@ __all__ = [
     "random_batch",
     "run_bench",
     "trainer_step",
+    "variant_latency",
 ]

@@ -180,12 +180,12 @@ def charades_workload(
                         batch = next(it).to(device)
                         t1 = time.perf_counter()
                         if i == 0:  # warm-up, and the FLOPs of one real batch
-                            flops, _ = count_flops(partial(trainer._train_step, batch))
+                            flops, _ = count_flops(partial(trainer.train_step, batch))
                             flops_per_sample = flops / len(batch)
-                            trainer._train_step(batch)
+                            trainer.train_step(batch)
                             sync(device)
                             continue
-                        trainer._train_step(batch)
+                        trainer.train_step(batch)
                         sync(device)
                         load_s += t1 - t0
                         step_s += time.perf_counter() - t1

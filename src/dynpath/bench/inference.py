@@ -1,20 +1,89 @@
 """The ``inference`` and ``mslstm`` sections: per-variant latency and the batched vs looped
 MS-LSTM ratio.
+
+:func:`variant_latency` is dynpath's one measurement of per-variant model latency on synthetic
+inputs (the model registry and this section once each had their own, with their own inputs and
+their own "balanced" selector). Real queries of an evaluated split are timed by the evaluate step
+(``dynpath.engine.evaluator.measure_latency``) through the same timing loop.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
-from dynpath.bench.inputs import VOCAB, bench_model, model_forward, random_batch
+from dynpath.bench.inputs import VOCAB, balance_routes, bench_model, model_forward, random_batch
 from dynpath.bench.timing import interleaved, median
 from dynpath.config import ModelConfig
+from dynpath.data.batch import Batch
 from dynpath.model.layers import Masks, MultiScaleLSTM
+from dynpath.model.network import DynamicPathwayModel
+from dynpath.model.output import NO_ROUTE, ModelOutput
 from dynpath.model.selection import DynamicSelection
+
+
+@dataclass(frozen=True)
+class VariantTiming:
+    """One row of :func:`variant_latency`: seconds of each timed forward and the routes taken."""
+
+    wall: list[float]
+    cpu: list[float]
+    #: share of the batch the (last) forward routed to exploitation; None without a selector
+    exploitation_share: float | None
+
+
+def variant_latency(
+    archs: Sequence[str],
+    model_cfg: ModelConfig,
+    batch: Batch,
+    *,
+    seed: int,
+    device: torch.device,
+    repeats: int,
+    warmup: int,
+    balanced: bool,
+) -> dict[str, VariantTiming]:
+    """Eval-mode forward seconds of each variant of ``archs`` on ``batch``, timed interleaved.
+
+    ``batch`` comes from :func:`random_batch` (full-length videos, so a route group's length
+    trimming saves nothing and the comparison isolates pathway selection). Every variant is built
+    by :func:`bench_model` with ``seed``. With ``balanced``, each variant whose selection decides
+    what is computed (``DynamicSelection``) gets a second row ``"<arch>[balanced]"``: the same
+    weights with the selector shifted by :func:`balance_routes` to split ``batch`` evenly, beside
+    the "natural" row (its selector as initialised, which may send every sample one way). Rows
+    are keyed by arch, the balanced ones last; the route shares come from each row's last timed
+    forward (eval mode: every forward routes alike).
+    """
+    on_device = batch.to(device)
+    feature_dim = int(batch.video.shape[-1])
+    models: dict[str, DynamicPathwayModel] = {
+        a: bench_model(a, model_cfg, feature_dim, seed).to(device).eval() for a in archs
+    }
+    if balanced:
+        for a in archs:
+            if isinstance(models[a].fusion, DynamicSelection):
+                twin = bench_model(a, model_cfg, feature_dim, seed).to(device).eval()
+                models[f"{a}[balanced]"] = balance_routes(twin, on_device)
+    last: dict[str, ModelOutput] = {}
+
+    def call(name: str, model: DynamicPathwayModel) -> None:
+        last[name] = model_forward(model, on_device)
+
+    with torch.inference_mode():
+        times = interleaved(
+            {name: partial(call, name, m) for name, m in models.items()}, repeats, warmup, device
+        )
+    rows = {}
+    for name in models:
+        route = last[name].route
+        share = float((route == 0).float().mean()) if bool(route.ne(NO_ROUTE).all()) else None
+        rows[name] = VariantTiming(times[name]["wall"], times[name]["cpu"], share)
+    return rows
 
 
 def inference_latency(
@@ -28,63 +97,50 @@ def inference_latency(
 ) -> dict[str, Any]:
     """p50/p95 of one query (batch 1) and batch throughput, per variant, eval mode, interleaved.
 
-    ``dynamic`` at batch ``throughput_batch`` is measured twice: with its selector as initialised
-    ("natural": an untrained FC_3 may send every sample one way) and "balanced" (FC_3's bias
-    shifted so half the batch takes each route, the realistic mix of a trained model).
+    Both are :func:`variant_latency`; at batch ``throughput_batch`` a ``dynamic`` variant is
+    measured twice: "natural" (its selector as initialised) and ``dynamic[balanced]`` (half the
+    batch takes each route, the realistic mix of a trained model).
     """
-    single = random_batch(1, shape["clips"], shape["feature_dim"], shape["words"], VOCAB, 1)
-    many = random_batch(
-        throughput_batch, shape["clips"], shape["feature_dim"], shape["words"], VOCAB, 2
+
+    def shaped(size: int, batch_seed: int) -> Batch:
+        return random_batch(
+            size, shape["clips"], shape["feature_dim"], shape["words"], VOCAB, batch_seed
+        )
+
+    common: dict[str, Any] = {"seed": seed, "device": device}
+    one = variant_latency(
+        archs, model_cfg, shaped(1, 1), **common, repeats=repeats * 5, warmup=2, balanced=False
     )
-    single, many = single.to(device), many.to(device)
-    models = {
-        a: bench_model(a, model_cfg, shape["feature_dim"], seed).to(device).eval() for a in archs
-    }
-    batch_models = dict(models)
-    if "dynamic" in models:
-        balanced = bench_model("dynamic", model_cfg, shape["feature_dim"], seed).to(device).eval()
-        assert isinstance(balanced.fusion, DynamicSelection)
-        with torch.inference_mode():
-            masks = Masks.build(many.video_mask, many.word_mask, many.video.dtype)
-            _, fs = balanced.text(many.words, masks)
-            balanced.fusion.balance(fs)
-        batch_models["dynamic[balanced]"] = balanced
-    with torch.inference_mode():
-        one = interleaved(
-            {a: partial(model_forward, m, single) for a, m in models.items()},
-            repeats * 5,
-            2,
-            device,
-        )
-        big = interleaved(
-            {a: partial(model_forward, m, many) for a, m in batch_models.items()},
-            max(2, repeats - 4),
-            1,
-            device,
-        )
-        routes = {a: model_forward(m, many).route for a, m in batch_models.items()}
+    big = variant_latency(
+        archs,
+        model_cfg,
+        shaped(throughput_batch, 2),
+        **common,
+        repeats=max(2, repeats - 4),
+        warmup=1,
+        balanced=True,
+    )
     rows: dict[str, Any] = {}
-    for a in batch_models:
+    for a, timing in big.items():
         row: dict[str, Any] = {}
         if a in one:
-            t1 = one[a]["wall"]
+            t1 = one[a].wall
             row["p50_ms"] = float(np.percentile(t1, 50) * 1000)
             row["p95_ms"] = float(np.percentile(t1, 95) * 1000)
-        r = routes[a]
         row.update(
             {
                 "batch": throughput_batch,
-                "batch_s": median(big[a]["wall"]),
-                "queries_per_s": throughput_batch / median(big[a]["wall"]),
-                "exploitation_share": float((r == 0).float().mean()) if r.ge(0).all() else None,
+                "batch_s": median(timing.wall),
+                "queries_per_s": throughput_batch / median(timing.wall),
+                "exploitation_share": timing.exploitation_share,
             }
         )
         rows[a] = row
 
-    def per_round(a: str, b: str, t: dict[str, dict[str, list[float]]]) -> float:
-        return median([x / y for x, y in zip(t[a]["wall"], t[b]["wall"], strict=True)])
+    def per_round(a: str, b: str, t: dict[str, VariantTiming]) -> float:
+        return median([x / y for x, y in zip(t[a].wall, t[b].wall, strict=True)])
 
-    if {"dynamic", "soft_dynamic", "exploitation_only"} <= set(models):
+    if {"dynamic", "soft_dynamic", "exploitation_only"} <= set(archs):
         rows["ratios"] = {
             "dynamic_vs_soft_p50": rows["dynamic"]["p50_ms"] / rows["soft_dynamic"]["p50_ms"],
             "dynamic_vs_exploitation_p50": rows["dynamic"]["p50_ms"]

@@ -1,5 +1,5 @@
-"""The benchmark's shapes (the paper's and --quick's) and its inputs: random batches, models
-and the trainer's real training step, shared by every section.
+"""The benchmark's shapes (the paper's and --quick's) and its inputs: random batches, models (and
+the "balanced" dynamic model), and the trainer's real training step, shared by every section.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from torch import nn
 
 from dynpath.config import Config, ModelConfig
 from dynpath.data.batch import Batch
+from dynpath.model.layers import Masks
 from dynpath.model.loss import localization_loss
+from dynpath.model.network import DynamicPathwayModel
 from dynpath.model.output import ModelOutput
 from dynpath.model.registry import build_model
+from dynpath.model.selection import DynamicSelection
 
 PAPER_SHAPE = {"batch": 16, "clips": 128, "feature_dim": 1024, "words": 20}
 
@@ -67,11 +70,33 @@ def random_batch(
     )
 
 
-def bench_model(arch: str, model_cfg: ModelConfig, feature_dim: int, seed: int) -> Any:
+def bench_model(
+    arch: str, model_cfg: ModelConfig, feature_dim: int, seed: int
+) -> DynamicPathwayModel:
+    """``arch`` with random word vectors (``VOCAB`` words) and weights seeded by ``seed``: two
+    calls with the same arguments give the same weights, so rows built apart compare alike."""
     torch.manual_seed(seed)
     emb = np.random.default_rng(seed).standard_normal((VOCAB, 300)).astype(np.float32)
     emb[0] = 0.0
     return build_model(arch, Config(model=model_cfg), emb, feature_dim)
+
+
+def balance_routes(model: DynamicPathwayModel, batch: Batch) -> DynamicPathwayModel:
+    """``model`` (a ``DynamicSelection`` variant, eval mode) with its selector's FC_3 bias
+    shifted so that half of ``batch`` takes each route; returns the same model.
+
+    Why: an untrained selector may send every sample one way, and the latency would then be that
+    of one pathway; half and half is the realistic mix of a trained model. The one place the
+    benchmark builds its ``[balanced]`` rows. ``batch`` is on the model's device.
+    """
+    if not isinstance(model.fusion, DynamicSelection):
+        raise TypeError(f"{model.arch!r} has no hard route selection to balance")
+    with torch.inference_mode():
+        masks = Masks.build(batch.video_mask, batch.word_mask, batch.video.dtype)
+        _, fs = model.text(batch.words, masks)
+        assert fs is not None  # a selecting variant pools the sentence feature F_s
+        model.fusion.balance(fs)
+    return model
 
 
 def model_forward(model: Any, batch: Batch) -> ModelOutput:
@@ -82,7 +107,7 @@ def model_forward(model: Any, batch: Batch) -> ModelOutput:
 def trainer_step(
     model: nn.Module, cfg: Config, device: torch.device, batch: Batch, out_dir: Path
 ) -> tuple[Callable[[], Any], Any]:
-    """The trainer's own step (``Trainer._train_step``) on ``batch``, and the trainer."""
+    """The trainer's own step (``Trainer.train_step``) on ``batch``, and the trainer."""
     from dynpath.engine.from_config import train_options
     from dynpath.engine.trainer import Trainer
 
@@ -103,4 +128,4 @@ def trainer_step(
         device=device,
     )
     on_device = batch.to(device)
-    return (lambda: trainer._train_step(on_device)), trainer
+    return (lambda: trainer.train_step(on_device)), trainer

@@ -267,6 +267,13 @@ def measure_latency(
     """p50/p95 milliseconds per query of forward + decoding on batch-1 inputs already loaded.
 
     Feature loading is excluded (it is I/O, not the model); each timing synchronises CUDA.
+
+    Separate from the benchmark's per-variant latency (``dynpath.bench.inference.
+    variant_latency``) because it answers another question: how long the evaluated model takes on
+    the split's own queries (their real lengths, decoding included), reported in metrics.json;
+    the benchmark compares variants on identical synthetic batches. What they share is the timing
+    loop (:func:`dynpath.timing.interleaved`); ``engine/`` sits below ``bench/`` and cannot use
+    the benchmark's input builders, nor does it need them: its inputs are the dataset's.
     """
     device = torch.device(device)
     items = [b.to(device) for b in batches]

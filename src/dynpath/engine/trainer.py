@@ -501,7 +501,16 @@ class Trainer:
         self.progress.samples_done += n
         pending.clear()
 
-    def _train_step(self, batch: Batch) -> tuple[dict[str, float], int]:
+    def train_step(self, batch: Batch) -> tuple[dict[str, float], int]:
+        """One optimisation step on ``batch``: forward (under the trainer's autocast), loss,
+        backward, clipping, optimizer and LR-schedule step; returns the loss parts summed over
+        the batch's samples and the sample count.
+
+        Public because it is the one training step: :meth:`fit` runs it for every batch and
+        ``dynpath bench`` times exactly it (not a re-implementation that could drift from it).
+        It does not advance :attr:`progress` (``fit`` does) nor set the determinism flags
+        (``fit`` sets them around the whole run).
+        """
         batch = batch.to(self.device, non_blocking=True)
         self.train_module.train()
         # schedules that follow training progress (the Gumbel temperature): a pure function of
@@ -606,7 +615,7 @@ class Trainer:
             rate_t0 = t0
             seen_since = 0
             for batch in batches:
-                sums, n = self._train_step(batch)
+                sums, n = self.train_step(batch)
                 for k, v in sums.items():
                     pending[k] = pending.get(k, 0.0) + v
                 pending_n += n

@@ -1,5 +1,5 @@
-"""The ablation variants of Tables III/IV as registry entries, the model builder, parameter counts
-and a latency measurement shared by the tests and the benchmark.
+"""The ablation variants of Tables III/IV as registry entries, the model builder and parameter
+counts. (Per-variant latency is the benchmark's concern: ``dynpath.bench.inference``.)
 
 The variants are the rows of :data:`dynpath.variants.TABLE` (name, label, module keys, fusion);
 this module turns each into a :class:`VariantSpec` with the pathway modules of :data:`MODULES`.
@@ -8,23 +8,16 @@ Adding a variant is one entry in that table plus, for a new module, one entry he
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Sequence
 from dataclasses import replace
-from functools import partial
 from typing import Any
 
 import numpy as np
 import torch
 
 from dynpath.config import Config, ConfigError, ModelConfig, set_dotted
-from dynpath.model.layers import Masks
 from dynpath.model.modules import EXPLOITATION, EXPLORATION
 from dynpath.model.network import DynamicPathwayModel, PathwaySpec, VariantSpec
-from dynpath.model.output import ModelOutput
-from dynpath.model.selection import FUSIONS, DynamicSelection
 from dynpath.registry import Registry
-from dynpath.timing import interleaved
 from dynpath.variants import TABLE as VARIANT_TABLE
 
 #: The pathway modules the variant table (:mod:`dynpath.variants`) may stack, by key.
@@ -117,104 +110,3 @@ def model_info(cfg: Config) -> list[dict[str, Any]]:
             )
         rows.append({"variant": name, "arch": arch, "parameters": count_parameters(model)})
     return rows
-
-
-def measure_latency(
-    variants: Sequence[str] = ("dynamic", "soft_dynamic", "exploitation_only"),
-    *,
-    batch: int = 32,
-    clips: int = 128,
-    words: int = 20,
-    model_cfg: ModelConfig | None = None,
-    feature_dim: int = PAPER_FEATURE_DIM,
-    vocab: int = 1000,
-    repeats: int = 3,
-    warmup: int = 1,
-    device: str = "cpu",
-    seed: int = 0,
-    threads: int | None = None,
-    baseline: str = "soft_dynamic",
-) -> dict[str, Any]:
-    """Eval-mode forward latency of ``variants`` on one random batch, in one process.
-
-    Every sample is full length (``clips`` positions, ``words`` tokens), so a route group's
-    length trimming saves nothing and the comparison isolates pathway selection. A variant whose
-    selection decides what is computed (``DynamicSelection``) is measured twice: with its selector
-    as initialised ("natural": an untrained FC_3 often sends most samples one way) and with FC_3's
-    bias shifted so the batch splits evenly ("balanced", the realistic mix for a trained model).
-    Repeats are interleaved across rows (row A, row B, ..., row A, ...) so that a change in machine
-    load affects every row alike; ``threads`` sets torch's intra-op threads for the measurement.
-    Returns per-row median milliseconds, the share routed to exploitation, and ratios to
-    ``baseline`` (when measured). Default shape and ``model_cfg`` (None = the paper's, dropout 0)
-    are the paper's Charades-STA setting.
-    """
-    dev = torch.device(device)
-    model_cfg = model_cfg or ModelConfig.model_validate({"dropout": 0.0})
-    gen = torch.Generator().manual_seed(seed)
-    video = torch.randn(batch, clips, feature_dim, generator=gen).to(dev)
-    video_mask = torch.ones(batch, clips, dtype=torch.bool, device=dev)
-    word_ids = torch.randint(2, vocab, (batch, words), generator=gen).to(dev)
-    word_mask = torch.ones(batch, words, dtype=torch.bool, device=dev)
-    embeddings = torch.randn(vocab, WORD_DIM, generator=gen).numpy()
-    embeddings[0] = 0.0
-    cfg = Config(model=model_cfg)
-
-    rows: list[dict[str, Any]] = []
-    models: list[DynamicPathwayModel] = []
-    for name in variants:
-        selecting = FUSIONS.get(VARIANTS.get(name).fusion) is DynamicSelection
-        for mix in ("natural", "balanced") if selecting else ("n/a",):
-            torch.manual_seed(seed)
-            model = build_model(name, cfg, embeddings, feature_dim).to(dev).eval()
-            if mix == "balanced":
-                assert isinstance(model.fusion, DynamicSelection)
-                with torch.inference_mode():
-                    _, fs = model.text(word_ids, Masks.build(video_mask, word_mask, video.dtype))
-                    assert fs is not None
-                    model.fusion.balance(fs)
-            models.append(model)
-            rows.append({"variant": name, "route_mix": mix})
-
-    # The timed call is the forward alone; its last output gives the route shares afterwards.
-    last: dict[str, ModelOutput] = {}
-
-    def call(key: str, model: DynamicPathwayModel) -> None:
-        last[key] = model(video, video_mask, word_ids, word_mask)
-
-    calls = {str(i): partial(call, str(i), model) for i, model in enumerate(models)}
-    old_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        with torch.inference_mode():
-            timings = interleaved(calls, repeats, warmup, dev)
-        used_threads = torch.get_num_threads()
-    finally:
-        torch.set_num_threads(old_threads)
-    for i, (row, model) in enumerate(zip(rows, models, strict=True)):
-        has_selector = FUSIONS.get(model.spec.fusion).has_selector
-        route = last[str(i)].route
-        row["exploitation_share"] = float((route == 0).float().mean()) if has_selector else None
-        times = [t * 1000.0 for t in timings[str(i)]["wall"]]
-        row["ms"] = statistics.median(times)
-        row["ms_min"] = min(times)
-    base = next((r["ms"] for r in rows if r["variant"] == baseline), None)
-    ratios = {}
-    if base:
-        for r in rows:
-            label = r["variant"] + (f"[{r['route_mix']}]" if r["route_mix"] != "n/a" else "")
-            ratios[f"{label}/{baseline}"] = r["ms"] / base
-    return {
-        "device": str(dev),
-        "threads": used_threads,
-        "shape": {"batch": batch, "clips": clips, "words": words, "feature_dim": feature_dim},
-        "model": {
-            "dim": model_cfg.dim,
-            "heads": model_cfg.heads,
-            "lstm_scales": model_cfg.lstm_scales,
-            "kernels": list(model_cfg.kernels),
-        },
-        "repeats": repeats,
-        "rows": rows,
-        "ratios": ratios,
-    }
