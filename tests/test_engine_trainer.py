@@ -258,6 +258,15 @@ def test_same_seed_same_metrics(reference: Path, tmp_path: Path) -> None:
     assert_same_weights(reference / LAST, tmp_path / LAST)
 
 
+def assert_same_run(reference: Path, out: Path) -> None:
+    """A resumed run ends where the uninterrupted one did: same history, same weights."""
+    a = strip_timing(json.loads((reference / HISTORY).read_text()))
+    b = strip_timing(json.loads((out / HISTORY).read_text()))
+    assert a == b
+    assert_same_weights(reference / LAST, out / LAST)
+    assert_same_weights(reference / BEST, out / BEST)
+
+
 @pytest.mark.parametrize(
     ("kill_step", "resumed_at"),
     # 5 steps per epoch, mid-epoch checkpoints every 2 steps, epoch-end checkpoints at 5, 10, 15:
@@ -273,11 +282,7 @@ def test_kill_and_resume_is_exact(
     result = build_trainer(tmp_path).fit(resume=True)
     assert result.resumed_from is not None
     assert result.resumed_from["global_step"] == resumed_at
-    a = strip_timing(json.loads((reference / HISTORY).read_text()))
-    b = strip_timing(json.loads((tmp_path / HISTORY).read_text()))
-    assert a == b
-    assert_same_weights(reference / LAST, tmp_path / LAST)
-    assert_same_weights(reference / BEST, tmp_path / BEST)
+    assert_same_run(reference, tmp_path)
 
 
 def test_resume_of_finished_run_is_a_no_op(reference: Path, tmp_path: Path) -> None:
@@ -338,11 +343,7 @@ def test_ctrl_c_checkpoints_the_steps_done_and_resume_is_exact(
     result = build_trainer(tmp_path).fit(resume=True)
     assert result.resumed_from is not None
     assert result.resumed_from["global_step"] == written
-    a = strip_timing(json.loads((reference / HISTORY).read_text()))
-    b = strip_timing(json.loads((tmp_path / HISTORY).read_text()))
-    assert a == b
-    assert_same_weights(reference / LAST, tmp_path / LAST)
-    assert_same_weights(reference / BEST, tmp_path / BEST)
+    assert_same_run(reference, tmp_path)
 
 
 @pytest.mark.usefixtures("sigint_raises")
