@@ -8,7 +8,9 @@ One error path (docs/reliability.md, "Bad input"): every failure a user can act 
 (:class:`DynpathError`, ConfigError, an OSError or a decoding error at the boundary) is printed
 as ONE line ``dynpath <cmd>: error: <file/key/argument>: <what to do>`` with exit code 2 and no
 traceback (``-v`` adds it); Ctrl-C exits 130 (checkpoints are written atomically, so the last one
-on disk is complete; ``train`` first finishes its step and checkpoints it). Every output a
+on disk is complete; ``train`` first finishes its step and checkpoints it). The mapping from
+exception to exit code and line is :func:`dynpath.errors.error_message`, shared with the Kubeflow
+pods (:func:`dynpath.kfp.runtime.component_errors`). Every output a
 command writes is locked first (:func:`output_lock`): a second writer fails at once naming the
 PID that holds it, before any work.
 """
@@ -28,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dynpath.config import DEFAULT_PARAMS, Config, ConfigError, check_device, load_config
-from dynpath.errors import DynpathError, UsageError, os_error_message
+from dynpath.errors import DynpathError, UsageError, error_message
 from dynpath.io import output_lock
 
 log = logging.getLogger("dynpath")
@@ -472,47 +474,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="Kubeflow Pipelines API URL (submit)")
     p.add_argument("--workdir", default="outputs/kfp-local")
     return parser
-
-
-def _interrupted(err: BaseException) -> bool:
-    """Whether ``err`` is, or was raised while handling, a Ctrl-C (torch.save and h5py turn a
-    KeyboardInterrupt inside their writers into a RuntimeError chained to it)."""
-    seen: set[int] = set()
-    cur: BaseException | None = err
-    while cur is not None and id(cur) not in seen:
-        if isinstance(cur, KeyboardInterrupt):
-            return True
-        seen.add(id(cur))
-        cur = cur.__cause__ or cur.__context__
-    return False
-
-
-def _one_line(text: str) -> str:
-    """Several lines (e.g. one per invalid params key) joined into the one error line."""
-    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
-
-
-def error_message(err: BaseException) -> tuple[int, str]:
-    """The exit code and the one-line message of a failure (see the module docstring)."""
-    if _interrupted(err):
-        return 130, (
-            "interrupted; outputs are written atomically, so every file left is complete "
-            "(`train --resume` continues from the last checkpoint)"
-        )
-    if isinstance(err, DynpathError | ConfigError):
-        return 2, _one_line(str(err))
-    if isinstance(err, UnicodeDecodeError):
-        return 2, (
-            f"input is not valid UTF-8 (byte {err.start}: {err.reason}); re-save the file as UTF-8"
-        )
-    if isinstance(err, OSError):
-        return 2, _one_line(os_error_message(err))
-    if isinstance(err, MemoryError):
-        return 2, "out of memory; use smaller inputs or a machine with more memory"
-    return 1, (
-        f"internal error ({type(err).__name__}: {_one_line(str(err))[:300]}); "
-        "rerun with -v for the traceback and report it"
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

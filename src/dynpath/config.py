@@ -373,7 +373,7 @@ class Config(_Section):
         raw = self.model_dump(mode="python")
         for dotted, value in overrides.items():
             set_dotted(raw, dotted, value, where=f"variants.{name}.{dotted}")
-        return arch, _validate(raw, source=f"variants.{name}")
+        return arch, validate_config(raw, source=f"variants.{name}")
 
 
 def _flatten(overrides: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -419,7 +419,9 @@ def _format_error(err: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def _validate(raw: dict[str, Any], source: str) -> Config:
+def validate_config(raw: dict[str, Any], source: str) -> Config:
+    """``raw`` as a Config, or a ConfigError with one line per bad key (``source: key: why``):
+    a params file, an override, or the JSON params a Kubeflow component receives."""
     try:
         return Config.model_validate(raw)
     except ValidationError as err:
@@ -449,14 +451,14 @@ def load_config(
         raise ConfigError(f"{path}: not valid YAML: {_one_line(str(err))}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
-    cfg = _validate(raw, source=str(path))
+    cfg = validate_config(raw, source=str(path))
     if overrides:
         full = cfg.model_dump(mode="python")
         if "seeds" not in raw and "seeds" not in overrides:
             del full["seeds"]  # still derived from `seed`, which an override may change
         for dotted, value in overrides.items():
             set_dotted(full, dotted, value, where=f"{path}: override")
-        cfg = _validate(full, source=f"{path} (with overrides)")
+        cfg = validate_config(full, source=f"{path} (with overrides)")
     return cfg
 
 

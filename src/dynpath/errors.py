@@ -97,3 +97,58 @@ class DataValueError(DataError, ValueError):
 
     Also a ValueError, what these functions raised before the dynpath error hierarchy covered
     them."""
+
+
+def interrupted(err: BaseException) -> bool:
+    """Whether ``err`` is, or was raised while handling, a Ctrl-C (torch.save and h5py turn a
+    KeyboardInterrupt inside their writers into a RuntimeError chained to it)."""
+    seen: set[int] = set()
+    cur: BaseException | None = err
+    while cur is not None and id(cur) not in seen:
+        if isinstance(cur, KeyboardInterrupt):
+            return True
+        seen.add(id(cur))
+        cur = cur.__cause__ or cur.__context__
+    return False
+
+
+def one_line(text: str) -> str:
+    """Several lines (e.g. one per invalid params key) joined into the one error line."""
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+#: The exit code of a failure the user can act on (bad input, a full disk, no memory): retrying
+#: it unchanged fails again. 1 is a bug (an unexpected exception), 130 a Ctrl-C.
+EXIT_BAD_INPUT = 2
+EXIT_INTERNAL = 1
+EXIT_INTERRUPTED = 130
+
+
+def error_message(err: BaseException) -> tuple[int, str]:
+    """The exit code and the one-line message of a failure: the ONE mapping the CLI
+    (``dynpath.cli.main``) and the Kubeflow pods (``dynpath.kfp.runtime.component_errors``)
+    share, so that a failure reads and exits the same way wherever a step runs.
+
+    :class:`DynpathError` (ConfigError is one), an OSError (mapped by errno), a decoding error
+    and a MemoryError are the user's to fix: exit 2. A Ctrl-C, also wrapped, is 130. Anything
+    else is a bug: exit 1, with a message that asks for the traceback.
+    """
+    if interrupted(err):
+        return EXIT_INTERRUPTED, (
+            "interrupted; outputs are written atomically, so every file left is complete "
+            "(`train --resume` continues from the last checkpoint)"
+        )
+    if isinstance(err, DynpathError):
+        return EXIT_BAD_INPUT, one_line(str(err))
+    if isinstance(err, UnicodeDecodeError):
+        return EXIT_BAD_INPUT, (
+            f"input is not valid UTF-8 (byte {err.start}: {err.reason}); re-save the file as UTF-8"
+        )
+    if isinstance(err, OSError):
+        return EXIT_BAD_INPUT, one_line(os_error_message(err))
+    if isinstance(err, MemoryError):
+        return EXIT_BAD_INPUT, "out of memory; use smaller inputs or a machine with more memory"
+    return EXIT_INTERNAL, (
+        f"internal error ({type(err).__name__}: {one_line(str(err))[:300]}); "
+        "rerun with -v for the traceback and report it"
+    )

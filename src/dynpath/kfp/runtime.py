@@ -2,20 +2,26 @@
 
 - :func:`task_config`: the Config a step gets, with data paths moved into its input artifacts;
 - :func:`merge_variant_dirs`: the fan-in of the per-variant artifacts for the report;
-- :func:`log_metrics`: a metrics.json into a KFP ``Metrics`` artifact.
+- :func:`log_metrics`: a metrics.json into a KFP ``Metrics`` artifact;
+- :func:`component_errors`: the CLI's error path around a component's body, so that a pod
+  with bad input ends on one line and exit code 2 (docs/cluster.md, "Exit codes").
 
 Imports neither kfp nor the DAG: a pod imports only what its component needs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Mapping
+import os
+import sys
+import traceback
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from dynpath.config import Config
-from dynpath.errors import DataError, DynpathError
+from dynpath.config import Config, validate_config
+from dynpath.errors import EXIT_INTERNAL, DataError, DynpathError, error_message
 from dynpath.kfp.spec import FEATURES_FILE
 from dynpath.tracking.params import numeric_metrics
 
@@ -51,7 +57,7 @@ def task_config(
             raw["extract"]["weights"] = _rebase(raw["extract"].get("weights"), data)
     if features is not None:
         raw.setdefault("data", {})["features"] = str(Path(features) / FEATURES_FILE)
-    return Config.model_validate(raw)
+    return validate_config(raw, source="component input 'params'")
 
 
 def merge_variant_dirs(artifact_dirs: Iterable[str | Path], dest: Path) -> list[str]:
@@ -82,3 +88,31 @@ def log_metrics(metrics: Mapping[str, Any], sink: Any, prefix: str = "") -> int:
     for name, value in values.items():
         sink.log_metric(f"{prefix}{name}", value)
     return len(values)
+
+
+#: Set to 1 in a pod's environment to print the traceback above the one error line.
+VERBOSE_ENV = "DYNPATH_VERBOSE"
+
+
+@contextlib.contextmanager
+def component_errors(component: str) -> Iterator[None]:
+    """Run a component's body on the CLI's error path (:func:`dynpath.errors.error_message`).
+
+    The KFP executor calls the component function in-process, so without this a bad params value
+    or a missing input ended the pod in a traceback with exit code 1, the same as a crash. Now a
+    failure the user must fix (bad input, full disk, out of memory) prints one line ``dynpath
+    <component>: error: ...`` on stderr (the traceback above it only with ``DYNPATH_VERBOSE=1``)
+    and raises ``SystemExit(2)``, which leaves the executor and ends the pod with code 2; Ctrl-C
+    exits 130. Any other exception is a bug: it propagates untouched, so the pod logs the full
+    traceback and exits 1.
+    """
+    try:
+        yield
+    except (Exception, KeyboardInterrupt) as err:
+        code, message = error_message(err)
+        if code == EXIT_INTERNAL:
+            raise
+        if os.environ.get(VERBOSE_ENV, "").strip() not in ("", "0"):
+            traceback.print_exc(file=sys.stderr)
+        print(f"dynpath {component}: error: {message}", file=sys.stderr, flush=True)
+        raise SystemExit(code) from None

@@ -3,7 +3,10 @@
 Each module holds one Python function that calls one ``dynpath.steps`` function (or, for
 ``fetch_data``, the DVC fetch helper) and passes data as typed artifacts. KFP ships only the
 function's source into the pod, so the modules import nothing but the standard library and
-``kfp.dsl`` at the top; everything else is imported inside the function body.
+``kfp.dsl`` at the top; everything else is imported inside the function body. Each body runs
+its step under :func:`dynpath.kfp.runtime.component_errors` (a decorator would be dropped with
+the rest of the module), so bad input ends the pod on one line with exit code 2 and a bug keeps
+its traceback and exit code 1 (docs/cluster.md, "Exit codes of the pipeline's pods").
 
 The container image is a property of the deployment (``pipeline.image`` in params.yaml), not of
 the code, so the functions are turned into components by :func:`load` with that image, with no

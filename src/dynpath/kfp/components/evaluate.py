@@ -20,19 +20,20 @@ def evaluate(
     import json
     from pathlib import Path
 
-    from dynpath.kfp.runtime import log_metrics, task_config
+    from dynpath.kfp.runtime import component_errors, log_metrics, task_config
     from dynpath.steps import evaluate as step
 
-    cfg = task_config(params, data=data.path, features=features.path)
-    out_dir = Path(evaluation.path) / variant
-    summary = step.run(
-        cfg,
-        variant=variant,
-        vocab_dir=Path(vocab.path),
-        model_dir=Path(model.path) / variant,
-        out_dir=out_dir,
-        split="test",
-    )
-    log_metrics(json.loads((out_dir / "metrics.json").read_text()), metrics)
-    evaluation.metadata.update({"variant": variant})
-    return json.dumps(summary, sort_keys=True, default=str)
+    with component_errors("evaluate"):
+        cfg = task_config(params, data=data.path, features=features.path)
+        out_dir = Path(evaluation.path) / variant
+        summary = step.run(
+            cfg,
+            variant=variant,
+            vocab_dir=Path(vocab.path),
+            model_dir=Path(model.path) / variant,
+            out_dir=out_dir,
+            split="test",
+        )
+        log_metrics(json.loads((out_dir / "metrics.json").read_text()), metrics)
+        evaluation.metadata.update({"variant": variant})
+        return json.dumps(summary, sort_keys=True, default=str)

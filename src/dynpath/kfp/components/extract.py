@@ -15,17 +15,18 @@ def extract(
     import json
     from pathlib import Path
 
-    from dynpath.kfp.runtime import task_config
+    from dynpath.kfp.runtime import component_errors, task_config
     from dynpath.kfp.spec import FEATURES_FILE
     from dynpath.steps import extract as step
 
-    cfg = task_config(params, data=data.path)
-    summary = step.run(
-        cfg,
-        videos=Path(cfg.data.videos),
-        output=Path(features.path) / FEATURES_FILE,
-        backbone=cfg.extract.backbone,
-        weights=cfg.extract.weights,
-    )
-    features.metadata.update({"backbone": cfg.extract.backbone, "data_digest": data_digest})
-    return json.dumps(summary, sort_keys=True, default=str)
+    with component_errors("extract"):
+        cfg = task_config(params, data=data.path)
+        summary = step.run(
+            cfg,
+            videos=Path(cfg.data.videos),
+            output=Path(features.path) / FEATURES_FILE,
+            backbone=cfg.extract.backbone,
+            weights=cfg.extract.weights,
+        )
+        features.metadata.update({"backbone": cfg.extract.backbone, "data_digest": data_digest})
+        return json.dumps(summary, sort_keys=True, default=str)

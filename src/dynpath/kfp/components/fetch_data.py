@@ -21,7 +21,9 @@ def fetch_data(
     from pathlib import Path
 
     from dynpath.kfp.fetch import fetch_dvc_paths
+    from dynpath.kfp.runtime import component_errors
 
-    manifest = fetch_dvc_paths(repo_url, data_rev, [str(p) for p in paths], Path(data.path))
-    data.metadata.update({"data_rev": data_rev, "data_digest": data_digest})
-    return json.dumps(manifest, sort_keys=True)
+    with component_errors("fetch-data"):
+        manifest = fetch_dvc_paths(repo_url, data_rev, [str(p) for p in paths], Path(data.path))
+        data.metadata.update({"data_rev": data_rev, "data_digest": data_digest})
+        return json.dumps(manifest, sort_keys=True)

@@ -8,9 +8,10 @@ def promote(params: str, code_version: str, report: Input[Dataset]) -> str:
     after it). The MLflow registry is state outside the pipeline, so the task is not cached."""
     import json
 
-    from dynpath.kfp.runtime import task_config
+    from dynpath.kfp.runtime import component_errors, task_config
     from dynpath.steps import promote as step
 
-    cfg = task_config(params)
-    summary = step.run(cfg, version=None)
-    return json.dumps(summary, sort_keys=True, default=str)
+    with component_errors("promote"):
+        cfg = task_config(params)
+        summary = step.run(cfg, version=None)
+        return json.dumps(summary, sort_keys=True, default=str)

@@ -23,23 +23,24 @@ def report(
     import tempfile
     from pathlib import Path
 
-    from dynpath.kfp.runtime import merge_variant_dirs, task_config
+    from dynpath.kfp.runtime import component_errors, merge_variant_dirs, task_config
     from dynpath.steps import report as step
 
-    cfg = task_config(params)
-    with tempfile.TemporaryDirectory(prefix="dynpath-report-") as tmp:
-        eval_dir = Path(tmp) / "eval"
-        models_dir = Path(tmp) / "models"
-        variants = merge_variant_dirs([a.path for a in evaluations], eval_dir)
-        merge_variant_dirs([m.path for m in models], models_dir)
-        summary = step.run(
-            cfg,
-            eval_dir=eval_dir,
-            models_dir=models_dir,
-            out_dir=Path(report.path),
-            data_report=Path(vocab.path) / "data_report.json",
-        )
-    shutil.copyfile(Path(report.path) / "report.html", html.path)
-    shutil.copyfile(Path(report.path) / "report.md", markdown.path)
-    report.metadata.update({"variants": variants})
-    return json.dumps(summary, sort_keys=True, default=str)
+    with component_errors("report"):
+        cfg = task_config(params)
+        with tempfile.TemporaryDirectory(prefix="dynpath-report-") as tmp:
+            eval_dir = Path(tmp) / "eval"
+            models_dir = Path(tmp) / "models"
+            variants = merge_variant_dirs([a.path for a in evaluations], eval_dir)
+            merge_variant_dirs([m.path for m in models], models_dir)
+            summary = step.run(
+                cfg,
+                eval_dir=eval_dir,
+                models_dir=models_dir,
+                out_dir=Path(report.path),
+                data_report=Path(vocab.path) / "data_report.json",
+            )
+        shutil.copyfile(Path(report.path) / "report.html", html.path)
+        shutil.copyfile(Path(report.path) / "report.md", markdown.path)
+        report.metadata.update({"variants": variants})
+        return json.dumps(summary, sort_keys=True, default=str)

@@ -9,10 +9,11 @@ def synth(params: str, code_version: str, data_digest: str, data: Output[Dataset
     import json
     from pathlib import Path
 
-    from dynpath.kfp.runtime import task_config
+    from dynpath.kfp.runtime import component_errors, task_config
     from dynpath.steps import synth as step
 
-    cfg = task_config(params)
-    summary = step.run(cfg, out_dir=Path(data.path) / cfg.data.root)
-    data.metadata.update({"data_digest": data_digest, "dataset": cfg.data.name})
-    return json.dumps(summary, sort_keys=True, default=str)
+    with component_errors("synth"):
+        cfg = task_config(params)
+        summary = step.run(cfg, out_dir=Path(data.path) / cfg.data.root)
+        data.metadata.update({"data_digest": data_digest, "dataset": cfg.data.name})
+        return json.dumps(summary, sort_keys=True, default=str)

@@ -20,21 +20,22 @@ def train(
     import os
     from pathlib import Path
 
-    from dynpath.kfp.runtime import task_config
+    from dynpath.kfp.runtime import component_errors, task_config
     from dynpath.steps import train as step
 
-    cfg = task_config(params, data=data.path, features=features.path)
-    # the image has no git history: the registered model version's code_version tag is the
-    # pipeline's cache key instead (dynpath.tracking.tracker.code_version)
-    os.environ["DYNPATH_CODE_VERSION"] = code_version
-    summary = step.run(
-        cfg,
-        variant=variant,
-        vocab_dir=Path(vocab.path),
-        out_dir=Path(model.path) / variant,
-        resume=False,
-    )
-    model.metadata.update(
-        {"variant": variant, "code_version": code_version, "data_digest": data_digest}
-    )
-    return json.dumps(summary, sort_keys=True, default=str)
+    with component_errors("train"):
+        cfg = task_config(params, data=data.path, features=features.path)
+        # the image has no git history: the registered model version's code_version tag is the
+        # pipeline's cache key instead (dynpath.tracking.tracker.code_version)
+        os.environ["DYNPATH_CODE_VERSION"] = code_version
+        summary = step.run(
+            cfg,
+            variant=variant,
+            vocab_dir=Path(vocab.path),
+            out_dir=Path(model.path) / variant,
+            resume=False,
+        )
+        model.metadata.update(
+            {"variant": variant, "code_version": code_version, "data_digest": data_digest}
+        )
+        return json.dumps(summary, sort_keys=True, default=str)

@@ -15,9 +15,10 @@ def vocab(
     import json
     from pathlib import Path
 
-    from dynpath.kfp.runtime import task_config
+    from dynpath.kfp.runtime import component_errors, task_config
     from dynpath.steps import vocab as step
 
-    cfg = task_config(params, data=data.path)
-    summary = step.run(cfg, out_dir=Path(vocab.path))
-    return json.dumps(summary, sort_keys=True, default=str)
+    with component_errors("vocab"):
+        cfg = task_config(params, data=data.path)
+        summary = step.run(cfg, out_dir=Path(vocab.path))
+        return json.dumps(summary, sort_keys=True, default=str)
