@@ -13,6 +13,7 @@ from report_fixture import write_fixture
 
 from dynpath.errors import DataError, DynpathError
 from dynpath.profiles import VARIANT_NAMES
+from dynpath.report.summary import print_summary
 from dynpath.report.tables import TABLE_ORDER, display_name
 from dynpath.steps import report
 
@@ -138,7 +139,7 @@ def test_print_summary(
     built: tuple[Path, dict[str, Any]], capsys: pytest.CaptureFixture[str]
 ) -> None:
     out, _ = built
-    report.print_summary(out)
+    print_summary(out)
     text = capsys.readouterr().out
     assert str(out / "report.html") in text
     for v in VARIANT_NAMES:
@@ -149,7 +150,7 @@ def test_print_summary(
 
 def test_print_summary_without_report(tmp_path: Path) -> None:
     with pytest.raises(DynpathError, match="no report yet"):
-        report.print_summary(tmp_path)
+        print_summary(tmp_path)
 
 
 def test_ablation_csv_for_dvc_plots(built: tuple[Path, dict[str, Any]]) -> None:

@@ -209,10 +209,12 @@ def _evaluate(args: argparse.Namespace) -> Any:
 
 def _report(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
+    if args.summary:
+        from dynpath.report.summary import print_summary
+
+        return print_summary(Path(args.out))
     from dynpath.steps import report
 
-    if args.summary:
-        return report.print_summary(Path(args.out))
     with _writing(Path(args.out)):
         return report.run(
             cfg, eval_dir=Path(args.evals), models_dir=Path(args.models), out_dir=Path(args.out)

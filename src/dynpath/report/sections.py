@@ -1,5 +1,5 @@
 """The sections of the ablation report, one function each: what a section says and shows, given
-the results; ``dynpath.steps.report.build_document`` decides which sections and in what order.
+the results; ``dynpath.report.document.build_document`` decides which sections and in what order.
 
 They were one ~160-line function in the step; split so that each section can be read (and
 changed) on its own, without the step's orchestration around it.
@@ -7,20 +7,30 @@ changed) on its own, without the step's orchestration around it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from dynpath.config import Config
+from dynpath.report.analysis import Analysis
 from dynpath.report.html import Document
 from dynpath.report.tables import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    FAMILY_LABELS,
     MAIN_VARIANT,
+    ORACLE_THRESHOLD,
     PLATEAU_FRACTION,
     ROUTES,
+    SINGLE_MODULES,
     VariantResult,
     ablation_table,
     cost_table,
     data_tables,
+    r1_columns,
     recall5_table,
     route_examples,
     routes_table,
@@ -232,4 +242,191 @@ def reproduce_section(doc: Document) -> None:
     s.text(
         "dvc repro  (then: dvc metrics show; dvc plots show; dynpath report --summary). "
         "Settings: params.yaml; see docs/dvc.md for real datasets and experiments."
+    )
+
+
+def _mean_sd(mean: Any, sd: Any, digits: int = 2) -> str:
+    """'78.12 ± 1.20', 'n/a' as the deviation of a single seed."""
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "–"
+    spread = (
+        "n/a" if sd is None or (isinstance(sd, float) and math.isnan(sd)) else f"{sd:.{digits}f}"
+    )
+    return f"{mean:.{digits}f} ± {spread}"
+
+
+def _opt(value: Any) -> Any:
+    """None for a missing table cell (pandas turns None into NaN in some columns)."""
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def _family_label(family: str) -> str:
+    return FAMILY_LABELS.get(family, family)
+
+
+def add_seed_section(
+    doc: Document, an: Analysis, results: Sequence[VariantResult], th: Any
+) -> None:
+    """(d) Mean ± sd over seeds and the paired bootstrap interval against Ours."""
+    s = doc.section("Seeds: spread and paired intervals")
+    display = {r.name: r.display for r in results}
+    s.text(
+        f"Training seeds {an.seeds} (seeds[0] = {an.seeds[0]} is the primary run: the tables "
+        "above, MLflow). Each metric is the mean ± sample standard deviation (n − 1) over the "
+        "seeds the variant was evaluated with (n); n/a with a single seed. Δ: test R@1 "
+        f"IoU≥{ORACLE_THRESHOLD:g} of the row minus {display.get(MAIN_VARIANT, MAIN_VARIANT)}, "
+        "in points, with a paired bootstrap 95% interval: per test query the hit averaged over "
+        f"each variant's seeds, queries resampled with replacement {BOOTSTRAP_RESAMPLES} times "
+        f"(numpy default_rng({BOOTSTRAP_SEED})), 2.5th–97.5th percentiles. An interval that "
+        "excludes 0 (marked *) is a difference the test set resolves; one that straddles 0 is not."
+    )
+    lacking = [
+        f"{display[r.name]}: {', '.join(map(str, r.missing_seeds))}"
+        for r in results
+        if r.missing_seeds
+    ]
+    if lacking:
+        s.alert("Seeds not evaluated (left out of the means): " + "; ".join(lacking) + ".")
+    boot = {rec["variant"]: rec for rec in an.bootstrap.to_dict(orient="records")}
+    rows = []
+    for rec in an.seed_table.to_dict(orient="records"):
+        row: dict[str, Any] = {"Variant": display[rec["variant"]], "n": rec["n"]}
+        for key, label in r1_columns(th):
+            row[label] = _mean_sd(rec[f"{key}_mean"], rec[f"{key}_sd"])
+        b = boot.get(rec["variant"])
+        label05 = f"Δ R@1 IoU≥{ORACLE_THRESHOLD:g}"
+        if rec["variant"] == MAIN_VARIANT:
+            row[label05], row["95% interval"] = None, "reference"
+        elif b is None or b["queries"] == 0:
+            row[label05], row["95% interval"] = None, "–"
+        else:
+            mark = " *" if b["excludes_zero"] else ""
+            row[label05] = b["diff"]
+            row["95% interval"] = f"[{b['low']:+.2f}, {b['high']:+.2f}]{mark}"
+        rows.append(row)
+    s.table(pd.DataFrame(rows), caption="Test metrics over training seeds, percent")
+    if an.no_reference:
+        s.text(an.no_reference)
+
+
+def add_family_sections(
+    doc: Document, an: Analysis, results: Sequence[VariantResult], th: Any
+) -> None:
+    """(a) per family, (b) route x family, (c) single modules and oracles; or why not."""
+    display = {r.name: r.display for r in results}
+    if not an.families:
+        doc.section("Query families").text(an.no_families or "No query families.")
+        return
+    s = doc.section("Per query family")
+    s.text(
+        "The synthetic benchmark's two query families (synthetic_meta.json): ordered "
+        "sub-actions, designed for the exploitation module, and held postures, designed for the "
+        "exploration module. Test split, mean over each variant's seeds."
+    )
+    unmatched = {k: v for k, v in an.unmatched.items() if v}
+    if unmatched:
+        s.alert(
+            "Test queries not found in "
+            + f"{an.meta_path} (left out of the family tables): "
+            + ", ".join(f"{display[k]} {v}" for k, v in unmatched.items())
+            + "."
+        )
+    fam = an.family.copy()
+    table = pd.DataFrame(
+        {
+            "Variant": fam["variant"].map(display),
+            "Family": fam["family"].map(_family_label),
+            "Queries": fam["queries"],
+            "Seeds": fam["seeds"],
+            **{label: fam[key] for key, label in r1_columns(th)},
+        }
+    )
+    s.table(table, caption="R@1 and mIoU per query family, percent")
+
+    s = doc.section("Routes by query family")
+    if an.routes.empty:
+        s.text("No evaluated variant has a selector, so there is nothing to route.")
+    else:
+        s.text(
+            "How the selector routes each family: counts and shares of the family's test "
+            "queries sent to each module, for the primary seed and summed over all seeds. A "
+            "selector that tells the families apart sends each mostly to the module it was "
+            "designed for (or to whichever the oracle below finds better)."
+        )
+        rt = an.routes
+        table = pd.DataFrame(
+            {
+                "Variant": rt["variant"].map(display),
+                "Seeds": rt["scope"] + " (" + rt["seeds"].astype(str) + ")",
+                "Family": rt["family"].map(_family_label),
+                "Queries": rt["queries"],
+                **{f"→ {r}": rt[r] for r in ROUTES},
+                **{f"→ {r} %": 100.0 * rt[f"share_{r}"].astype(float) for r in ROUTES},
+            }
+        )
+        s.table(table, caption="Test queries of each family per route")
+
+    s = doc.section("Single modules by family, and oracles")
+    o = an.oracle
+    if o is None or not o.available:
+        for note in o.notes if o is not None else []:
+            s.text(note)
+        return
+    e, x = SINGLE_MODULES["exploitation"], SINGLE_MODULES["exploration"]
+    s.text(
+        f"From {display.get(e, e)} and {display.get(x, x)} (paired seed by seed, seeds "
+        f"{o.seeds}): the family-routing oracle sends every query of a family to the module "
+        f"better for that family on VALIDATION (R@1 IoU≥{ORACLE_THRESHOLD:g}; ties by mIoU, then "
+        "the exploitation module) and is scored on test; the per-query oracle takes, per test "
+        "query, the better top-1 of the two modules (an upper bound for any selector)."
+    )
+    for note in o.notes:
+        s.alert(note)
+    pref = o.preference
+    s.table(
+        pd.DataFrame(
+            {
+                "Family": pref["family"].map(_family_label),
+                f"val {display.get(e, e)}": pref[f"val_{e}"],
+                f"val {display.get(x, x)}": pref[f"val_{x}"],
+                "prefers on val": pref["val_prefers"].map(lambda m: display.get(m, m)),
+                f"test {display.get(e, e)}": pref[f"test_{e}"],
+                f"test {display.get(x, x)}": pref[f"test_{x}"],
+                "prefers on test": pref["test_prefers"].map(lambda m: display.get(m, m)),
+                "oracle sends to": pref["oracle_routes_to"].map(lambda m: display.get(m, m)),
+            }
+        ),
+        caption=f"R@1 IoU≥{ORACLE_THRESHOLD:g} per family and module, percent (mean over seeds)",
+    )
+    for rec in pref.to_dict(orient="records"):
+        fam = _family_label(rec["family"])
+        val_pref, test_pref = _opt(rec["val_prefers"]), _opt(rec["test_prefers"])
+        routed = _opt(rec["oracle_routes_to"])
+        said = (
+            f"{fam}: prefers {display.get(val_pref, val_pref)} on validation"
+            if val_pref
+            else f"{fam}: no validation preference"
+            + (f" (the oracle sends it to {display.get(routed, routed)})" if routed else "")
+        )
+        said += f", {display.get(test_pref, test_pref) if test_pref else 'none'} on test"
+        if val_pref and test_pref and val_pref != test_pref:
+            said += " (they disagree: the family-routing oracle follows validation)"
+        s.text(said + ".")
+    labels = {
+        "family_routing_oracle": "family-routing oracle (chosen on val)",
+        "per_query_oracle": "per-query oracle (upper bound)",
+    }
+    rows = o.rows
+    families = [c for c in rows.columns if c in set(pref["family"])]
+    s.table(
+        pd.DataFrame(
+            {
+                "Row": rows["row"].map(lambda r: labels.get(r, display.get(r, r))),
+                "Seeds": rows["seeds"],
+                "Queries": rows["queries"],
+                **{label: rows[key] for key, label in r1_columns(th)},
+                **{f"R@1 IoU≥{ORACLE_THRESHOLD:g} {_family_label(f)}": rows[f] for f in families},
+            }
+        ),
+        caption="Test, queries with a family, percent (mean over seeds)",
     )
