@@ -9,7 +9,7 @@ their own "balanced" selector). Real queries of an evaluated split are timed by 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -37,6 +37,13 @@ class VariantTiming:
     exploitation_share: float | None
 
 
+def variant_models(
+    archs: Sequence[str], model_cfg: ModelConfig, feature_dim: int, seed: int, device: torch.device
+) -> dict[str, DynamicPathwayModel]:
+    """The eval-mode models :func:`variant_latency` times, by arch (:func:`bench_model`)."""
+    return {a: bench_model(a, model_cfg, feature_dim, seed).to(device).eval() for a in archs}
+
+
 def variant_latency(
     archs: Sequence[str],
     model_cfg: ModelConfig,
@@ -47,6 +54,7 @@ def variant_latency(
     repeats: int,
     warmup: int,
     balanced: bool,
+    built: Mapping[str, DynamicPathwayModel] | None = None,
 ) -> dict[str, VariantTiming]:
     """Eval-mode forward seconds of each variant of ``archs`` on ``batch``, timed interleaved.
 
@@ -57,13 +65,17 @@ def variant_latency(
     weights with the selector shifted by :func:`balance_routes` to split ``batch`` evenly, beside
     the "natural" row (its selector as initialised, which may send every sample one way). Rows
     are keyed by arch, the balanced ones last; the route shares come from each row's last timed
-    forward (eval mode: every forward routes alike).
+    forward (eval mode: every forward routes alike). ``built`` holds models of ``archs`` already
+    built this way (by :func:`variant_models`), so that timing one set of models at two batch
+    sizes builds them once.
     """
     on_device = batch.to(device)
     feature_dim = int(batch.video.shape[-1])
-    models: dict[str, DynamicPathwayModel] = {
-        a: bench_model(a, model_cfg, feature_dim, seed).to(device).eval() for a in archs
-    }
+    models = dict(built) if built is not None else {}
+    models.update(
+        variant_models([a for a in archs if a not in models], model_cfg, feature_dim, seed, device)
+    )
+    models = {a: models[a] for a in archs}
     if balanced:
         for a in archs:
             if isinstance(models[a].fusion, DynamicSelection):
@@ -107,7 +119,8 @@ def inference_latency(
             size, shape["clips"], shape["feature_dim"], shape["words"], VOCAB, batch_seed
         )
 
-    common: dict[str, Any] = {"seed": seed, "device": device}
+    built = variant_models(archs, model_cfg, shape["feature_dim"], seed, device)
+    common: dict[str, Any] = {"seed": seed, "device": device, "built": built}
     one = variant_latency(
         archs, model_cfg, shaped(1, 1), **common, repeats=repeats * 5, warmup=2, balanced=False
     )
