@@ -330,6 +330,12 @@ def _profile(args: argparse.Namespace) -> Any:
     return None
 
 
+def _study(args: argparse.Namespace) -> Any:
+    from dynpath.steps import study
+
+    return study.run(Path(args.dir), args.profile)
+
+
 def _pipeline(args: argparse.Namespace) -> Any:
     cfg = _cfg(args)
     from dynpath.kfp import compile as kfp_pipeline
@@ -469,6 +475,14 @@ def build_parser() -> argparse.ArgumentParser:
         "switch params.yaml to a profile (synthetic, tiny, charades_sta, tacos)",
     )
     p.add_argument("name")
+
+    p = add(
+        "study",
+        _study,
+        "run (or resume) a profile's whole DAG in a directory of its own (docs/study.md)",
+    )
+    p.add_argument("--profile", default="study", help="profile of a new study (default: study)")
+    p.add_argument("--dir", default="study", help="the study's directory (default: ./study)")
 
     p = add("pipeline", _pipeline, "Kubeflow pipeline: compile, submit, or run locally")
     p.add_argument("action", choices=["compile", "submit", "run-local"])

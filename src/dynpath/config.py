@@ -118,7 +118,8 @@ class SynthConfig(_Section):
     max_duration: float = Field(40.0, gt=0)
     fps: int = Field(8, ge=1)
     size: int = Field(64, ge=16)  # frame width = height, pixels
-    test_fraction: float = Field(0.2, gt=0, lt=0.5)  # videos held out as the test split
+    # videos held out as the test split; a study sizing its intervals may hold out most of them
+    test_fraction: float = Field(0.2, gt=0, lt=0.9)
 
 
 class ExtractConfig(_Section):
@@ -174,6 +175,12 @@ class ModelConfig(_Section):
     # Stacked multi-scale temporal convolution blocks in LoL/SpL (Sec. IV-C: "the numbers of LSTM
     # blocks and temporal convolutional blocks in both modules are set to 1 and 3").
     conv_blocks: int = Field(3, ge=1)
+    # How each of those blocks wraps Eq. 7/10 (docs/design.md, "Networks"): "plain" is the block
+    # as printed, y = Block(x); "residual" adds a skip, y = x + Block(x); "prenorm" is the form of
+    # the authors' EAMAT blocks (models/EAMAT/attention.py MultiConvAttention),
+    # y = x + Dropout(Block(LN(x))). The paper prints no residual; three plain blocks per LoL/SpL
+    # put ~12 ReLU layers in a row on the pathway (docs/synthetic.md, "Three conv blocks").
+    conv_block_form: Literal["plain", "residual", "prenorm"] = "plain"
     # Where ``dropout`` applies (docs/design.md, "Dropout placement"). "input": the encoders'
     # inputs, the CQA similarity inputs, the attention weights and between text LSTM layers only.
     # "ffn": also after every FFN's ReLU (our first reading; the video signal then crosses ~7
@@ -212,6 +219,10 @@ class TrainConfig(_Section):
     clip_norm: float = Field(1.0, gt=0)
     lambda_bound: float = Field(1.0, ge=0)
     lambda_inner: float = Field(10.0, ge=0)
+    # Eq. 19's inner BCE averaged over every valid position of the batch ("batch", a long video
+    # weighs more) or per sample first and then over the batch ("sample", the authors' EAMAT
+    # reading: each query weighs the same). The paper's equation sums over t without saying.
+    inner_average: Literal["batch", "sample"] = "batch"
     # Not in the paper (our addition, docs/design.md "Keeping both pathways learning"): the same
     # localization loss on each pathway's own output through the shared heads, averaged over the
     # pathways and weighted by this, for the variants that compute every pathway in training
@@ -241,6 +252,11 @@ class TrainConfig(_Section):
     # threads (``cfg.seeds``; CPU, not under torchrun). 1 = one after the other.
     parallel_seeds: int = Field(1, ge=1)
     checkpoint_every: int = Field(500, ge=0)  # mid-epoch checkpoint period (steps); 0 = epochs only
+    # Early stopping (not in the paper, which trains a fixed 50 epochs): stop once the validation
+    # ``eval.selection_metric`` has not improved for this many epochs; 0 = train every epoch.
+    # ``epochs`` stays the cap and sets the linear-decay schedule, so a run that stops early
+    # followed the same learning rates as the full one up to its stop.
+    patience: int = Field(0, ge=0)
 
 
 class EvalConfig(_Section):

@@ -45,7 +45,10 @@ class TrainSummary(TypedDict, total=False):
     pretrained_features: bool
     feature_dim: int
     backbone: Any
-    epochs: int
+    epochs: int  # the cap (train.epochs)
+    epochs_trained: int
+    stopped_early: bool  # train.patience ran out before the cap
+    patience: int
     steps: int
     samples_per_s: float | None
     device: str
@@ -139,6 +142,7 @@ class VariantSummary(TypedDict, total=False):
     vs_dynamic: dict[str, Any] | None
     still_rising: bool | None
     still_rising_seeds: Any
+    stops: Any  # per seed: epochs trained, best epoch, "early_stop" | "epoch_cap"
 
 
 class ReportSummary(TypedDict, total=False):

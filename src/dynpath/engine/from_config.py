@@ -49,5 +49,6 @@ def train_options(cfg: Config, **overrides: Any) -> TrainOptions:
         "cpu_autocast": cfg.train.autocast,
         "gemm": cfg.train.gemm,
         "checkpoint_every_steps": cfg.train.checkpoint_every,
+        "patience": cfg.train.patience,
     }
     return TrainOptions(**{**values, **overrides})

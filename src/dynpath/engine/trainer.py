@@ -238,6 +238,7 @@ class TrainOptions:
     cpu_autocast: str = "fp32"  # "bf16": CPU forward under bf16 autocast (train.autocast)
     gemm: str = "auto"  # fp32 CPU GEMM library (train.gemm, dynpath.model.gemm)
     checkpoint_every_steps: int = 0  # 0: only at epoch ends
+    patience: int = 0  # early stopping: epochs without a better validation value; 0 = off
     progress: bool = True
     deterministic: bool = True
 
@@ -285,6 +286,8 @@ class TrainResult:
     train_seconds: float
     global_step: int
     resumed_from: dict[str, int] | None
+    epochs_trained: int = 0
+    stopped_early: bool = False  # the patience ran out before the epoch cap
 
 
 def linear_decay(total_steps: int, warmup_steps: int) -> Callable[[int], float]:
@@ -564,8 +567,8 @@ class Trainer:
         if resumed is None:
             seed_everything(self.opt.seed + self.dist.rank)
         p = self.progress
-        if p.epoch >= self.opt.epochs:
-            log.info("training already complete (%d epochs)", self.opt.epochs)
+        if p.epoch >= self.opt.epochs or self.plateaued():
+            log.info("training already complete (%d of %d epochs)", p.epoch, self.opt.epochs)
             if self.dist.is_main:  # a kill after the last checkpoint but before history.json
                 write_json(self.out_dir / HISTORY, p.history)
         # Under DDP every rank would have to stop at the same step (a collective per step to agree
@@ -581,13 +584,30 @@ class Trainer:
             train_seconds=p.train_seconds,
             global_step=p.global_step,
             resumed_from=resumed,
+            epochs_trained=p.epoch,
+            stopped_early=self.plateaued() and p.epoch < self.opt.epochs,
+        )
+
+    def plateaued(self) -> bool:
+        """Early stopping: ``patience`` whole epochs since the best validation value.
+
+        Read from the checkpointed progress alone (epoch and best_epoch), so a run killed and
+        resumed stops at the same epoch as an uninterrupted one, and resuming a run that
+        already stopped trains nothing more.
+        """
+        p = self.progress
+        return (
+            self.opt.patience > 0
+            and p.batches_done == 0
+            and p.best_epoch is not None
+            and p.epoch - p.best_epoch >= self.opt.patience
         )
 
     def _epochs(self, interrupt: _Interrupt) -> None:
         """Train the remaining epochs; stop with a checkpoint once ``interrupt`` is requested."""
         p = self.progress
         world = self.dist.world_size
-        while p.epoch < self.opt.epochs:
+        while p.epoch < self.opt.epochs and not self.plateaued():
             epoch = p.epoch
             self.sampler.set_epoch(epoch)
             order = list(self.sampler)
@@ -715,6 +735,8 @@ class Trainer:
         if self.dist.enabled:
             flags = [improved]
             torch_dist.broadcast_object_list(flags, src=0)
+            if flags[0] and not self.dist.is_main:  # every rank's plateaued() must agree
+                p.best_epoch = epoch + 1
         self._save([BEST, LAST] if improved else [LAST])
         if self.dist.is_main:
             write_json(self.out_dir / HISTORY, p.history)
@@ -728,6 +750,14 @@ class Trainer:
                 p.best_epoch,
                 entry["samples_per_s"],
             )
+            if self.plateaued() and p.epoch < self.opt.epochs:
+                log.info(
+                    "early stop after epoch %d: no better val %s for %d epochs (best @ %d)",
+                    epoch + 1,
+                    self.opt.selection_metric,
+                    self.opt.patience,
+                    p.best_epoch,
+                )
             if self.on_epoch_end is not None:
                 self.on_epoch_end(entry)
 

@@ -455,12 +455,46 @@ class ContextQueryAttention(nn.Module):
         return masks.zero_pad(self.ffn(torch.cat([fv, a, fv * a, fv * b], dim=-1)))
 
 
+class ResidualConvBlock(nn.Module):
+    """One Eq. 7/10 block with a skip connection (``cfg.model.conv_block_form``).
+
+    - "residual": y = x + Block(x);
+    - "prenorm": y = x + Dropout(Block(LN(x))), the form of the authors' EAMAT blocks
+      (models/EAMAT/attention.py ``MultiConvAttention``: LayerNorm, the multi-kernel temporal
+      convolutions of ``TemporalContextModule``, dropout on the branch, then the residual).
+
+    The paper prints neither; docs/design.md ("Networks") gives the evidence for each reading.
+    Padding: LayerNorm is position-wise and the block zeroes its own input and output at padding,
+    so valid outputs never see padded positions; the output is zeroed at padding too.
+    """
+
+    def __init__(self, block: MultiScaleTemporalConv, prenorm: bool, dropout: float) -> None:
+        super().__init__()
+        self.block = block
+        self.norm = nn.LayerNorm(block.ffn[0].out_features) if prenorm else None
+        self.drop = Dropout(dropout if prenorm else 0.0)
+
+    def forward(self, x: Tensor, masks: Masks) -> Tensor:
+        h = x if self.norm is None else self.norm(x)
+        return masks.zero_pad(x + self.drop(self.block(h, masks)))
+
+
+def conv_block(
+    dim: int, kernels: Sequence[int], ffn_dropout: float, form: str, dropout: float
+) -> nn.Module:
+    """One LoL/SpL block in ``form`` "plain" | "residual" | "prenorm" (``ModelConfig``)."""
+    block = MultiScaleTemporalConv(dim, kernels, ffn_dropout)
+    if form == "plain":
+        return block
+    return ResidualConvBlock(block, prenorm=form == "prenorm", dropout=dropout)
+
+
 class TemporalConvStack(nn.Sequential):
     """``blocks`` multi-scale temporal convolution blocks in sequence (Sec. IV-C: "the numbers of
     ... temporal convolutional blocks in both modules are set to ... 3"). Each block is Eq. 7/10
     with its own weights and returns zeros at padding, so the next block starts clean."""
 
-    def __init__(self, blocks: Sequence[MultiScaleTemporalConv]) -> None:
+    def __init__(self, blocks: Sequence[nn.Module]) -> None:
         super().__init__(*blocks)
 
     def forward(self, x: Tensor, masks: Masks) -> Tensor:  # type: ignore[override]

@@ -11,18 +11,24 @@ from dynpath.model.output import ModelOutput
 
 
 def _per_sample_terms(
-    start: Tensor, end: Tensor, inner: Tensor, batch: Batch
+    start: Tensor, end: Tensor, inner: Tensor, batch: Batch, inner_average: str = "batch"
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-sample [B] CE(P_s, tau_s), CE(P_e, tau_e) and inner BCE of one set of logits.
 
-    The inner term of sample b is B * sum_t(bce * mask) / (valid positions of the batch), so
-    its batch mean is the BCE averaged over all valid positions of the batch (the batch loss).
+    ``inner_average`` "batch": the inner term of sample b is B * sum_t(bce * mask) / (valid
+    positions of the batch), so its batch mean is the BCE averaged over all valid positions of
+    the batch (a long video weighs more). "sample" (EAMAT): sum_t(bce * mask) / (valid positions
+    of sample b), so every query weighs the same in the batch mean.
     """
     loss_start = F.cross_entropy(start, batch.start, reduction="none")
     loss_end = F.cross_entropy(end, batch.end, reduction="none")
     mask = batch.video_mask.to(inner.dtype)
     bce = F.binary_cross_entropy_with_logits(inner, batch.inner.to(inner.dtype), reduction="none")
-    loss_inner = (bce * mask).sum(1) * (mask.shape[0] / mask.sum().clamp(min=1.0))
+    summed = (bce * mask).sum(1)
+    if inner_average == "sample":
+        loss_inner = summed / mask.sum(1).clamp(min=1.0)
+    else:
+        loss_inner = summed * (mask.shape[0] / mask.sum().clamp(min=1.0))
     return loss_start, loss_end, loss_inner
 
 
@@ -34,12 +40,14 @@ def localization_loss(
     lambda_pathway: float = 0.0,
     lambda_route: float = 0.0,
     lambda_balance: float = 0.0,
+    inner_average: str = "batch",
 ) -> tuple[Tensor, dict[str, float]]:
     """L = lambda_1 (CE(P_s, tau_s) + CE(P_e, tau_e)) + lambda_2 BCE(P^in, Y^in) (Eq. 18-20).
 
     Boundary cross-entropy is over each sample's valid positions (padded logits are
     ``MASK_VALUE``, i.e. zero probability) and averaged over the batch. The inner BCE is averaged
-    over all valid positions of the batch; padded positions contribute nothing. Paper weights:
+    over all valid positions of the batch, or per sample first (``inner_average``, see
+    :func:`_per_sample_terms`); padded positions contribute nothing. Paper weights:
     lambda_1 = 1 (``cfg.train.lambda_bound``), lambda_2 = 10 (``cfg.train.lambda_inner``).
 
     Two optional terms, not in the paper (docs/design.md, "Keeping both pathways learning"),
@@ -60,7 +68,9 @@ def localization_loss(
 
     Returns the loss and its parts as floats for logging.
     """
-    ls, le, li = _per_sample_terms(out.start_logits, out.end_logits, out.inner_logits, batch)
+    ls, le, li = _per_sample_terms(
+        out.start_logits, out.end_logits, out.inner_logits, batch, inner_average
+    )
     loss_start, loss_end, loss_inner = ls.mean(), le.mean(), li.mean()
     loss = lambda_bound * (loss_start + loss_end) + lambda_inner * loss_inner
     names = ["loss", "loss_start", "loss_end", "loss_inner"]
@@ -68,7 +78,7 @@ def localization_loss(
     if out.pathway_logits and (lambda_pathway > 0.0 or lambda_route > 0.0):
         per_sample = []  # [B] per pathway
         for start, end, inner in out.pathway_logits:
-            ps, pe, pi = _per_sample_terms(start, end, inner, batch)
+            ps, pe, pi = _per_sample_terms(start, end, inner, batch, inner_average)
             per_sample.append(lambda_bound * (ps + pe) + lambda_inner * pi)
         path_losses = torch.stack(per_sample, dim=1)  # [B, K]
         if lambda_pathway > 0.0:

@@ -28,8 +28,8 @@ from dynpath.model.layers import (
     ContextQueryAttention,
     GlobalMotion,
     Masks,
-    MultiScaleTemporalConv,
     TemporalConvStack,
+    conv_block,
 )
 from dynpath.registry import Registry
 
@@ -48,7 +48,7 @@ def _global(cfg: ModelConfig) -> nn.Module:
 
 def _temporal_conv(cfg: ModelConfig) -> nn.Module:
     blocks = [
-        MultiScaleTemporalConv(cfg.dim, cfg.kernels, cfg.ffn_dropout)
+        conv_block(cfg.dim, cfg.kernels, cfg.ffn_dropout, cfg.conv_block_form, cfg.dropout)
         for _ in range(cfg.conv_blocks)
     ]
     # one block keeps the block itself (and its state-dict names)

@@ -129,6 +129,7 @@ class Analysis:
     seed_table: pd.DataFrame = field(default_factory=pd.DataFrame)
     bootstrap: pd.DataFrame = field(default_factory=pd.DataFrame)
     rising: dict[str, dict[str, Any]] = field(default_factory=dict)
+    max_epochs: int | None = None  # train.epochs, the cap an early stop is told from
     no_reference: str | None = None  # why there are no intervals against Ours
     no_families: str | None = None  # why there are no family analyses
 
@@ -150,7 +151,8 @@ def analyse(cfg: Config, results: Sequence[VariantResult]) -> Analysis:
         families=families is not None,
         seed_table=seed_stats(results, th),
         bootstrap=bootstrap_vs_reference(test, MAIN_VARIANT),
-        rising=still_rising_flags(results, cfg.eval.selection_metric),
+        rising=still_rising_flags(results, cfg.eval.selection_metric, cfg.train.epochs),
+        max_epochs=cfg.train.epochs,
     )
     if not test.get(MAIN_VARIANT):
         an.no_reference = (
@@ -242,7 +244,9 @@ def analysis_summary(an: Analysis, thresholds: Sequence[float]) -> dict[str, Any
         }
     for name, flag in an.rising.items():
         per_variant.setdefault(name, {}).update(
-            still_rising=flag["still_rising"], still_rising_seeds=flag["seeds"]
+            still_rising=flag["still_rising"],
+            still_rising_seeds=flag["seeds"],
+            stops=flag.get("stops"),
         )
     oracle: dict[str, Any] | None = None
     if an.oracle is not None:
@@ -274,7 +278,9 @@ def analysis_summary(an: Analysis, thresholds: Sequence[float]) -> dict[str, Any
             "still_rising": {
                 "key": "val_<eval.selection_metric> in history.json",
                 "window_fraction": PLATEAU_FRACTION,
-                "rule": "best value in the last ceil(fraction x epochs) epochs > best before",
+                "rule": "best value in the last ceil(fraction x epochs) epochs > best before; "
+                "a run stopped early (train.patience) is never still rising",
+                "max_epochs": an.max_epochs,
             },
         },
         "families": None,

@@ -959,18 +959,35 @@ def still_rising(
 
 
 def still_rising_flags(
-    results: Sequence[VariantResult], selection_metric: str
+    results: Sequence[VariantResult], selection_metric: str, max_epochs: int | None = None
 ) -> dict[str, dict[str, Any]]:
     """(e) Per variant: ``still_rising`` (True if ANY seed's history is still rising, None when
-    no seed's can tell) and ``seeds``, the seeds whose history is."""
+    no seed's can tell), ``seeds``, the seeds whose history is, and ``stops``: per seed its
+    epochs trained, best epoch and how training ended, "early_stop" (``train.patience`` ran out
+    before ``max_epochs``: a plateau by construction, never still rising) or "epoch_cap"."""
     key = f"val_{selection_metric}"
     out: dict[str, dict[str, Any]] = {}
     for r in results:
         runs = r.runs or [SeedRun(seed=None, metrics=r.metrics, history=r.history)]
-        flags = [(run.seed, still_rising(run.history, key)) for run in runs]
+        flags, stops = [], {}
+        for run in runs:
+            epochs = [int(e) for h in run.history if (e := _num(h.get("epoch"))) is not None]
+            trained = max(epochs, default=0)
+            early = max_epochs is not None and 0 < trained < max_epochs
+            flags.append((run.seed, False if early else still_rising(run.history, key)))
+            values = [(_num(h.get(key)), _num(h.get("epoch"))) for h in run.history]
+            scored = [(v, e) for v, e in values if v is not None and e is not None]
+            best = max(scored, key=lambda ve: (ve[0], -ve[1]))[1] if scored else None
+            stops[str(run.seed)] = {
+                "epochs": trained,
+                "best_epoch": None if best is None else int(best),
+                "stopped": "early_stop" if early else "epoch_cap",
+            }
         known = [f for _, f in flags if f is not None]
         out[r.name] = {
             "still_rising": any(known) if known else None,
             "seeds": [s for s, f in flags if f],
+            "stops": stops,
+            "early_stops": sum(v["stopped"] == "early_stop" for v in stops.values()),
         }
     return out

@@ -287,6 +287,7 @@ def _run(
             cfg.train.lambda_pathway,
             cfg.train.lambda_route,
             cfg.train.lambda_balance,
+            cfg.train.inner_average,
         )
 
     pin = device.type == "cuda"
@@ -369,6 +370,9 @@ def _run(
             "feature_dim": feature_dim,
             "backbone": attrs.get("backbone"),
             "epochs": cfg.train.epochs,
+            "epochs_trained": result.epochs_trained,
+            "stopped_early": result.stopped_early,
+            "patience": cfg.train.patience,
             "steps": result.global_step,
             "samples_per_s": _mean([e.get("samples_per_s") for e in history]),
             "device": str(device),

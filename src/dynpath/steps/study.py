@@ -1,0 +1,158 @@
+"""``dynpath study``: the whole DAG of one profile in a directory of its own, resumable.
+
+Why not ``dvc repro``: the study (docs/study.md) trains fifty models for about an hour on two
+cores, and the default run's outputs in the project must survive it. DVC deletes a stage's
+outputs before rerunning it, so a stopped ``train`` stage would lose its checkpoints; here each
+training resumes from its ``last.pt`` (``dynpath train --resume``), and every stage that finished
+is skipped. Each stage runs as its own ``dynpath`` process in ``workdir``, with the same commands
+as dvc.yaml, so what the study computes is what ``dvc repro`` computes for that profile.
+
+Layout of ``workdir``: ``params.yaml`` (written from the profile on the first run), the profile's
+data and features, ``outputs/`` and ``reports/`` as in the project, and ``.study/<stage>.done``
+markers holding the digest of params.yaml when the stage finished. A params.yaml edited since a
+stage finished is refused: the finished outputs would no longer match it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dynpath.config import Config, load_config
+from dynpath.errors import DynpathError
+from dynpath.io import write_text
+from dynpath.profiles import use_profile
+
+log = logging.getLogger(__name__)
+
+MARKERS = ".study"
+PARAMS = "params.yaml"
+
+
+@dataclass(frozen=True)
+class StudyStage:
+    """One command of the study: its marker name and its ``dynpath`` arguments."""
+
+    name: str
+    args: tuple[str, ...]
+
+
+def stages(cfg: Config) -> list[StudyStage]:
+    """The DAG of dvc.yaml for ``cfg``, in order: data, extract, vocab, then per variant its
+    training (resumed where it stopped) and evaluation, then the report."""
+    out = [
+        StudyStage("data", ("data",)),
+        StudyStage("extract", ("extract",)),
+        StudyStage("vocab", ("vocab", "--out", "outputs/vocab")),
+    ]
+    for v in cfg.variants:
+        out.append(
+            StudyStage(
+                f"train@{v}",
+                (
+                    "train",
+                    "--variant",
+                    v,
+                    "--vocab",
+                    "outputs/vocab",
+                    "--out",
+                    "outputs/models",
+                    "--resume",
+                ),
+            )
+        )
+        out.append(
+            StudyStage(
+                f"evaluate@{v}",
+                (
+                    "evaluate",
+                    "--variant",
+                    v,
+                    "--vocab",
+                    "outputs/vocab",
+                    "--models",
+                    "outputs/models",
+                    "--out",
+                    "outputs/eval",
+                    "--split",
+                    "test",
+                ),
+            )
+        )
+    out.append(
+        StudyStage(
+            "report",
+            ("report", "--evals", "outputs/eval", "--models", "outputs/models", "--out", "reports"),
+        )
+    )
+    return out
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def prepare(workdir: Path, profile: str) -> Path:
+    """``workdir/params.yaml`` from ``profile`` unless it exists (a resumed study keeps its own)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    params = workdir / PARAMS
+    if not params.exists():
+        use_profile(profile, params)
+        log.info("%s: written from profile %r", params, profile)
+    return params
+
+
+def _done(workdir: Path, stage: StudyStage, digest: str) -> bool:
+    marker = workdir / MARKERS / f"{stage.name}.done"
+    if not marker.exists():
+        return False
+    written = marker.read_text().strip()
+    if written != digest:
+        raise DynpathError(
+            f"{workdir / PARAMS}: changed since stage {stage.name!r} finished (params digest "
+            f"{written}, now {digest}); restore it, or start the study afresh in another "
+            "directory (--dir)"
+        )
+    return True
+
+
+def run(workdir: Path, profile: str, dynpath: tuple[str, ...] | None = None) -> dict[str, object]:
+    """Run (or resume) the study in ``workdir``; returns what ran and how long it took.
+
+    ``dynpath``: the command that runs the CLI (default: this interpreter's ``dynpath.cli``).
+    A stage that fails stops the study with its exit code; rerunning continues from it.
+    """
+    params = prepare(workdir, profile)
+    cfg = load_config(params)
+    digest = _digest(params)
+    cmd = dynpath or (sys.executable, "-m", "dynpath.cli")
+    ran: list[dict[str, object]] = []
+    skipped: list[str] = []
+    t_all = time.perf_counter()
+    for stage in stages(cfg):
+        if stage.name != "report" and _done(workdir, stage, digest):
+            skipped.append(stage.name)
+            continue
+        log.info("study %s: %s", workdir, stage.name)
+        t0 = time.perf_counter()
+        proc = subprocess.run([*cmd, "--params", PARAMS, *stage.args], cwd=workdir, check=False)
+        if proc.returncode != 0:
+            raise DynpathError(
+                f"study stage {stage.name!r} failed (exit {proc.returncode}); rerun the same "
+                "command to resume from it"
+            )
+        write_text(workdir / MARKERS / f"{stage.name}.done", digest + "\n")
+        ran.append({"stage": stage.name, "seconds": round(time.perf_counter() - t0, 1)})
+    return {
+        "workdir": str(workdir),
+        "params": str(params),
+        "ran": ran,
+        "skipped": skipped,
+        "seconds": round(time.perf_counter() - t_all, 1),
+        "report": str(workdir / "reports" / "summary.json"),
+    }
