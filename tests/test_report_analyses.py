@@ -317,7 +317,50 @@ def test_still_rising_flags_any_seed() -> None:
         {},
         runs=[SeedRun(1, {}, history=flat), SeedRun(2, {}, history=rising)],
     )
-    assert still_rising_flags([r], "r1_iou0.5") == {"dynamic": {"still_rising": True, "seeds": [2]}}
+    flags = still_rising_flags([r], "r1_iou0.5")["dynamic"]
+    assert (flags["still_rising"], flags["seeds"], flags["early_stops"]) == (True, [2], 0)
+    assert flags["stops"]["1"] == {"epochs": 10, "best_epoch": 1, "stopped": "epoch_cap"}
+    assert flags["stops"]["2"] == {"epochs": 10, "best_epoch": 10, "stopped": "epoch_cap"}
+
+
+def test_a_seed_stopped_early_is_a_plateau_not_still_rising() -> None:
+    """Seed 2's patience ran out at epoch 6 (train_summary.json's stopped_early): by the window
+    rule alone its last epochs (a new best in them) would read as still rising."""
+    early = _history([1, 2, 3, 4, 5, 9])
+    capped = _history(list(range(10)))
+    r = VariantResult(
+        "dynamic",
+        "Ours",
+        {},
+        runs=[SeedRun(1, {}, history=capped), SeedRun(2, {}, history=early, stopped_early=True)],
+    )
+    flags = still_rising_flags([r], "r1_iou0.5")["dynamic"]
+    assert flags["seeds"] == [1] and flags["early_stops"] == 1
+    assert flags["stops"]["2"] == {"epochs": 6, "best_epoch": 6, "stopped": "early_stop"}
+    assert flags["stops"]["1"]["stopped"] == "epoch_cap"
+    assert still_rising(early, "val_r1_iou0.5") is True  # what the window rule alone says
+
+
+def test_route_seed_table_counts_collapse_and_family_split() -> None:
+    import pandas as pd
+
+    from dynpath.report.tables import route_seed_summary, route_seed_table
+
+    fams = ["exploitation"] * 10 + ["exploration"] * 10
+
+    def frame(routes: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({"qid": range(20), "route": routes, "family": fams, "iou": 0.5})
+
+    split = ["exploitation"] * 9 + ["exploration"] + ["exploration"] * 8 + ["exploitation"] * 2
+    collapsed = ["exploitation"] * 19 + ["exploration"]
+    table = route_seed_table({"dynamic": {1: frame(split), 2: frame(collapsed)}})
+    assert list(table["collapsed"]) == [False, True]
+    assert list(table["follows_family"]) == [True, False]
+    assert table.loc[0, "exploitation_share_exploitation"] == pytest.approx(0.9)
+    assert table.loc[1, "share_exploitation"] == pytest.approx(0.95)  # at the threshold
+    assert route_seed_summary(table) == {
+        "dynamic": {"seeds": 2, "collapsed": 1, "follows_family": 1}
+    }
 
 
 # --------------------------------------------------------------------------- the report step
@@ -451,12 +494,15 @@ def test_report_with_seeds_families_and_oracles(
     assert o["rows"]["per_query_oracle"]["r1_iou0.5"] == pytest.approx(100.0)
     md = (tmp_path / "r" / "report.md").read_text()
     for heading in (
-        "## Seeds: spread and paired intervals",
+        "## Ablation over seeds: mean ± sd and paired intervals",
         "## Per query family",
         "## Routes by query family",
         "## Single modules by family, and oracles",
     ):
         assert heading in md
+    # the spread over seeds leads; the primary seed's Tables III/IV layout comes second
+    assert md.index("## Ablation over seeds") < md.index("## Ablation (layout of Tables III/IV)")
+    assert "Routes per training seed" in md and "Follows family" in md
     assert "they disagree: the family-routing oracle follows validation" in md
     assert "Still rising at the end of training: exploration module only" in md
     assert "95% interval" in md and "reference" in md

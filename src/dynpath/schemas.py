@@ -163,6 +163,7 @@ class ReportSummary(TypedDict, total=False):
     seeds: dict[str, Any]
     families: dict[str, Any] | None
     routes_by_family: dict[str, Any] | None
+    routes_by_seed: dict[str, Any]  # per seed: shares, collapse onto one module, family split
     oracle: dict[str, Any] | None
     analysis_notes: list[str]
     files: dict[str, Any]

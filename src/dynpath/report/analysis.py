@@ -24,6 +24,7 @@ from dynpath.report.tables import (
     BOOTSTRAP_LEVEL,
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
+    COLLAPSE_SHARE,
     FAMILY_LABELS,
     MAIN_VARIANT,
     META_FILE,
@@ -40,6 +41,8 @@ from dynpath.report.tables import (
     oracle_analysis,
     read_queries,
     route_family_counts,
+    route_seed_summary,
+    route_seed_table,
     seed_stats,
     still_rising_flags,
 )
@@ -124,6 +127,7 @@ class Analysis:
     families: bool
     family: pd.DataFrame = field(default_factory=pd.DataFrame)
     routes: pd.DataFrame = field(default_factory=pd.DataFrame)
+    route_seeds: pd.DataFrame = field(default_factory=pd.DataFrame)  # per seed: collapse, family
     oracle: OracleAnalysis | None = None
     unmatched: dict[str, int] = field(default_factory=dict)
     seed_table: pd.DataFrame = field(default_factory=pd.DataFrame)
@@ -151,7 +155,7 @@ def analyse(cfg: Config, results: Sequence[VariantResult]) -> Analysis:
         families=families is not None,
         seed_table=seed_stats(results, th),
         bootstrap=bootstrap_vs_reference(test, MAIN_VARIANT),
-        rising=still_rising_flags(results, cfg.eval.selection_metric, cfg.train.epochs),
+        rising=still_rising_flags(results, cfg.eval.selection_metric),
         max_epochs=cfg.train.epochs,
     )
     if not test.get(MAIN_VARIANT):
@@ -175,6 +179,7 @@ def analyse(cfg: Config, results: Sequence[VariantResult]) -> Analysis:
     }
     an.family = family_metrics(test, th)
     an.routes = route_family_counts(test)
+    an.route_seeds = route_seed_table(test)
     an.oracle = oracle_analysis(test, val, th, MAIN_VARIANT)
     an.unmatched = {
         name: int(next(iter(runs.values()))["family"].isna().sum())
@@ -298,4 +303,10 @@ def analysis_summary(an: Analysis, thresholds: Sequence[float]) -> dict[str, Any
         }
         routes = an.routes.assign(scope=an.routes["scope"].str.replace(" ", "_"))
         out["routes_by_family"] = _records(routes, ["variant", "scope", "family"])
+        if not an.route_seeds.empty:
+            out["routes_by_seed"] = {
+                "collapse_share": COLLAPSE_SHARE,
+                "summary": route_seed_summary(an.route_seeds),
+                "seeds": _records(an.route_seeds, ["variant", "seed"]),
+            }
     return _jsonable(out)

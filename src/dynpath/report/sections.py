@@ -20,6 +20,7 @@ from dynpath.report.html import Document
 from dynpath.report.tables import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
+    COLLAPSE_SHARE,
     FAMILY_LABELS,
     MAIN_VARIANT,
     ORACLE_THRESHOLD,
@@ -268,11 +269,12 @@ def add_seed_section(
     doc: Document, an: Analysis, results: Sequence[VariantResult], th: Any
 ) -> None:
     """(d) Mean ± sd over seeds and the paired bootstrap interval against Ours."""
-    s = doc.section("Seeds: spread and paired intervals")
+    s = doc.section("Ablation over seeds: mean ± sd and paired intervals")
     display = {r.name: r.display for r in results}
     s.text(
-        f"Training seeds {an.seeds} (seeds[0] = {an.seeds[0]} is the primary run: the tables "
-        "above, MLflow). Each metric is the mean ± sample standard deviation (n − 1) over the "
+        f"Training seeds {an.seeds} (seeds[0] = {an.seeds[0]} is the primary run: the "
+        "Tables III/IV layout below, MLflow). Each metric is the mean ± sample standard "
+        "deviation (n − 1) over the "
         "seeds the variant was evaluated with (n); n/a with a single seed. Δ: test R@1 "
         f"IoU≥{ORACLE_THRESHOLD:g} of the row minus {display.get(MAIN_VARIANT, MAIN_VARIANT)}, "
         "in points, with a paired bootstrap 95% interval: per test query the hit averaged over "
@@ -307,6 +309,27 @@ def add_seed_section(
     s.table(pd.DataFrame(rows), caption="Test metrics over training seeds, percent")
     if an.no_reference:
         s.text(an.no_reference)
+
+
+def _route_seed_table(s: Any, an: Analysis, display: Mapping[str, str]) -> None:
+    """Routes per seed: does a seed's selector collapse onto one module, follow the family?"""
+    rs = an.route_seeds
+    if rs.empty:
+        return
+    s.text(
+        f"Per seed: the share of the test queries routed to each module, per family too. A seed "
+        f"whose selector sends ≥ {COLLAPSE_SHARE:.0%} of the queries to one module has collapsed "
+        "onto it; it follows the family when the two families' majority modules differ."
+    )
+    cols: dict[str, Any] = {"Variant": rs["variant"].map(display), "Seed": rs["seed"]}
+    for col in rs.columns:
+        if col.startswith("share_") or "_share_" in col:
+            fam, _, route = col.partition("_share_")
+            label = f"→ {col.removeprefix('share_')} %" if not route else f"{fam} → {route} %"
+            cols[label] = 100.0 * rs[col].astype(float)
+    cols["Collapsed"] = rs["collapsed"]
+    cols["Follows family"] = rs["follows_family"]
+    s.table(pd.DataFrame(cols), caption="Routes per training seed, percent of test queries")
 
 
 def add_family_sections(
@@ -365,6 +388,7 @@ def add_family_sections(
             }
         )
         s.table(table, caption="Test queries of each family per route")
+        _route_seed_table(s, an, display)
 
     s = doc.section("Single modules by family, and oracles")
     o = an.oracle

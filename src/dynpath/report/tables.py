@@ -54,6 +54,7 @@ class SeedRun:
     predictions: Path | None = None  # predictions.jsonl (test)
     val_predictions: Path | None = None  # val_predictions.jsonl
     history: list[dict[str, Any]] = field(default_factory=list)  # history.json
+    stopped_early: bool | None = None  # train_summary.json: train.patience ran out (None: unknown)
 
 
 @dataclass
@@ -153,7 +154,11 @@ def _load_run(seed: int | None, eval_dir: Path, model_dir: Path) -> SeedRun | No
     hpath = model_dir / HISTORY
     history = _read_json(hpath) if hpath.exists() else []
     ppath, vpath = eval_dir / PREDICTIONS, eval_dir / VAL_PREDICTIONS
+    tpath = model_dir / TRAIN_SUMMARY
+    train = _read_json(tpath) if tpath.exists() else {}
+    stopped = train.get("stopped_early") if isinstance(train, dict) else None
     return SeedRun(
+        stopped_early=stopped if isinstance(stopped, bool) else None,
         seed=seed,
         metrics=_read_json(mpath),
         predictions=ppath if ppath.exists() else None,
@@ -625,6 +630,58 @@ def route_family_counts(frames: Mapping[str, Runs]) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns)
 
 
+#: A seed whose selector sends at least this share of the test queries to one module has
+#: collapsed onto it (the rich-get-richer loop of hard routing, docs/design.md).
+COLLAPSE_SHARE = 0.95
+
+
+def route_seed_table(frames: Mapping[str, Runs]) -> pd.DataFrame:
+    """(b') Routing per seed, per variant with a selector: the share of all test queries sent to
+    each module, the same per family, whether the seed ``collapsed`` (one module takes at least
+    :data:`COLLAPSE_SHARE` of the queries) and whether its route ``follows_family`` (each family's
+    majority module is a different one: the selector tells the families apart).
+
+    Columns: variant, seed, queries, ``share_<route>``, ``<family>_share_<route>`` per family,
+    collapsed, follows_family (None without two families).
+    """
+    rows: list[dict[str, Any]] = []
+    for variant, runs in frames.items():
+        for seed, df in runs.items():
+            df = _known(df)
+            if df.empty or not df["route"].notna().any():
+                continue
+            row: dict[str, Any] = {"variant": variant, "seed": seed, "queries": len(df)}
+            shares = {r: float((df["route"] == r).mean()) for r in ROUTES}
+            row.update({f"share_{r}": v for r, v in shares.items()})
+            majority: dict[str, str] = {}
+            for fam in family_order(list(df["family"].unique())):
+                group = df[df["family"] == fam]
+                fam_shares = {r: float((group["route"] == r).mean()) for r in ROUTES}
+                row.update({f"{fam}_share_{r}": v for r, v in fam_shares.items()})
+                majority[fam] = max(fam_shares, key=fam_shares.__getitem__)
+            row["collapsed"] = max(shares.values()) >= COLLAPSE_SHARE
+            row["follows_family"] = (
+                len(set(majority.values())) == len(majority) if len(majority) >= 2 else None
+            )
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def route_seed_summary(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per variant: seeds, how many collapsed, how many follow the family."""
+    out: dict[str, dict[str, Any]] = {}
+    if table.empty:
+        return out
+    for variant, group in table.groupby("variant", sort=False):
+        follows = [bool(v) for v in group["follows_family"] if v is not None and v == v]
+        out[str(variant)] = {
+            "seeds": len(group),
+            "collapsed": int(group["collapsed"].sum()),
+            "follows_family": sum(follows) if follows else None,
+        }
+    return out
+
+
 # --------------------------------------------------------------------------- oracles
 
 
@@ -959,12 +1016,13 @@ def still_rising(
 
 
 def still_rising_flags(
-    results: Sequence[VariantResult], selection_metric: str, max_epochs: int | None = None
+    results: Sequence[VariantResult], selection_metric: str
 ) -> dict[str, dict[str, Any]]:
     """(e) Per variant: ``still_rising`` (True if ANY seed's history is still rising, None when
     no seed's can tell), ``seeds``, the seeds whose history is, and ``stops``: per seed its
-    epochs trained, best epoch and how training ended, "early_stop" (``train.patience`` ran out
-    before ``max_epochs``: a plateau by construction, never still rising) or "epoch_cap"."""
+    epochs trained, best epoch and how training ended, "early_stop" (``train.patience`` ran out,
+    train_summary.json's ``stopped_early``: a plateau by construction, never still rising) or
+    "epoch_cap" (every epoch of ``train.epochs`` trained)."""
     key = f"val_{selection_metric}"
     out: dict[str, dict[str, Any]] = {}
     for r in results:
@@ -972,14 +1030,16 @@ def still_rising_flags(
         flags, stops = [], {}
         for run in runs:
             epochs = [int(e) for h in run.history if (e := _num(h.get("epoch"))) is not None]
-            trained = max(epochs, default=0)
-            early = max_epochs is not None and 0 < trained < max_epochs
+            early = bool(run.stopped_early)
             flags.append((run.seed, False if early else still_rising(run.history, key)))
-            values = [(_num(h.get(key)), _num(h.get("epoch"))) for h in run.history]
-            scored = [(v, e) for v, e in values if v is not None and e is not None]
+            scored = [
+                (v, e)
+                for h in run.history
+                if (v := _num(h.get(key))) is not None and (e := _num(h.get("epoch"))) is not None
+            ]
             best = max(scored, key=lambda ve: (ve[0], -ve[1]))[1] if scored else None
             stops[str(run.seed)] = {
-                "epochs": trained,
+                "epochs": max(epochs, default=0),
                 "best_epoch": None if best is None else int(best),
                 "stopped": "early_stop" if early else "epoch_cap",
             }
