@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test test-fast lint mutation mlflow-ui clean
+.PHONY: setup run study paper-config test test-fast lint mutation mlflow-ui clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -20,6 +20,16 @@ setup: $(STAMP)
 run: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/dvc repro
 	$(BIN)/dynpath report --summary
+
+# The ablation study (docs/study.md): profile `study` in ./study, resumable (rerun to continue);
+# its summary is copied to docs/study/summary.json, the file the docs cite.
+study: $(STAMP)
+	$(BIN)/dynpath study --profile study --dir study
+	mkdir -p docs/study && cp study/reports/summary.json docs/study/summary.json
+
+# The paper's configuration on the synthetic data (docs/study.md), resumable, in runs/paper-config.
+paper-config: $(STAMP)
+	$(BIN)/dynpath study --profile synthetic_paper --dir runs/paper-config
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests components pipeline
