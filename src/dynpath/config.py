@@ -221,7 +221,8 @@ class TrainConfig(_Section):
     lambda_inner: float = Field(10.0, ge=0)
     # Eq. 19's inner BCE averaged over every valid position of the batch ("batch", a long video
     # weighs more) or per sample first and then over the batch ("sample", the authors' EAMAT
-    # reading: each query weighs the same). The paper's equation sums over t without saying.
+    # reading, models/EAMAT/EAMAT.py compute_location_loss: each query weighs the same). The
+    # paper's equation sums over t without saying.
     inner_average: Literal["batch", "sample"] = "batch"
     # Not in the paper (our addition, docs/design.md "Keeping both pathways learning"): the same
     # localization loss on each pathway's own output through the shared heads, averaged over the
