@@ -4,7 +4,11 @@ stand-in ``dynpath`` that logs its arguments (the real commands run in the DVC a
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -80,3 +84,40 @@ def test_an_existing_params_file_is_kept_not_rewritten_from_the_profile(tmp_path
     (work / "params.yaml").write_text(text)
     study.prepare(work, "synthetic")
     assert (work / "params.yaml").read_text() == text
+
+
+SLOW_STAGE = """
+import os, signal, sys, time, pathlib
+args = sys.argv[1:]
+if "data" in args:
+    def stop(signum, frame):
+        pathlib.Path("stage_got").write_text(signal.Signals(signum).name)
+        sys.exit(130)
+    signal.signal(signal.SIGINT, stop)
+    pathlib.Path("stage_pid").write_text(str(os.getpid()))
+    time.sleep(60)
+"""
+
+
+def test_sigterm_of_the_study_is_a_ctrl_c_for_its_running_stage(tmp_path: Path) -> None:
+    """The running stage gets SIGINT (the trainer checkpoints on it), the study exits 130, and
+    no stage process is left running."""
+    work = tmp_path / "s"
+    fake = tmp_path / "slow_dynpath.py"
+    fake.write_text(SLOW_STAGE)
+    code = (
+        "import sys; from pathlib import Path; from dynpath.steps import study\n"
+        f"study.run(Path({str(work)!r}), 'tiny', dynpath=(sys.executable, {str(fake)!r}))"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 60
+    while not (work / "stage_pid").exists():
+        assert time.monotonic() < deadline, "the stage never started"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) != 0
+    assert (work / "stage_got").read_text() == "SIGINT"
+    pid = int((work / "stage_pid").read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert not (work / ".study" / "data.done").exists()  # the stopped stage is not marked done

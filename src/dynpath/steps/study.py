@@ -15,13 +15,18 @@ stage finished is refused: the finished outputs would no longer match it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 
 from dynpath.config import Config, load_config
 from dynpath.errors import DynpathError
@@ -107,6 +112,38 @@ def prepare(workdir: Path, profile: str) -> Path:
     return params
 
 
+def _run_stage(cmd: list[str], workdir: Path) -> int:
+    """Run one stage in its own process group and return its exit code.
+
+    Why a group of its own: ``dynpath train`` trains its seeds in worker processes; a SIGTERM
+    to the study alone would leave them training with nobody waiting. A Ctrl-C (SIGINT) or a
+    SIGTERM of the study is passed on to the whole group, so the training writes its resumable
+    ``last.pt`` and stops (exit 130) and no worker outlives the study. (A SIGKILL cannot be
+    passed on: then the group's processes are left to the user, as for any killed parent.)
+    """
+    proc = subprocess.Popen(cmd, cwd=workdir, start_new_session=True)
+
+    def forward(_signum: int, _frame: FrameType | None) -> None:
+        # a Ctrl-C for the whole group: the trainer's deferred Ctrl-C checkpoints, then exits 130
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = (
+        {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+        if main
+        else {}
+    )
+    try:
+        code = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if code < 0 or code == 130:  # stopped by a signal: the study stops too, resumable
+        raise KeyboardInterrupt
+    return code
+
+
 def _done(workdir: Path, stage: StudyStage, digest: str) -> bool:
     marker = workdir / MARKERS / f"{stage.name}.done"
     if not marker.exists():
@@ -125,7 +162,9 @@ def run(workdir: Path, profile: str, dynpath: tuple[str, ...] | None = None) -> 
     """Run (or resume) the study in ``workdir``; returns what ran and how long it took.
 
     ``dynpath``: the command that runs the CLI (default: this interpreter's ``dynpath.cli``).
-    A stage that fails stops the study with its exit code; rerunning continues from it.
+    A stage that fails stops the study with its exit code; rerunning continues from it. Ctrl-C
+    or SIGTERM stops the running stage as its own Ctrl-C would (training checkpoints first) and
+    then the study (KeyboardInterrupt: exit 130).
     """
     params = prepare(workdir, profile)
     cfg = load_config(params)
@@ -140,10 +179,10 @@ def run(workdir: Path, profile: str, dynpath: tuple[str, ...] | None = None) -> 
             continue
         log.info("study %s: %s", workdir, stage.name)
         t0 = time.perf_counter()
-        proc = subprocess.run([*cmd, "--params", PARAMS, *stage.args], cwd=workdir, check=False)
-        if proc.returncode != 0:
+        code = _run_stage([*cmd, "--params", PARAMS, *stage.args], workdir)
+        if code != 0:
             raise DynpathError(
-                f"study stage {stage.name!r} failed (exit {proc.returncode}); rerun the same "
+                f"study stage {stage.name!r} failed (exit {code}); rerun the same "
                 "command to resume from it"
             )
         write_text(workdir / MARKERS / f"{stage.name}.done", digest + "\n")
