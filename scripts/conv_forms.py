@@ -11,6 +11,7 @@ Runs in ``runs/conv_forms/`` (its own synthetic data, generated once), one param
 ``conv_block_form: <form>``, tracking off). Resumable: a finished run is skipped.
 
     python scripts/conv_forms.py --seeds 12345 7      # writes runs/conv_forms/results.json
+    python scripts/conv_forms.py --forms prenorm --inner-average sample   # Eq. 19 averaging
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ FORMS = ("plain", "residual", "prenorm")
 WORK = Path("runs/conv_forms")
 
 
-def _params(form: str, seeds: list[int]) -> dict[str, Any]:
+def _params(form: str, seeds: list[int], inner_average: str) -> dict[str, Any]:
     raw = resolve("synthetic")
     raw["seeds"] = seeds
     raw["variants"] = {"dynamic": {}}
     raw["model"].update(conv_blocks=3, conv_block_form=form)
+    raw["train"]["inner_average"] = inner_average
     raw["train"].update(parallel_seeds=min(2, len(seeds)))
     raw["tracking"]["enabled"] = False
     return raw
@@ -48,22 +50,26 @@ def _dynpath(params: str, *args: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[12345, 7])
+    ap.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS))
+    ap.add_argument("--inner-average", choices=["batch", "sample"], default="batch")
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    for form in FORMS:
-        path = WORK / f"params_{form}.yaml"
-        path.write_text(yaml.safe_dump(_params(form, args.seeds), sort_keys=False))
-    first = f"params_{FORMS[0]}.yaml"
+    names = {form: f"{form}_{args.inner_average}" for form in args.forms}
+    for form, name in names.items():
+        path = WORK / f"params_{name}.yaml"
+        path.write_text(
+            yaml.safe_dump(_params(form, args.seeds, args.inner_average), sort_keys=False)
+        )
+    first = f"params_{names[args.forms[0]]}.yaml"
     if not (WORK / "outputs/vocab/vocab.json").exists():
         _dynpath(first, "data")
         _dynpath(first, "extract")
         _dynpath(first, "vocab", "--out", "outputs/vocab")
-    results: dict[str, Any] = {}
-    for form in FORMS:
-        out = f"outputs/models_{form}"
-        _dynpath(
-            f"params_{form}.yaml", "train", "--variant", "dynamic", "--out", out, "--resume"
-        )
+    path = WORK / "results.json"
+    results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    for form, name in names.items():
+        out = f"outputs/models_{name}"
+        _dynpath(f"params_{name}.yaml", "train", "--variant", "dynamic", "--out", out, "--resume")
         runs = {}
         for seed in args.seeds:
             d = WORK / out / "dynamic"
@@ -75,9 +81,9 @@ def main() -> None:
                 "train_seconds": s["train_seconds"],
             }
         vals = [r["best_val_r1_iou0.5"] for r in runs.values()]
-        results[form] = {"seeds": runs, "mean_best_val_r1_iou0.5": sum(vals) / len(vals)}
-        print(form, json.dumps(results[form]), flush=True)
-    (WORK / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        results[name] = {"seeds": runs, "mean_best_val_r1_iou0.5": sum(vals) / len(vals)}
+        print(name, json.dumps(results[name]), flush=True)
+    path.write_text(json.dumps(results, indent=2) + "\n")
     best = max(results, key=lambda f: results[f]["mean_best_val_r1_iou0.5"])
     print(f"best on validation: {best}")
 

@@ -40,7 +40,9 @@ def ablation(s: dict[str, Any]) -> list[str]:
             delta = f"{vs['diff']:+.2f} [{vs['low']:+.2f}, {vs['high']:+.2f}]{mark}"
             width = f"{max(vs['diff'] - vs['low'], vs['high'] - vs['diff']):.2f}"
         cells = [_ms(seeds, k) for k in KEYS]
-        out.append(f"| {v['display']} | {seeds['n']} | " + " | ".join(cells) + f" | {delta} | {width} |")
+        out.append(
+            f"| {v['display']} | {seeds['n']} | " + " | ".join(cells) + f" | {delta} | {width} |"
+        )
     return out
 
 
