@@ -67,7 +67,7 @@ def main() -> None:
         _dynpath(first, "vocab", "--out", "outputs/vocab")
     path = WORK / "results.json"
     results: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    for form, name in names.items():
+    for name in names.values():
         out = f"outputs/models_{name}"
         _dynpath(f"params_{name}.yaml", "train", "--variant", "dynamic", "--out", out, "--resume")
         runs = {}
