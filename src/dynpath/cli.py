@@ -417,7 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("data-stats", _data_stats, "data report of an annotation set")
     p.add_argument(
-        "--dataset", required=True, choices=["charades_sta", "tacos", "jsonl", "synthetic"]
+        "--dataset",
+        required=True,
+        choices=["charades_sta", "tacos", "activitynet", "jsonl", "synthetic"],
     )
     p.add_argument("--root", required=True)
     p.add_argument("--json", action="store_true")
