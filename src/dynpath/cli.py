@@ -260,6 +260,23 @@ def _score(args: argparse.Namespace) -> Any:
     )
 
 
+def _features(args: argparse.Namespace) -> Any:
+    from dynpath.steps import features
+
+    cfg = _params_or_defaults(args)
+    output = _output_file(Path(args.output or cfg.data.features), "--output")
+    with _writing(output):
+        return features.run_import(
+            cfg,
+            src=Path(args.source),
+            output=output,
+            dataset=args.dataset or cfg.data.dataset,
+            root=Path(args.root or cfg.data.root),
+            backbone=args.backbone,
+            pretrained=args.pretrained,
+        )
+
+
 def _model_info(args: argparse.Namespace) -> Any:
     from dynpath.model.registry import model_info
 
@@ -443,6 +460,29 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--root", required=True)
     p.add_argument("--json", action="store_true")
+
+    p = add(
+        "features",
+        _features,
+        "import a downloaded feature release (folder of <vid>.npy, or an HDF5 file with one "
+        "dataset per video) into the HDF5 store, checked against the annotations",
+    )
+    p.add_argument("action", choices=["import"])
+    p.add_argument("source", help="folder of <video id>.npy files, or an HDF5 file")
+    p.add_argument("--output", help="HDF5 feature store to write (default: data.features)")
+    p.add_argument(
+        "--dataset",
+        choices=["charades_sta", "tacos", "activitynet", "jsonl", "synthetic"],
+        help="annotation format whose videos must all be present (default: data.dataset)",
+    )
+    p.add_argument("--root", help="annotation directory (default: data.root)")
+    p.add_argument("--backbone", help="backbone name to record (default: extract.backbone)")
+    p.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the features come from pretrained weights (default: yes)",
+    )
 
     p = add(
         "score",
