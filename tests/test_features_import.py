@@ -95,7 +95,13 @@ def _bad_sources(tmp_path: Path) -> dict[str, tuple[Path, str]]:
     del missing["v3"]
     other_dim = arrays(odd={"v2": np.ones((5, 7), np.float32)})
     nan = arrays(odd={"v4": np.full((4, 6), np.nan, np.float32)})
+    both = arrays(odd={"v2": np.ones((5, 7), np.float32)})
+    del both["v3"]
     return {
+        "npy both": (
+            npy_folder(tmp_path / "g", both),
+            r"g: 1 annotated video\(s\) have no features: 'v3'; .* 3 videos are 6-d but 7-d: 'v2'",
+        ),
         "npy missing": (npy_folder(tmp_path / "a", missing), r"1 annotated video\(s\) .*'v3'"),
         "npy dim": (npy_folder(tmp_path / "b", other_dim), r"4 videos are 6-d but 7-d: 'v2'"),
         "npy nan": (npy_folder(tmp_path / "c", nan), r"video 'v4' has NaN/Inf"),

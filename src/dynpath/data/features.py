@@ -364,27 +364,31 @@ def check_features(
     """The one feature dimension of ``shapes``, after checking every video of ``expected`` (the
     annotated ones) is there, every array is [T, D] with T > 0 and every D is the same; raises a
     :class:`DataError` that names the videos at fault."""
+    problems = []
     if expected is not None:
         missing = sorted(set(expected) - set(shapes))
         if missing:
-            raise DataError(
-                f"{src}: {len(missing)} annotated video(s) have no features: {_listing(missing)}"
+            problems.append(
+                f"{len(missing)} annotated video(s) have no features: {_listing(missing)}"
             )
     bad = [v for v, shape in shapes.items() if len(shape) != 2 or shape[0] == 0]
     if bad:
         v = sorted(bad)[0]
-        raise DataError(f"{src}: video {v!r}: expected [T, D] with T > 0, got {shapes[v]}")
+        problems.append(f"video {v!r}: expected [T, D] with T > 0, got {shapes[v]}")
     dims: dict[int, list[str]] = {}
     for v, shape in shapes.items():
-        dims.setdefault(int(shape[1]), []).append(v)
+        if v not in bad:
+            dims.setdefault(int(shape[1]), []).append(v)
     if len(dims) > 1:
         common = max(dims, key=lambda d: len(dims[d]))
         others = {d: vs for d, vs in dims.items() if d != common}
         detail = "; ".join(f"{d}-d: {_listing(vs)}" for d, vs in sorted(others.items()))
-        raise DataError(
-            f"{src}: features of more than one dimension: {len(dims[common])} videos are "
+        problems.append(
+            f"features of more than one dimension: {len(dims[common])} videos are "
             f"{common}-d but {detail}"
         )
+    if problems:
+        raise DataError(f"{src}: " + "; ".join(problems))
     return next(iter(dims))
 
 

@@ -140,7 +140,7 @@ def read_predictions(path: str | Path) -> tuple[str, list[tuple[int, dict[str, A
                 rec = json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(
-                    f"{where}: not valid JSON ({err.msg} at column {err.colno}); "
+                    f"{where}: not valid JSON ({err.msg}, column {err.colno}); "
                     "a truncated or corrupted line"
                 ) from None
             if not isinstance(rec, dict):
