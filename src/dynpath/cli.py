@@ -240,6 +240,43 @@ def _data_stats(args: argparse.Namespace) -> Any:
     return None
 
 
+def _params_or_defaults(args: argparse.Namespace) -> Config:
+    """An explicit --params must exist; without one, ./params.yaml when present, else defaults."""
+    explicit = bool(getattr(args, "params_explicit", False))
+    return _cfg(args) if explicit or DEFAULT_PARAMS.exists() else Config()
+
+
+def _score(args: argparse.Namespace) -> Any:
+    from dynpath.steps import score
+
+    cfg = _params_or_defaults(args)
+    return score.run(
+        cfg,
+        predictions=Path(args.predictions),
+        dataset=args.dataset or cfg.data.dataset,
+        root=Path(args.root or cfg.data.root),
+        split=args.split,
+        allow_missing=args.allow_missing,
+    )
+
+
+def _features(args: argparse.Namespace) -> Any:
+    from dynpath.steps import features
+
+    cfg = _params_or_defaults(args)
+    output = _output_file(Path(args.output or cfg.data.features), "--output")
+    with _writing(output):
+        return features.run_import(
+            cfg,
+            src=Path(args.source),
+            output=output,
+            dataset=args.dataset or cfg.data.dataset,
+            root=Path(args.root or cfg.data.root),
+            backbone=args.backbone,
+            pretrained=args.pretrained,
+        )
+
+
 def _model_info(args: argparse.Namespace) -> Any:
     from dynpath.model.registry import model_info
 
@@ -417,10 +454,55 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("data-stats", _data_stats, "data report of an annotation set")
     p.add_argument(
-        "--dataset", required=True, choices=["charades_sta", "tacos", "jsonl", "synthetic"]
+        "--dataset",
+        required=True,
+        choices=["charades_sta", "tacos", "activitynet", "jsonl", "synthetic"],
     )
     p.add_argument("--root", required=True)
     p.add_argument("--json", action="store_true")
+
+    p = add(
+        "features",
+        _features,
+        "import a downloaded feature release (folder of <vid>.npy, or an HDF5 file with one "
+        "dataset per video) into the HDF5 store, checked against the annotations",
+    )
+    p.add_argument("action", choices=["import"])
+    p.add_argument("source", help="folder of <video id>.npy files, or an HDF5 file")
+    p.add_argument("--output", help="HDF5 feature store to write (default: data.features)")
+    p.add_argument(
+        "--dataset",
+        choices=["charades_sta", "tacos", "activitynet", "jsonl", "synthetic"],
+        help="annotation format whose videos must all be present (default: data.dataset)",
+    )
+    p.add_argument("--root", help="annotation directory (default: data.root)")
+    p.add_argument("--backbone", help="backbone name to record (default: extract.backbone)")
+    p.add_argument(
+        "--pretrained",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="whether the features come from pretrained weights (default: yes)",
+    )
+
+    p = add(
+        "score",
+        _score,
+        "R@1/R@5 at eval.iou_thresholds and mIoU of a predictions file (dynpath predictions.jsonl "
+        "or Moment-DETR/Lighthouse pred_relevant_windows) against a dataset's annotations",
+    )
+    p.add_argument("predictions", help="the .jsonl file, one JSON object per query")
+    p.add_argument(
+        "--dataset",
+        choices=["charades_sta", "tacos", "activitynet", "jsonl", "synthetic"],
+        help="annotation format (default: data.dataset)",
+    )
+    p.add_argument("--root", help="annotation directory (default: data.root)")
+    p.add_argument("--split", default="test", choices=["train", "val", "test"])
+    p.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="score only the predicted queries when some annotated ones have no prediction",
+    )
 
     p = add("model-info", _model_info, "parameter count of every registered variant")
     p.add_argument("--json", action="store_true")

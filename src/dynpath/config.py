@@ -100,7 +100,7 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where annotations, videos and features live, and how sequences are bounded."""
 
-    dataset: Literal["synthetic", "charades_sta", "tacos", "jsonl"] = "synthetic"
+    dataset: Literal["synthetic", "charades_sta", "tacos", "activitynet", "jsonl"] = "synthetic"
     name: str = "synthetic"  # experiment / registered-model suffix: dynpath-<name>
     root: str = "data/synthetic"  # annotation files (format given by `dataset`)
     videos: str = "data/synthetic/videos"  # raw videos for `extract`

@@ -1,4 +1,4 @@
-"""Annotation readers (Charades-STA, TACoS, JSONL, synthetic) and the single ``load_splits`` entry.
+"""Annotation readers (Charades-STA, TACoS, ActivityNet, JSONL, synthetic); one ``load_splits``.
 
 Every reader turns its native format into :class:`~dynpath.data.types.Moment` records in SECONDS
 plus a :class:`~dynpath.data.types.DataReport`. The rules are the same for every format, so that a
@@ -343,6 +343,86 @@ def read_tacos(root: Path) -> tuple[Splits, DataReport]:
             continue
         _require(path, f"TACoS {split} annotations")
         splits[split] = _read_tacos_file(path, split, report)
+    return splits, report
+
+
+# --------------------------------------------------------------------------- ActivityNet Captions
+
+#: The files of the ActivityNet Captions release and the split each one is. ``val_1`` is the
+#: validation split and ``val_2`` the test split, as EAMAT (``datasets/activitynet.py``: "val_1.json
+#: is renamed as val.json, val_2.json is renamed as test.json") and 2D-TAN use them; the official
+#: test annotations were never released.
+ACTIVITYNET_FILES = {"train": "train.json", "val": "val_1.json", "test": "val_2.json"}
+
+
+def _read_activitynet_file(path: Path, split: str, report: DataReport) -> list[Moment]:
+    raw = _load_json(path)
+    if not isinstance(raw, dict):
+        raise DataError(
+            f"{path}: expected an object keyed by video id (ActivityNet Captions format "
+            "{video: {duration, timestamps, sentences}})"
+        )
+    b = _SplitBuilder(report, split, path)
+    number = 0
+    for vid, entry in raw.items():
+        if not isinstance(entry, dict):
+            kind = type(entry).__name__
+            raise DataError(f"{path}: video {vid!r}: expected an object, got {kind}")
+        stamps, sentences = entry.get("timestamps"), entry.get("sentences")
+        if not isinstance(stamps, list) or not isinstance(sentences, list):
+            raise DataError(f"{path}: video {vid!r}: needs lists 'timestamps' and 'sentences'")
+        if len(stamps) != len(sentences):
+            raise DataError(
+                f"{path}: video {vid!r}: {len(stamps)} timestamps but {len(sentences)} sentences"
+            )
+        has_duration = entry.get("duration") is not None
+        duration = _as_duration(entry.get("duration"))
+        if has_duration and duration is None:
+            duration = float("nan")  # present but not a number: "invalid duration"
+        for k, (stamp, sentence) in enumerate(zip(stamps, sentences, strict=True)):
+            number += 1
+            b.line()
+            text = f"{vid}[{k}]: {stamp!r} {sentence!r}"
+            try:
+                if not isinstance(sentence, str) or len(stamp) != 2:
+                    raise ValueError
+                start, end = float(stamp[0]), float(stamp[1])
+            except (TypeError, ValueError):
+                b.skip(number, "unparsable", text)
+                continue
+            b.add(
+                line=number,
+                text=text,
+                qid=f"{split}-{vid}-{k}",
+                vid=str(vid),
+                query=sentence,
+                start=start,
+                end=end,
+                duration=duration,
+                known_video=True,
+            )
+    return b.finish()
+
+
+@READERS.register("activitynet")
+def read_activitynet(root: Path) -> tuple[Splits, DataReport]:
+    """ActivityNet Captions JSON: ``{"v_xxx": {"duration": s, "timestamps": [[s0, s1], ...],
+    "sentences": [...]}}``, times in SECONDS; ``train.json``, ``val_1.json`` (validation,
+    optional: carved from train when absent) and ``val_2.json`` (test), see ACTIVITYNET_FILES.
+
+    A "line" of the report is one (timestamp, sentence) pair, numbered from 1 through the file in
+    its order; reversed spans (start > end, a few in the public release) are skipped as
+    ``start >= end`` and ends beyond the video's duration are clipped, as for every dataset.
+    """
+    report = DataReport(dataset="activitynet")
+    report.notes.append("splits: train.json = train, val_1.json = val, val_2.json = test")
+    splits: Splits = {}
+    for split, name in ACTIVITYNET_FILES.items():
+        path = root / name
+        if split == "val" and not path.is_file():
+            continue
+        _require(path, f"ActivityNet Captions {split} annotations ({name})")
+        splits[split] = _read_activitynet_file(path, split, report)
     return splits, report
 
 

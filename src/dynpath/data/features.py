@@ -289,6 +289,156 @@ def import_hdf5(src: str | Path, dst: str | Path, attrs: Mapping[str, Any]) -> d
         return _write_items(dst, items(), {**attrs, "source": str(src)}, len(keys))
 
 
+# --------------------------------------------------------------------------- import (checked)
+
+#: How many names an error lists before "... and N more".
+_LISTED = 8
+
+
+def _listing(names: Iterable[str]) -> str:
+    names = sorted(names)
+    head = ", ".join(repr(n) for n in names[:_LISTED])
+    return head + (f" and {len(names) - _LISTED} more" if len(names) > _LISTED else "")
+
+
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    """[1, T, D] (a batch axis some releases keep) -> [T, D]; other shapes unchanged."""
+    while len(shape) > 2 and shape[0] == 1:
+        shape = shape[1:]
+    return shape
+
+
+def _h5_dataset(obj: Any) -> Any:
+    """The [T, D] dataset of a top-level HDF5 entry: the entry itself, or the one dataset of a
+    group (the ActivityNet C3D release: ``f["v_xxx"]["c3d_features"]``); None otherwise."""
+    import h5py
+
+    if isinstance(obj, h5py.Dataset):
+        return obj
+    if isinstance(obj, h5py.Group):
+        children = [obj[k] for k in obj]
+        if len(children) == 1 and isinstance(children[0], h5py.Dataset):
+            return children[0]
+    return None
+
+
+def scan_features(src: str | Path) -> tuple[str, dict[str, tuple[int, ...]]]:
+    """The layout of a feature release (``"npy"``: a folder of ``<vid>.npy``; ``"hdf5"``: a file
+    with one dataset, or one group holding one dataset, per video; dynpath's own store is one)
+    and each video's array shape, read from the headers only (no feature is loaded)."""
+    import h5py
+
+    src = Path(src)
+    shapes: dict[str, tuple[int, ...]] = {}
+    if src.is_dir():
+        files = sorted(src.glob("*.npy"))
+        if not files:
+            raise DataError(f"{src}: no .npy feature files in this folder")
+        for f in files:
+            try:
+                arr = np.load(f, mmap_mode="r", allow_pickle=False)
+            except (ValueError, OSError) as err:
+                raise DataError(f"{f}: not a readable .npy array ({err})") from None
+            shapes[f.stem] = _squeezed(tuple(arr.shape))
+        return "npy", shapes
+    if not src.exists():
+        raise DataError(f"{src}: feature folder or HDF5 file not found")
+    try:
+        fin = h5py.File(src, "r")
+    except OSError as err:
+        raise DataError(f"{src}: neither a folder of .npy files nor an HDF5 file ({err})") from None
+    with fin:
+        for key in fin:
+            ds = _h5_dataset(fin[key])
+            if ds is None:
+                raise DataError(f"{src}: {key!r} is neither a [T, D] dataset nor a group of one")
+            shapes[key] = _squeezed(tuple(ds.shape))
+    if not shapes:
+        raise DataError(f"{src}: no datasets in this HDF5 file")
+    return "hdf5", shapes
+
+
+def check_features(
+    src: str | Path, shapes: Mapping[str, tuple[int, ...]], expected: Iterable[str] | None
+) -> int:
+    """The one feature dimension of ``shapes``, after checking every video of ``expected`` (the
+    annotated ones) is there, every array is [T, D] with T > 0 and every D is the same; raises a
+    :class:`DataError` that names the videos at fault."""
+    problems = []
+    if expected is not None:
+        missing = sorted(set(expected) - set(shapes))
+        if missing:
+            problems.append(
+                f"{len(missing)} annotated video(s) have no features: {_listing(missing)}"
+            )
+    bad = [v for v, shape in shapes.items() if len(shape) != 2 or shape[0] == 0]
+    if bad:
+        v = sorted(bad)[0]
+        problems.append(f"video {v!r}: expected [T, D] with T > 0, got {shapes[v]}")
+    dims: dict[int, list[str]] = {}
+    for v, shape in shapes.items():
+        if v not in bad:
+            dims.setdefault(int(shape[1]), []).append(v)
+    if len(dims) > 1:
+        common = max(dims, key=lambda d: len(dims[d]))
+        others = {d: vs for d, vs in dims.items() if d != common}
+        detail = "; ".join(f"{d}-d: {_listing(vs)}" for d, vs in sorted(others.items()))
+        problems.append(
+            f"features of more than one dimension: {len(dims[common])} videos are "
+            f"{common}-d but {detail}"
+        )
+    if problems:
+        raise DataError(f"{src}: " + "; ".join(problems))
+    return next(iter(dims))
+
+
+def import_features(
+    src: str | Path,
+    dst: str | Path,
+    attrs: Mapping[str, Any],
+    expected: Iterable[str] | None = None,
+    defaults: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Import a feature release (:func:`scan_features`) into a store at ``dst``, checked first
+    (:func:`check_features`: every ``expected`` video present, one dimension) and then, video by
+    video while writing, for NaN/Inf. Nothing is written unless everything passes (temp file,
+    then rename). The store's attributes: ``defaults``, then an HDF5 source's own (a dynpath
+    store keeps its provenance), then ``attrs`` (what the user said). Returns a summary with the
+    number of videos imported that no annotation names."""
+    import h5py
+
+    src, dst = Path(src), Path(dst)
+    kind, shapes = scan_features(src)
+    expected_set = set(expected) if expected is not None else None
+    dim = check_features(src, shapes, expected_set)
+    out_attrs: dict[str, Any] = {"source": str(src), **dict(defaults or {})}
+    keys = sorted(shapes)
+
+    def npy_items() -> Iterator[tuple[str, np.ndarray]]:
+        for vid in keys:
+            yield vid, np.load(src / f"{vid}.npy", allow_pickle=False).reshape(shapes[vid])
+
+    created = not dst.parent.exists()
+    try:
+        if kind == "npy":
+            out_attrs.update({**attrs, "dim": dim})
+            summary = _write_items(dst, npy_items(), out_attrs, len(keys))
+        else:
+            with h5py.File(src, "r") as fin:
+                own = {k: _plain(v) for k, v in fin.attrs.items() if k in REQUIRED_ATTRS}
+                out_attrs.update({**own, **attrs, "dim": dim})
+                if out_attrs.get("weights") == "":
+                    out_attrs["weights"] = None
+                items = ((vid, _h5_dataset(fin[vid])[()].reshape(shapes[vid])) for vid in keys)
+                summary = _write_items(dst, items, out_attrs, len(keys))
+    except BaseException:
+        if created and dst.parent.is_dir() and not any(dst.parent.iterdir()):
+            dst.parent.rmdir()  # nothing of this import is left behind
+        raise
+    extra = sorted(set(keys) - expected_set) if expected_set is not None else []
+    return {**summary, "layout": kind, "source": str(src), "not_annotated": len(extra)}
+
+
 def resample(feats: np.ndarray, max_len: int) -> FloatArray:
     """At most ``max_len`` positions: average the features in ``max_len`` equal bins (VSLNet).
 
