@@ -34,6 +34,7 @@ import torch
 import yaml
 
 from dynpath.config import Config
+from dynpath.data.spans import indices_to_seconds
 from dynpath.device import resolve_device
 from dynpath.errors import CheckpointError, DataError, DynpathError, InputTypeError, UsageError
 from dynpath.model.output import NO_ROUTE, ROUTE_NAMES
@@ -318,9 +319,37 @@ class Localizer:
         given).
         """
         query = check_query(query)
+        return self.predict_queries(
+            [query],
+            video=video,
+            features=features,
+            video_id=video_id,
+            topk=topk,
+            duration=duration,
+        )[0]
+
+    def predict_queries(
+        self,
+        queries: Sequence[str],
+        video: str | Path | None = None,
+        features: Any = None,
+        video_id: str | None = None,
+        topk: int = 5,
+        duration: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """One answer per query (in order) for one video, as :meth:`predict` gives it: the
+        video is decoded and its clip features extracted once, whatever the number of queries
+        (the 3D-CNN is the costly part of a call; the model itself runs once per query)."""
+        if isinstance(queries, str | bytes | bytearray) or not isinstance(queries, Sequence):
+            raise InputTypeError("queries must be a list of texts")
+        if not queries:
+            raise UsageError("no query given")
+        queries = [check_query(q) for q in queries]
+        for n, q in enumerate(queries):
+            if not q.strip():
+                which = "query" if len(queries) == 1 else f"query {n + 1}"
+                raise DataError(f"{which} is empty")
         topk = check_topk(topk)
-        if not query.strip():
-            raise DataError("query is empty")
         if duration is not None:
             duration = check_duration(duration)
         if video is not None and not isinstance(video, str | os.PathLike):
@@ -331,6 +360,8 @@ class Localizer:
             raise UsageError("duration is read from the video file; give it only with features")
         if video_id is not None and not isinstance(video_id, str):
             raise InputTypeError(f"video_id must be a string, got {video_id!r}")
+        for q in queries:  # every query checked before the (slow) video decode
+            self._encode(q)
         if video is not None:
             feats, dur = self._features_from_video(video)
         elif isinstance(features, str | os.PathLike):
@@ -342,7 +373,8 @@ class Localizer:
             dur = duration
         else:
             raise DataError("give a video file or features (array or HDF5 store + video id)")
-        return self.predict_features(feats, query, dur, topk)
+        n = len(queries)
+        return self.predict_batch([feats] * n, queries, [dur] * n, topk)
 
     def predict_features(
         self, feats: np.ndarray, query: str, duration: float, topk: int = 5
@@ -379,11 +411,17 @@ class Localizer:
         durations: Sequence[float],
         topk: int = 5,
     ) -> list[dict[str, Any]]:
-        """Several (features, query, duration) triples in one forward pass, decoded by the
-        evaluator's :func:`~dynpath.engine.evaluator.decode_batch` (what was scored is served)."""
+        """Several (features, query, duration) triples, decoded by the evaluator's
+        :func:`~dynpath.engine.evaluator.decode_batch` (what was scored is served).
+
+        Videos of at most ``data.max_len`` clips share one forward pass; a longer video runs on
+        overlapping windows of ``max_len`` clips whose spans are merged
+        (:mod:`dynpath.inference.windows`; its result has ``"windows"`` > 1), instead of being
+        squeezed into ``max_len`` bins.
+        """
         from dynpath.data.dataset import collate
-        from dynpath.data.features import resample
         from dynpath.engine.evaluator import decode_batch
+        from dynpath.inference.windows import decode_windows
 
         topk = check_topk(topk)
         if not len(feats) == len(queries) == len(durations):
@@ -391,6 +429,7 @@ class Localizer:
                 f"{len(feats)} feature matrices, {len(queries)} queries and {len(durations)} "
                 "durations: give one of each per item"
             )
+        max_len = self.cfg.data.max_len
         items: list[dict[str, Any]] = []
         for f, q, d in zip(feats, queries, durations, strict=True):
             q = check_query(q)
@@ -404,10 +443,9 @@ class Localizer:
             if not d > 0:
                 raise DataError(f"duration must be > 0 seconds, got {d}")
             words = np.asarray(self._encode(q), np.int64)
-            video = resample(f, self.cfg.data.max_len)
             items.append(
                 {
-                    "video": video,
+                    "video": f,
                     "words": words,
                     "start": 0.0,
                     "end": float(d),
@@ -417,36 +455,76 @@ class Localizer:
                     "query": q,
                 }
             )
-        batch = collate(items).to(self.device)
-        with torch.inference_mode():
-            out, preds = decode_batch(self.model, batch, k=topk, nms_iou=self.cfg.eval.nms_iou)
-            if not (
-                torch.isfinite(out.start_logits).all() and torch.isfinite(out.end_logits).all()
-            ):
-                raise DataError(
-                    "the model's scores are not finite for these features: their values are "
-                    "out of the range the model was trained on (e.g. 1e38); check the features"
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        short = [n for n, it in enumerate(items) if it["video"].shape[0] <= max_len]
+        if short:
+            batch = collate([items[n] for n in short]).to(self.device)
+            with torch.inference_mode():
+                out, preds = decode_batch(self.model, batch, k=topk, nms_iou=self.cfg.eval.nms_iou)
+                if not (
+                    torch.isfinite(out.start_logits).all() and torch.isfinite(out.end_logits).all()
+                ):
+                    raise DataError(
+                        "the model's scores are not finite for these features: their values are "
+                        "out of the range the model was trained on (e.g. 1e38); check the features"
+                    )
+            for b, (n, pred) in enumerate(zip(short, preds, strict=True)):
+                probs = None if out.route_probs is None else out.route_probs[b].float().cpu()
+                results[n] = self._result(
+                    items[n],
+                    [(s, e, score) for s, e, score in pred.spans],
+                    pred.route,
+                    None if probs is None else probs.tolist(),
+                    windows=1,
                 )
-        results = []
-        for b, (item, pred) in enumerate(zip(items, preds, strict=True)):
-            spans = [
+        for n, item in enumerate(items):
+            if results[n] is not None:
+                continue
+            video, duration = item["video"], item["duration"]
+            answer = decode_windows(
+                self.model,
+                video,
+                item["words"],
+                topk,
+                self.cfg.eval.nms_iou,
+                max_len,
+                self.device,
+            )
+            t = video.shape[0]
+            spans = []
+            for c in answer.spans:
+                start, end = indices_to_seconds(c.start, c.end, duration, t)
+                spans.append((start, end, c.score))
+            results[n] = self._result(
+                item, spans, answer.route, answer.route_probs, windows=len(answer.starts)
+            )
+        return [r for r in results if r is not None]
+
+    def _result(
+        self,
+        item: dict[str, Any],
+        spans: Sequence[tuple[float, float, float]],
+        route: int,
+        route_probs: Sequence[float] | None,
+        windows: int,
+    ) -> dict[str, Any]:
+        """One answer: spans in seconds (best first), the route and its probabilities."""
+        result: dict[str, Any] = {
+            "query": item["query"],
+            "spans": [
                 {"start": round(start, 3), "end": round(end, 3), "score": score}
-                for start, end, score in pred.spans
-            ]
-            result: dict[str, Any] = {
-                "query": item["query"],
-                "spans": spans,
-                "route": None if pred.route == NO_ROUTE else ROUTE_NAMES[pred.route],
-                "duration": round(float(item["duration"]), 3),
-                "variant": self.variant,
+                for start, end, score in spans
+            ],
+            "route": None if route == NO_ROUTE else ROUTE_NAMES[route],
+            "duration": round(float(item["duration"]), 3),
+            "variant": self.variant,
+            "windows": windows,
+        }
+        if route_probs is not None:
+            result["route_probs"] = {
+                n: round(p, 4) for n, p in zip(ROUTE_NAMES, route_probs, strict=True)
             }
-            if out.route_probs is not None:
-                probs = out.route_probs[b].float().cpu().tolist()
-                result["route_probs"] = {
-                    n: round(p, 4) for n, p in zip(ROUTE_NAMES, probs, strict=True)
-                }
-            results.append(result)
-        return results
+        return result
 
 
 # --------------------------------------------------------------------------- helpers
