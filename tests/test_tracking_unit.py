@@ -224,8 +224,10 @@ def test_localizer_from_training_dir_returns_ranked_spans_in_seconds(localizer: 
     assert scores == sorted(scores, reverse=True) and all(0 < s <= 1 for s in scores)
     for s in spans:
         assert 0.0 <= s["start"] < s["end"] <= 30.0
-        # on the docs/design.md grid: T = 16 positions (resampled from 40) over 30 s
-        assert s["start"] / (30.0 / 16) == pytest.approx(round(s["start"] / (30.0 / 16)), abs=1e-3)
+        # on the docs/design.md grid of the video's own 40 clips over 30 s (longer than
+        # max_len = 16: windows at the clip rate, not 16 averaged bins)
+        assert s["start"] / (30.0 / 40) == pytest.approx(round(s["start"] / (30.0 / 40)), abs=1e-3)
+    assert out["windows"] == 4  # windows of 16 clips starting at 0, 8, 16, 24
     assert len({(s["start"], s["end"]) for s in spans}) == 5  # distinct moments
     text = format_spans(out)
     assert QUERY in text and f"{spans[0]['start']:.2f}" in text

@@ -290,9 +290,28 @@ def _model_info(args: argparse.Namespace) -> Any:
     return None
 
 
-def _localize(args: argparse.Namespace) -> Any:
-    from dynpath.inference.localizer import Localizer, format_spans
+def _read_queries(path: str) -> list[str]:
+    """``--queries FILE``: one query per line (UTF-8); blank lines are skipped."""
+    from dynpath.errors import DataError
 
+    file = Path(path)
+    if file.is_dir():
+        raise DataError(f"--queries {file}: is a directory; give a text file, one query a line")
+    if not file.is_file():
+        raise DataError(f"--queries {file}: file not found")
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise DataError(
+            f"--queries {file}: not UTF-8 text (byte {err.start}); re-save it as UTF-8"
+        ) from None
+    queries = [line.strip() for line in text.splitlines() if line.strip()]
+    if not queries:
+        raise DataError(f"--queries {file}: no query in the file (only empty lines)")
+    return queries
+
+
+def _localize(args: argparse.Namespace) -> Any:
     if args.video is not None and args.features is not None:
         raise UsageError("--video and --features: give one source of features, not both")
     if args.video is not None and args.duration is not None:
@@ -302,18 +321,27 @@ def _localize(args: argparse.Namespace) -> Any:
         )
     if args.video_id is not None and args.features is None:
         raise UsageError("--video-id needs --features (the HDF5 store it names a video of)")
+    queries = list(args.query or [])
+    if args.queries is not None:
+        queries += _read_queries(args.queries)
+    if not queries:
+        raise UsageError("give --query TEXT (repeatable) or --queries FILE (one query a line)")
+
+    from dynpath.inference.localizer import Localizer, format_spans
+
     loc = Localizer.load(args.model, device=args.device)
-    result = loc.predict(
+    results = loc.predict_queries(
+        queries,
         video=args.video,
-        query=args.query,
         features=args.features,
         video_id=args.video_id,
         topk=args.topk,
         duration=args.duration,
     )
+    several = len(results) > 1 or args.queries is not None
     if args.json:
-        return result
-    print(format_spans(result))
+        return results if several else results[0]
+    print("\n\n".join(format_spans(r) for r in results))
     return None
 
 
@@ -511,7 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--model", required=True, help="models:/NAME@ALIAS, runs:/ID/model or a directory"
     )
-    p.add_argument("--query", required=True)
+    p.add_argument(
+        "--query",
+        action="append",
+        help="the sentence to localize; repeat it for several (the video is decoded once)",
+    )
+    p.add_argument("--queries", help="text file of queries, one a line (blank lines skipped)")
     p.add_argument("--video", help="video file (features extracted on the fly)")
     p.add_argument("--features", help="HDF5 feature store instead of a video")
     p.add_argument("--video-id", help="video id in --features")
@@ -520,7 +553,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--topk", type=_positive_int, default=5)
     p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda[:N]")
-    p.add_argument("--json", action="store_true")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="JSON: one object, or a list of one object per query (several, or --queries)",
+    )
 
     p = add("demo", _demo, "serve a local web page to try a model on a video and a sentence")
     p.add_argument(

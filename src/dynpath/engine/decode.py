@@ -72,18 +72,27 @@ def _index_iou(s: Tensor, e: Tensor, starts: Tensor, ends: Tensor) -> Tensor:
 
 
 def topk_spans(
-    start_logits: Tensor, end_logits: Tensor, mask: Tensor, k: int, nms_iou: float
+    start_logits: Tensor,
+    end_logits: Tensor,
+    mask: Tensor,
+    k: int,
+    nms_iou: float,
+    allowed: Tensor | None = None,
 ) -> TopK:
     """The k best spans per query with greedy temporal NMS at IoU threshold ``nms_iou``.
 
     A span is suppressed when its IoU with an already chosen span is strictly greater than
     ``nms_iou``; the chosen span itself is always removed, so ``nms_iou=1.0`` means "no NMS" and
     still returns k distinct spans. Queries with fewer than k candidate spans (tiny T) get
-    ``valid=False`` in the remaining slots.
+    ``valid=False`` in the remaining slots. ``allowed`` ([B, T, T] or [T, T] bool, optional)
+    restricts the candidates further: the long-video windows of
+    :mod:`dynpath.inference.windows` allow each window only the spans it owns.
     """
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     work = span_log_scores(start_logits, end_logits, mask)
+    if allowed is not None:
+        work = work.masked_fill(~allowed.bool(), float("-inf"))
     b, t, _ = work.shape
     grid = torch.arange(t, device=work.device)
     starts = grid.view(t, 1).expand(t, t)

@@ -34,6 +34,7 @@ import torch
 import yaml
 
 from dynpath.config import Config
+from dynpath.data.spans import indices_to_seconds
 from dynpath.device import resolve_device
 from dynpath.errors import CheckpointError, DataError, DynpathError, InputTypeError, UsageError
 from dynpath.model.output import NO_ROUTE, ROUTE_NAMES
@@ -244,6 +245,9 @@ class Localizer:
             raise DynpathError(f"{local}: neither an MLflow model (MLmodel) nor {WEIGHTS_FILE}")
         if "://" not in text and not text.startswith(("models:", "runs:")):
             raise DynpathError(f"{text}: no such file or directory, and not an MLflow URI")
+        cached = cached_registry_model(text, tracking_uri)
+        if cached is not None:
+            return cls.from_pyfunc_dir(cached, device)
         downloaded = download_model(text, tracking_uri)
         try:
             loc = cls.from_pyfunc_dir(downloaded, device)
@@ -318,9 +322,37 @@ class Localizer:
         given).
         """
         query = check_query(query)
+        return self.predict_queries(
+            [query],
+            video=video,
+            features=features,
+            video_id=video_id,
+            topk=topk,
+            duration=duration,
+        )[0]
+
+    def predict_queries(
+        self,
+        queries: Sequence[str],
+        video: str | Path | None = None,
+        features: Any = None,
+        video_id: str | None = None,
+        topk: int = 5,
+        duration: float | None = None,
+    ) -> list[dict[str, Any]]:
+        """One answer per query (in order) for one video, as :meth:`predict` gives it: the
+        video is decoded and its clip features extracted once, whatever the number of queries
+        (the 3D-CNN is the costly part of a call; the model itself runs once per query)."""
+        if isinstance(queries, str | bytes | bytearray) or not isinstance(queries, Sequence):
+            raise InputTypeError("queries must be a list of texts")
+        if not queries:
+            raise UsageError("no query given")
+        queries = [check_query(q) for q in queries]
+        for n, q in enumerate(queries):
+            if not q.strip():
+                which = "query" if len(queries) == 1 else f"query {n + 1}"
+                raise DataError(f"{which} is empty")
         topk = check_topk(topk)
-        if not query.strip():
-            raise DataError("query is empty")
         if duration is not None:
             duration = check_duration(duration)
         if video is not None and not isinstance(video, str | os.PathLike):
@@ -331,6 +363,8 @@ class Localizer:
             raise UsageError("duration is read from the video file; give it only with features")
         if video_id is not None and not isinstance(video_id, str):
             raise InputTypeError(f"video_id must be a string, got {video_id!r}")
+        for q in queries:  # every query checked before the (slow) video decode
+            self._encode(q)
         if video is not None:
             feats, dur = self._features_from_video(video)
         elif isinstance(features, str | os.PathLike):
@@ -342,7 +376,8 @@ class Localizer:
             dur = duration
         else:
             raise DataError("give a video file or features (array or HDF5 store + video id)")
-        return self.predict_features(feats, query, dur, topk)
+        n = len(queries)
+        return self.predict_batch([feats] * n, queries, [dur] * n, topk)
 
     def predict_features(
         self, feats: np.ndarray, query: str, duration: float, topk: int = 5
@@ -379,11 +414,17 @@ class Localizer:
         durations: Sequence[float],
         topk: int = 5,
     ) -> list[dict[str, Any]]:
-        """Several (features, query, duration) triples in one forward pass, decoded by the
-        evaluator's :func:`~dynpath.engine.evaluator.decode_batch` (what was scored is served)."""
+        """Several (features, query, duration) triples, decoded by the evaluator's
+        :func:`~dynpath.engine.evaluator.decode_batch` (what was scored is served).
+
+        Videos of at most ``data.max_len`` clips share one forward pass; a longer video runs on
+        overlapping windows of ``max_len`` clips whose spans are merged
+        (:mod:`dynpath.inference.windows`; its result has ``"windows"`` > 1), instead of being
+        squeezed into ``max_len`` bins.
+        """
         from dynpath.data.dataset import collate
-        from dynpath.data.features import resample
         from dynpath.engine.evaluator import decode_batch
+        from dynpath.inference.windows import decode_windows
 
         topk = check_topk(topk)
         if not len(feats) == len(queries) == len(durations):
@@ -391,6 +432,7 @@ class Localizer:
                 f"{len(feats)} feature matrices, {len(queries)} queries and {len(durations)} "
                 "durations: give one of each per item"
             )
+        max_len = self.cfg.data.max_len
         items: list[dict[str, Any]] = []
         for f, q, d in zip(feats, queries, durations, strict=True):
             q = check_query(q)
@@ -404,10 +446,9 @@ class Localizer:
             if not d > 0:
                 raise DataError(f"duration must be > 0 seconds, got {d}")
             words = np.asarray(self._encode(q), np.int64)
-            video = resample(f, self.cfg.data.max_len)
             items.append(
                 {
-                    "video": video,
+                    "video": f,
                     "words": words,
                     "start": 0.0,
                     "end": float(d),
@@ -417,36 +458,76 @@ class Localizer:
                     "query": q,
                 }
             )
-        batch = collate(items).to(self.device)
-        with torch.inference_mode():
-            out, preds = decode_batch(self.model, batch, k=topk, nms_iou=self.cfg.eval.nms_iou)
-            if not (
-                torch.isfinite(out.start_logits).all() and torch.isfinite(out.end_logits).all()
-            ):
-                raise DataError(
-                    "the model's scores are not finite for these features: their values are "
-                    "out of the range the model was trained on (e.g. 1e38); check the features"
+        results: list[dict[str, Any] | None] = [None] * len(items)
+        short = [n for n, it in enumerate(items) if it["video"].shape[0] <= max_len]
+        if short:
+            batch = collate([items[n] for n in short]).to(self.device)
+            with torch.inference_mode():
+                out, preds = decode_batch(self.model, batch, k=topk, nms_iou=self.cfg.eval.nms_iou)
+                if not (
+                    torch.isfinite(out.start_logits).all() and torch.isfinite(out.end_logits).all()
+                ):
+                    raise DataError(
+                        "the model's scores are not finite for these features: their values are "
+                        "out of the range the model was trained on (e.g. 1e38); check the features"
+                    )
+            for b, (n, pred) in enumerate(zip(short, preds, strict=True)):
+                probs = None if out.route_probs is None else out.route_probs[b].float().cpu()
+                results[n] = self._result(
+                    items[n],
+                    [(s, e, score) for s, e, score in pred.spans],
+                    pred.route,
+                    None if probs is None else probs.tolist(),
+                    windows=1,
                 )
-        results = []
-        for b, (item, pred) in enumerate(zip(items, preds, strict=True)):
-            spans = [
+        for n, item in enumerate(items):
+            if results[n] is not None:
+                continue
+            video, duration = item["video"], item["duration"]
+            answer = decode_windows(
+                self.model,
+                video,
+                item["words"],
+                topk,
+                self.cfg.eval.nms_iou,
+                max_len,
+                self.device,
+            )
+            t = video.shape[0]
+            spans = []
+            for c in answer.spans:
+                start, end = indices_to_seconds(c.start, c.end, duration, t)
+                spans.append((start, end, c.score))
+            results[n] = self._result(
+                item, spans, answer.route, answer.route_probs, windows=len(answer.starts)
+            )
+        return [r for r in results if r is not None]
+
+    def _result(
+        self,
+        item: dict[str, Any],
+        spans: Sequence[tuple[float, float, float]],
+        route: int,
+        route_probs: Sequence[float] | None,
+        windows: int,
+    ) -> dict[str, Any]:
+        """One answer: spans in seconds (best first), the route and its probabilities."""
+        result: dict[str, Any] = {
+            "query": item["query"],
+            "spans": [
                 {"start": round(start, 3), "end": round(end, 3), "score": score}
-                for start, end, score in pred.spans
-            ]
-            result: dict[str, Any] = {
-                "query": item["query"],
-                "spans": spans,
-                "route": None if pred.route == NO_ROUTE else ROUTE_NAMES[pred.route],
-                "duration": round(float(item["duration"]), 3),
-                "variant": self.variant,
+                for start, end, score in spans
+            ],
+            "route": None if route == NO_ROUTE else ROUTE_NAMES[route],
+            "duration": round(float(item["duration"]), 3),
+            "variant": self.variant,
+            "windows": windows,
+        }
+        if route_probs is not None:
+            result["route_probs"] = {
+                n: round(p, 4) for n, p in zip(ROUTE_NAMES, route_probs, strict=True)
             }
-            if out.route_probs is not None:
-                probs = out.route_probs[b].float().cpu().tolist()
-                result["route_probs"] = {
-                    n: round(p, 4) for n, p in zip(ROUTE_NAMES, probs, strict=True)
-                }
-            results.append(result)
-        return results
+        return result
 
 
 # --------------------------------------------------------------------------- helpers
@@ -524,6 +605,107 @@ def download_model(uri: str, tracking_uri: str | None = None) -> Path:
     except Exception as err:
         raise DynpathError(f"cannot download model {uri}: {str(err).splitlines()[0]}") from None
     return Path(local)
+
+
+CACHE_ENV = "DYNPATH_CACHE"
+
+
+def cache_dir() -> Path:
+    """Where downloaded registry models are kept: ``$DYNPATH_CACHE``, else
+    ``$XDG_CACHE_HOME/dynpath``, else ``~/.cache/dynpath``."""
+    explicit = os.environ.get(CACHE_ENV, "").strip()
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "dynpath"
+
+
+def _registry_ref(uri: str) -> tuple[str, str | None, str | None] | None:
+    """``models:/NAME@ALIAS`` -> (NAME, ALIAS, None); ``models:/NAME/3`` -> (NAME, None, "3");
+    anything else (a stage such as ``models:/NAME/Production``, ``latest``, a sub-path): None."""
+    rest = uri.removeprefix("models:/").strip("/")
+    if not uri.startswith("models:/") or not rest:
+        return None
+    if "@" in rest and "/" not in rest:
+        name, alias = rest.rsplit("@", 1)
+        return (name, alias, None) if name and alias else None
+    parts = rest.split("/")
+    if len(parts) == 2 and parts[1].isdigit():
+        return parts[0], None, parts[1]
+    return None
+
+
+def cached_registry_model(uri: str, tracking_uri: str | None = None) -> Path | None:
+    """The pyfunc directory of a registry model version, downloaded once into
+    :func:`cache_dir` and reused by later calls; None when ``uri`` does not name a version or
+    an alias (stages, runs, artifact URIs: downloaded each time) or when the cache cannot be
+    written (then the caller downloads to a temporary directory, as before).
+
+    The alias is resolved on every call (a promotion moves it), the download is not: a version
+    of a registered model never changes. The cache entry is keyed by the registry, the name,
+    the version, its run and its creation time, so a registry that was wiped and refilled (a
+    new ``version 1``) never reuses an old download. The download lands in a hidden temporary
+    directory beside the entry and is renamed into place: a crash leaves no half entry, and two
+    processes downloading at once both end with a complete one.
+    """
+    import hashlib
+    import json
+
+    ref = _registry_ref(uri)
+    if ref is None:
+        return None
+    name, alias, version = ref
+    import mlflow
+
+    from dynpath.tracking.mlflow_env import configure_mlflow_env, mlflow_uris
+
+    configure_mlflow_env()
+    uri_store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _params_tracking_uri()
+    try:
+        with mlflow_uris(uri_store):
+            registry = mlflow.get_registry_uri()
+            client = mlflow.MlflowClient()
+            if alias is not None:
+                mv = client.get_model_version_by_alias(name, alias)
+            else:
+                mv = client.get_model_version(name, str(version))
+    except Exception as err:
+        raise DynpathError(f"cannot download model {uri}: {str(err).splitlines()[0]}") from None
+    ident = json.dumps([registry, name, str(mv.version), mv.run_id, mv.creation_timestamp])
+    key = hashlib.sha256(ident.encode("utf-8")).hexdigest()[:16]
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+    entry = cache_dir() / "models" / safe / f"v{mv.version}-{key}"
+    if (entry / "MLmodel").is_file():
+        log.debug("model %s: cached in %s", uri, entry)
+        return entry
+    try:
+        entry.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+    except OSError as err:
+        log.warning("model cache %s not writable (%s): downloading without it", entry, err)
+        return None
+    try:
+        with mlflow_uris(uri_store):
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(tmp / "model")
+                )
+            )
+        if not (local / "MLmodel").is_file():
+            raise DynpathError(f"{uri}: the download has no MLmodel file")
+        try:
+            local.rename(entry)
+        except OSError:
+            if not (entry / "MLmodel").is_file():  # not another process's complete entry
+                raise
+    except DynpathError:
+        raise
+    except Exception as err:
+        raise DynpathError(f"cannot download model {uri}: {str(err).splitlines()[0]}") from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("model %s (version %s) cached in %s", uri, mv.version, entry)
+    return entry
 
 
 def _params_tracking_uri() -> str | None:

@@ -1,0 +1,88 @@
+"""A `models:/` model is downloaded once per version into the cache, then reused; an alias is
+resolved on every call (a promotion moves it)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from mlflow_server import FEATURE_DIM, make_model_dir, tiny_config
+
+from dynpath.inference.localizer import Localizer, cache_dir
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.filterwarnings("ignore:.*An input example was not provided"),
+]
+NAME = "dynpath-cachetest"
+
+
+@pytest.fixture
+def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A sqlite registry with versions 1 and 2 of NAME (different weights); alias champion
+    on version 1."""
+    import mlflow
+
+    from dynpath.tracking.mlflow_env import mlflow_uris
+    from dynpath.tracking.pyfunc_model import build_pyfunc_kwargs
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    arch, resolved = tiny_config().variant("dynamic")
+    with mlflow_uris(store):  # the globals (and their variables) put back afterwards
+        client = mlflow.MlflowClient()
+        for seed in (0, 1):
+            model_dir = make_model_dir(tmp_path / f"m{seed}", seed=seed)
+            kwargs = build_pyfunc_kwargs(
+                model_dir, None, resolved, "dynamic", arch, tmp_path / f"stage{seed}"
+            )
+            with mlflow.start_run():
+                info = mlflow.pyfunc.log_model(name="model", **kwargs)
+            mlflow.register_model(info.model_uri, NAME)
+        client.set_registered_model_alias(NAME, "champion", "1")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store)
+    monkeypatch.setenv("DYNPATH_CACHE", str(tmp_path / "cache"))
+    return store
+
+
+def _answer(loc: Localizer) -> dict[str, Any]:
+    feats = np.random.default_rng(0).normal(size=(12, FEATURE_DIM)).astype(np.float32)
+    return loc.predict(features=feats, query="a person opens the door", duration=12.0)
+
+
+def test_second_load_does_not_download_again(
+    registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mlflow
+
+    calls: list[str] = []
+    real = mlflow.artifacts.download_artifacts
+
+    def counting(*args: Any, **kwargs: Any) -> str:
+        calls.append(str(kwargs.get("artifact_uri")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", counting)
+    first = Localizer.load(f"models:/{NAME}@champion", device="cpu")
+    second = Localizer.load(f"models:/{NAME}@champion", device="cpu")
+    by_version = Localizer.load(f"models:/{NAME}/1", device="cpu")
+    assert calls == [f"models:/{NAME}/1"]  # one download for the three loads of version 1
+    assert _answer(first) == _answer(second) == _answer(by_version)
+    entries = sorted(p.name for p in (cache_dir() / "models" / NAME).iterdir())
+    assert len(entries) == 1 and entries[0].startswith("v1-")  # no temp left beside it
+
+    # the alias moves (a promotion): resolved again, version 2 downloaded once
+    mlflow.MlflowClient(registry, registry).set_registered_model_alias(NAME, "champion", "2")
+    promoted = Localizer.load(f"models:/{NAME}@champion", device="cpu")
+    assert calls == [f"models:/{NAME}/1", f"models:/{NAME}/2"]
+    assert _answer(promoted) != _answer(first)
+    Localizer.load(f"models:/{NAME}@champion", device="cpu")
+    assert len(calls) == 2
+
+
+def test_unknown_alias_is_one_clear_error(registry: str) -> None:
+    from dynpath.errors import DynpathError
+
+    with pytest.raises(DynpathError, match=f"cannot download model models:/{NAME}@nope"):
+        Localizer.load(f"models:/{NAME}@nope", device="cpu")
