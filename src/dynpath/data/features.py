@@ -28,6 +28,10 @@ from dynpath.errors import DataError
 from dynpath.io import atomic_path, ensure_room
 
 REQUIRED_ATTRS = ("backbone", "dim", "fps", "window", "stride", "pretrained", "weights")
+#: The attributes that say which features a store holds (what the extractor compares before
+#: reusing a store): a checkpoint records them (``meta["features_identity"]``) and evaluation
+#: refuses a store whose values differ.
+IDENTITY_ATTRS = ("backbone", "dim", "fps", "window", "stride", "size", "weights_id")
 _NULLABLE = ("weights",)  # stored as "" because HDF5 attributes cannot hold None
 
 FloatArray = NDArray[np.float32]
@@ -113,6 +117,11 @@ class FeatureStore:
                     raw[k] = None
             self._attrs = raw
         return dict(self._attrs)
+
+    def identity(self) -> dict[str, Any]:
+        """The store's :data:`IDENTITY_ATTRS` (absent ones as None), JSON-like."""
+        attrs = self.attrs
+        return {k: attrs.get(k) for k in IDENTITY_ATTRS}
 
     @property
     def dim(self) -> int:

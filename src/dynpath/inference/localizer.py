@@ -139,7 +139,7 @@ class Localizer:
         and a vocabulary directory (``vocab.json`` + ``embeddings.npy``)."""
         from dynpath.config import check_device
         from dynpath.data.vocab import Vocabulary
-        from dynpath.engine.checkpoint import load_checkpoint
+        from dynpath.engine.checkpoint import check_vocab, load_checkpoint
         from dynpath.model.registry import build_model
 
         if not isinstance(device, str):
@@ -156,12 +156,7 @@ class Localizer:
             first = " ".join(str(err).split())[:300]
             raise CheckpointError(f"{weights}: config stored in the checkpoint: {first}") from None
         vocab = Vocabulary.load(vocab_dir)
-        expected = int(meta.get("vocab_size", len(vocab)))
-        if len(vocab) != expected:
-            raise CheckpointError(
-                f"{vocab_dir}: vocabulary has {len(vocab)} words but {weights} was trained with "
-                f"{expected}; use the vocab directory of that training run"
-            )
+        check_vocab(meta, len(vocab), vocab.fingerprint(), Path(vocab_dir), Path(weights))
         emb = vocab.embeddings
         if emb is None:  # the frozen vectors are a buffer of the state dict: shape is enough
             emb = np.zeros((len(vocab), cfg.vocab.dim), dtype=np.float32)
