@@ -215,7 +215,7 @@ class Case:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pickle.dumps({"meta": {}, "model": {}}, protocol=4))
 
-    def _setup_store(self, kind: str) -> None:
+    def _setup_store(self, kind: str, vid: str = "bad") -> None:
         import h5py
 
         store = self.dir / "features.h5"
@@ -228,17 +228,19 @@ class Case:
                 f.create_dataset("bad", data=np.ones((20, 12), np.int64))
             elif kind == "group":
                 f.create_group("bad")
-            elif kind.startswith("dtype-"):  # a video of another dtype, e.g. dtype-int8
+            elif kind.startswith("dtype-"):  # video `vid` (new, or replaced) of another dtype
                 name = kind[len("dtype-") :]
                 base = np.random.default_rng(0).normal(size=(20, 12))
+                if vid in f:
+                    del f[vid]
                 if name == "bytes":
-                    f.create_dataset("bad", data=np.full((20, 12), b"ab", dtype="S2"))
+                    f.create_dataset(vid, data=np.full((20, 12), b"ab", dtype="S2"))
                 elif name == "str":
-                    f.create_dataset("bad", data=np.full((20, 12), "ab", dtype=h5py.string_dtype()))
+                    f.create_dataset(vid, data=np.full((20, 12), "ab", dtype=h5py.string_dtype()))
                 elif name == "bool":
-                    f.create_dataset("bad", data=base > 0)
+                    f.create_dataset(vid, data=base > 0)
                 else:
-                    f.create_dataset("bad", data=(base * 10).astype(name))
+                    f.create_dataset(vid, data=(base * 10).astype(name))
             elif kind.startswith("attr-"):  # another extraction: one identity attribute changed
                 name = kind[len("attr-") :]
                 value = f.attrs.get(name, "")

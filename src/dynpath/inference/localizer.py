@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import yaml
 
-from dynpath.config import Config
+from dynpath.config import MAX_TOPK, Config
 from dynpath.device import resolve_device
 from dynpath.errors import CheckpointError, DataError, DynpathError, InputTypeError, UsageError
 from dynpath.model.output import NO_ROUTE, ROUTE_NAMES
@@ -63,11 +63,14 @@ def check_duration(duration: Any, where: str = "duration") -> float:
 
 
 def check_topk(topk: Any) -> int:
-    """``topk``: an int >= 1 (a bool, a float or text such as ``"5"`` is refused)."""
+    """``topk``: an int in 1..:data:`~dynpath.config.MAX_TOPK` (a bool, a float or text such as
+    ``"5"`` is refused; so is 1e9, which would run for hours without an answer)."""
     if isinstance(topk, bool) or not isinstance(topk, int | np.integer):
         raise InputTypeError(f"topk must be an integer >= 1, got {topk!r}")
     if topk < 1:
         raise UsageError(f"topk must be >= 1, got {topk}")
+    if topk > MAX_TOPK:
+        raise UsageError(f"topk must be at most {MAX_TOPK}, got {topk}")
     return int(topk)
 
 
