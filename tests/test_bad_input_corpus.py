@@ -51,7 +51,11 @@ from dynpath import cli
 from dynpath.errors import DynpathError
 
 CORPUS = Path(__file__).parent / "data" / "bad_inputs.yaml"
-DATA = yaml.safe_load(CORPUS.read_text(encoding="utf-8"))
+# The second round of misuse (issue 26) in its own file, with its own classes; same keys.
+ROUND2 = Path(__file__).parent / "data" / "bad_inputs_round2.yaml"
+FIRST = yaml.safe_load(CORPUS.read_text(encoding="utf-8"))
+SECOND = yaml.safe_load(ROUND2.read_text(encoding="utf-8"))
+DATA = {key: FIRST.get(key, []) + SECOND.get(key, []) for key in ("classes", "cli", "api", "serve")}
 QUERY = "a person opens the door"
 
 pytestmark = pytest.mark.slow
@@ -194,6 +198,9 @@ class Case:
             del ckpt["meta"]["arch"]
         elif edit == "badconfig":
             ckpt["meta"]["config"] = {"train": {"epochs": "many"}}
+        elif edit in ("novocabhash", "noidentity"):  # written before issue 26 recorded them
+            ckpt["meta"].pop("vocab_sha256", None)
+            ckpt["meta"].pop("features_identity", None)
         elif edit == "shapes":
             key = next(iter(ckpt["model"]))
             ckpt["model"][key] = torch.zeros(3, 3, 3)
@@ -208,10 +215,11 @@ class Case:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(pickle.dumps({"meta": {}, "model": {}}, protocol=4))
 
-    def _setup_store(self, kind: str) -> None:
+    def _setup_store(self, kind: str, vid: str = "bad") -> None:
         import h5py
 
         store = self.dir / "features.h5"
+        self.vars["store"] = str(store)
         shutil.copy(self.ws.features, store)
         with h5py.File(store, "a") as f:
             if kind == "huge":
@@ -220,6 +228,45 @@ class Case:
                 f.create_dataset("bad", data=np.ones((20, 12), np.int64))
             elif kind == "group":
                 f.create_group("bad")
+            elif kind.startswith("dtype-"):  # video `vid` (new, or replaced) of another dtype
+                name = kind[len("dtype-") :]
+                base = np.random.default_rng(0).normal(size=(20, 12))
+                if vid in f:
+                    del f[vid]
+                if name == "bytes":
+                    f.create_dataset(vid, data=np.full((20, 12), b"ab", dtype="S2"))
+                elif name == "str":
+                    f.create_dataset(vid, data=np.full((20, 12), "ab", dtype=h5py.string_dtype()))
+                elif name == "bool":
+                    f.create_dataset(vid, data=base > 0)
+                else:
+                    f.create_dataset(vid, data=(base * 10).astype(name))
+            elif kind.startswith("attr-"):  # another extraction: one identity attribute changed
+                name = kind[len("attr-") :]
+                value = f.attrs.get(name, "")
+                f.attrs[name] = value * 2 if not isinstance(value, str | bytes) else "other"
+
+    def _setup_vocab(self, kind: str, dst: str) -> None:
+        """A copy of the workspace's vocabulary at ``dst`` of the SAME size, changed by
+        ``kind``: two word ids swapped, all ids reversed, one word renamed, the case rule
+        flipped, or a plain copy (``same``)."""
+        path = Path(self.fmt(dst))
+        shutil.copytree(self.ws.vocab, path)
+        word2id = json.loads((path / "vocab.json").read_text(encoding="utf-8"))
+        words = sorted(word2id, key=word2id.__getitem__)
+        if kind == "permuted":
+            words[2], words[3] = words[3], words[2]
+        elif kind == "reversed":
+            words[2:] = words[2:][::-1]
+        elif kind == "renamed":
+            words[-1] = "zebra"
+        elif kind == "case":
+            report = json.loads((path / "vocab_report.json").read_text(encoding="utf-8"))
+            report["lowercase"] = not report.get("lowercase", True)
+            (path / "vocab_report.json").write_text(json.dumps(report), encoding="utf-8")
+        (path / "vocab.json").write_text(
+            json.dumps({w: i for i, w in enumerate(words)}), encoding="utf-8"
+        )
 
     def _setup_lock(self, target: str) -> None:
         self.holders.append(Holder(Path(self.fmt(target))))
@@ -437,3 +484,10 @@ def test_corpus_size_and_classes() -> None:
     assert set(DATA["classes"]) == classes, classes ^ set(DATA["classes"])
     ids = [c["id"] for c in cases]
     assert len(ids) == len(set(ids)), [i for i in ids if ids.count(i) > 1]
+
+
+def test_second_round_size_and_classes() -> None:
+    """Issue 26's round: at least 60 cases, each of its classes (in its own file) used."""
+    cases = SECOND["cli"] + SECOND.get("api", [])
+    assert len(cases) >= 60, len(cases)
+    assert {c["class"] for c in cases} == set(SECOND["classes"])

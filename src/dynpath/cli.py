@@ -29,7 +29,14 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from dynpath.config import DEFAULT_PARAMS, Config, ConfigError, check_device, load_config
+from dynpath.config import (
+    DEFAULT_PARAMS,
+    MAX_TOPK,
+    Config,
+    ConfigError,
+    check_device,
+    load_config,
+)
 from dynpath.errors import DynpathError, UsageError, error_message
 from dynpath.io import output_lock
 
@@ -113,6 +120,14 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _topk(text: str) -> int:
+    """argparse type: ``--topk``, an integer in 1..MAX_TOPK."""
+    value = _positive_int(text)
+    if value > MAX_TOPK:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_TOPK}, got {value}")
     return value
 
 
@@ -551,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--duration", type=_finite_positive, help="seconds (feature stores without durations)"
     )
-    p.add_argument("--topk", type=_positive_int, default=5)
+    p.add_argument("--topk", type=_topk, default=5, help=f"spans to return (1..{MAX_TOPK})")
     p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda[:N]")
     p.add_argument(
         "--json",
@@ -611,6 +626,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Arguments that name a local file or directory (dest -> whether it is written). ``--model``
+# is not one: it takes models:/, runs:/ and other MLflow URIs.
+_LOCAL_PATHS = {
+    "params": False,
+    "videos": False,
+    "vocab": False,
+    "models": False,
+    "evals": False,
+    "root": False,
+    "features": False,
+    "weights": False,
+    "video": False,
+    "dir": True,
+    "out": True,
+    "output": True,
+    "workdir": True,
+}
+
+
+def _check_local_paths(args: argparse.Namespace) -> None:
+    """Refuse a URI (``s3://...``) given for a local path, naming the flag, before any work:
+    ``Path("s3://b/x.h5")`` would silently be the local file ``s3:/b/x.h5``."""
+    from dynpath.io import refuse_uri
+
+    for dest, output in _LOCAL_PATHS.items():
+        value = getattr(args, dest, None)
+        if isinstance(value, str):
+            flag = "--params" if dest == "params" else f"--{dest.replace('_', '-')}"
+            refuse_uri(value, flag, output=output)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
@@ -621,6 +667,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
+        _check_local_paths(args)
         text = _render(args.handler(args))
     except (Exception, KeyboardInterrupt) as err:
         if args.verbose:

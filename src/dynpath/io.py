@@ -14,12 +14,38 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from dynpath.errors import LockedError, OutputError
+from dynpath.errors import LockedError, OutputError, UsageError
 
 # Write failures that mean "no room for this output": reported as OutputError naming the output
 # (a bare ``OSError: [Errno 28] No space left on device`` does not say which file).
 SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EFBIG, errno.EDQUOT})
 _LIBRARY_ERRNO = re.compile(r"errno = (\d+)")
+# ``scheme://...``, also as ``pathlib`` leaves it (``Path("s3://b/k")`` is ``s3:/b/k``); a scheme
+# has two letters at least, so a Windows drive (``C:/``) is not one.
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/")
+
+
+def refuse_uri(path: str | os.PathLike[str], what: str = "", output: bool = False) -> Path:
+    """``path`` as a local :class:`Path`, or a :class:`UsageError` when it is a URI.
+
+    ``s3://bucket/x.h5`` given where dynpath reads or writes a local file is never taken as
+    the local name ``s3:/bucket/x.h5`` (a directory ``s3:`` in the working directory) nor
+    reported as a missing file: the error says how to move the file to or from S3. ``what``
+    names the argument or key (``--output``, ``data.features``); ``output`` picks the advice.
+    """
+    text = os.fspath(path)
+    match = _URI.match(text)
+    if match is None:
+        return Path(text)
+    scheme = match.group(1).lower()
+    where = f"{what} {text}" if what else text
+    if output:
+        advice = "write a local file, then upload it (`python -m dynpath.s3 upload FILE URI`)"
+    elif scheme == "s3":
+        advice = "download it first (`python -m dynpath.s3 download URI FILE`, or `dvc pull`)"
+    else:
+        advice = "give a local path"
+    raise UsageError(f"{where}: a URI ({scheme}://), but a local path is expected; {advice}")
 
 
 def space_errno(err: BaseException) -> int | None:
@@ -89,7 +115,7 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     On any failure the temp file is removed and ``path`` is left as it was; a full disk (or a
     file-size or quota limit) is raised as :class:`~dynpath.errors.OutputError` naming ``path``.
     """
-    path = Path(path)
+    path = refuse_uri(path, output=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix or ".tmp", dir=path.parent)
     os.close(fd)
@@ -178,6 +204,7 @@ def output_lock(path: str | Path) -> Iterator[None]:
     """
     from filelock import FileLock, Timeout
 
+    refuse_uri(path, output=True)
     key = os.path.realpath(path)
     if key in _HELD:
         yield

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from dynpath.data.types import DataReport, Moment, SkippedLine
 from dynpath.data.vocab import has_words, tokenize
 from dynpath.errors import DataError
+from dynpath.io import refuse_uri
 from dynpath.registry import Registry
 
 if TYPE_CHECKING:
@@ -144,17 +145,28 @@ class _SplitBuilder:
         return self.moments
 
 
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
 def _lines(path: Path) -> Iterator[tuple[int, str | None, bytes]]:
-    """(1-based line number, text or None when not UTF-8, raw bytes); blank lines omitted."""
-    with open(path, "rb") as fh:
-        for number, raw in enumerate(fh, 1):
-            raw = raw.rstrip(b"\r\n")
-            if not raw.strip():
-                continue
-            try:
-                yield number, raw.decode("utf-8"), raw
-            except UnicodeDecodeError:
-                yield number, None, raw
+    """(1-based line number, text or None when not UTF-8, raw bytes); blank lines omitted.
+
+    Every line ending counts (``\\n``, ``\\r\\n`` and the old Mac ``\\r``: a file saved with
+    CR-only endings is many records, not one), and a UTF-8 byte-order mark is not part of the
+    first record. A UTF-16 file (its BOM) is refused whole: read as UTF-8 every line would be
+    skipped as unparsable."""
+    data = path.read_bytes()
+    if data.startswith(_UTF16_BOMS):
+        raise DataError(f"{path}: UTF-16 text (byte-order mark); re-save the file as UTF-8")
+    data = data.removeprefix(_UTF8_BOM)
+    for number, raw in enumerate(data.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            yield number, raw.decode("utf-8"), raw
+        except UnicodeDecodeError:
+            yield number, None, raw
 
 
 def _require(path: Path, what: str) -> Path:
@@ -165,12 +177,20 @@ def _require(path: Path, what: str) -> Path:
 
 def _load_json(path: Path) -> Any:
     try:
-        with open(path, encoding="utf-8") as fh:
+        with open(path, encoding="utf-8-sig") as fh:  # a UTF-8 byte-order mark is allowed
             return json.load(fh)
     except UnicodeDecodeError as err:
         raise DataError(f"{path}: not UTF-8 ({err})") from None
     except json.JSONDecodeError as err:
         raise DataError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+
+
+def _json_time(value: Any) -> float:
+    """A time (seconds or frames) of a JSON record: a JSON number, never a bool (``true`` is
+    not 1.0) nor a quoted string; anything else raises ValueError (the line is "unparsable")."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"not a number: {value!r}")
+    return float(value)
 
 
 def _as_duration(value: Any) -> float | None:
@@ -310,7 +330,7 @@ def _read_tacos_file(path: Path, split: str, report: DataReport) -> list[Moment]
             try:
                 if not isinstance(sentence, str) or len(stamp) != 2:
                     raise ValueError
-                s_frame, e_frame = float(stamp[0]), float(stamp[1])
+                s_frame, e_frame = _json_time(stamp[0]), _json_time(stamp[1])
             except (TypeError, ValueError):
                 b.skip(number, "unparsable", text)
                 continue
@@ -445,7 +465,7 @@ def _read_jsonl_file(path: Path, split: str, report: DataReport) -> list[Moment]
             windows = rec["relevant_windows"]
             if not isinstance(query, str) or not isinstance(windows, list) or not windows:
                 raise ValueError
-            spans = [(float(w[0]), float(w[1])) for w in windows if len(w) == 2]
+            spans = [(_json_time(w[0]), _json_time(w[1])) for w in windows if len(w) == 2]
             if len(spans) != len(windows):
                 raise ValueError
         except (ValueError, KeyError, TypeError, IndexError):
@@ -499,7 +519,7 @@ def read_dataset(dataset: str, root: str | Path) -> tuple[Splits, DataReport]:
         reader = READERS.get(dataset)
     except KeyError as err:
         raise DataError(str(err.args[0])) from None
-    root = Path(root)
+    root = refuse_uri(root, "annotation directory")
     if not root.is_dir():
         raise DataError(f"{root}: annotation directory not found (data.root, dataset {dataset!r})")
     return reader(root)

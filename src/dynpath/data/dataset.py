@@ -59,6 +59,7 @@ class MomentDataset(Dataset[Item]):
                 f"{self.store.path}: {len(missing)} of {n_vids} videos have no features, "
                 f"e.g. {', '.join(missing[:5])}"
             )
+        self.store.check_dtypes(m.vid for m in self.moments)
         self._words = [
             np.asarray(vocab.encode(m.query, max_query_len, qid=m.qid), dtype=np.int64)
             for m in self.moments

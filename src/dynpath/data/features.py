@@ -25,9 +25,13 @@ import numpy as np
 from numpy.typing import NDArray
 
 from dynpath.errors import DataError
-from dynpath.io import atomic_path, ensure_room
+from dynpath.io import atomic_path, ensure_room, refuse_uri
 
 REQUIRED_ATTRS = ("backbone", "dim", "fps", "window", "stride", "pretrained", "weights")
+#: The attributes that say which features a store holds (what the extractor compares before
+#: reusing a store): a checkpoint records them (``meta["features_identity"]``) and evaluation
+#: refuses a store whose values differ.
+IDENTITY_ATTRS = ("backbone", "dim", "fps", "window", "stride", "size", "weights_id")
 _NULLABLE = ("weights",)  # stored as "" because HDF5 attributes cannot hold None
 
 FloatArray = NDArray[np.float32]
@@ -52,7 +56,7 @@ class FeatureStore:
     """Read-only access to a feature store; usable as a context manager and across processes."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
+        self.path = refuse_uri(path, "feature store")
         if self.path.is_dir():
             raise DataError(f"{self.path}: is a directory; give the HDF5 feature store file")
         if not self.path.is_file():
@@ -114,6 +118,11 @@ class FeatureStore:
             self._attrs = raw
         return dict(self._attrs)
 
+    def identity(self) -> dict[str, Any]:
+        """The store's :data:`IDENTITY_ATTRS` (absent ones as None), JSON-like."""
+        attrs = self.attrs
+        return {k: attrs.get(k) for k in IDENTITY_ATTRS}
+
     @property
     def dim(self) -> int:
         """Feature dimension D (the ``dim`` attribute, else the first dataset's width)."""
@@ -141,6 +150,16 @@ class FeatureStore:
     def missing(self, vids: Iterable[str]) -> list[str]:
         """The ids of ``vids`` that the store lacks (sorted), to fail before training starts."""
         return sorted({v for v in vids if v not in self})
+
+    def check_dtypes(self, vids: Iterable[str]) -> None:
+        """Refuse, before any work, a video of ``vids`` whose dataset is not floating point
+        (metadata only: no feature is read), so that training fails at once instead of at the
+        first batch that reads it."""
+        f = self._h5()
+        for vid in sorted(set(vids)):
+            dtype = getattr(f.get(vid), "dtype", None)
+            if dtype is not None:
+                _check_dtype(dtype, str(self.path), vid)
 
     # -- data --------------------------------------------------------------------------------
     def statistics(self, vids: Iterable[str]) -> tuple[FloatArray, FloatArray]:
@@ -180,10 +199,24 @@ class FeatureStore:
             )
         if ds.shape[0] == 0:
             raise DataError(f"{self.path}: video {vid!r} has no feature positions")
+        _check_dtype(ds.dtype, str(self.path), vid)
         arr = np.asarray(ds[()], dtype=np.float32)
         if not np.isfinite(arr).all():
             raise DataError(f"{self.path}: video {vid!r} has NaN/Inf features")
         return arr
+
+
+def _check_dtype(dtype: Any, where: str, vid: str) -> None:
+    """Features are floating point (float16/32/64). Integers, bools, bytes, strings and complex
+    numbers would be cast (or fail deep inside numpy) and used as if they were features: an
+    int8 quantisation without its scale, a mask, text or a complex spectrum, never what a
+    backbone wrote."""
+    dt = np.dtype(dtype)
+    if dt.kind != "f":
+        raise DataError(
+            f"{where}: video {vid!r} has {dt} features; a feature store holds "
+            "floating-point features (float16/32/64): re-extract or convert them"
+        )
 
 
 def _check_attrs(attrs: Mapping[str, Any], where: str) -> dict[str, Any]:
@@ -215,6 +248,7 @@ def _write_items(
                 dim = int(a.shape[1])
             if a.shape[1] != dim:
                 raise DataError(f"{path}: video {vid!r} has dimension {a.shape[1]}, expected {dim}")
+            _check_dtype(a.dtype, str(path), vid)
             a = a.astype(np.float32, copy=False)
             if not np.isfinite(a).all():
                 raise DataError(f"{path}: video {vid!r} has NaN/Inf features")

@@ -18,6 +18,7 @@ and the rest, joined by spaces, is the token.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -165,6 +166,15 @@ class Vocabulary:
 
     def __contains__(self, word: object) -> bool:
         return word in self.word2id
+
+    def fingerprint(self) -> str:
+        """``sha256:<hex>`` of the word ids (the ordered word list) and the case rule.
+
+        The identity a checkpoint records (``meta["vocab_sha256"]``): a vocabulary of the same
+        size with other word ids loads into the same shapes and silently gives other spans, so
+        its readers compare this, not only the size."""
+        text = json.dumps({"words": self.words, "lowercase": self.lowercase}, ensure_ascii=False)
+        return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def tokenize(self, query: str) -> list[str]:
         return tokenize(query, self.lowercase)

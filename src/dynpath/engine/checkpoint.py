@@ -5,7 +5,8 @@ unpickler accepts it: every random-number-generator state is converted to tensor
 Mersenne Twister tuple and NumPy's legacy state included), and metadata is JSON-like. It holds:
 
 - ``meta``: dynpath version, variant, arch, the resolved config (JSON dump), feature_dim,
-  vocab size; checked on load so a checkpoint of another variant/arch or major version fails
+  vocab size and the vocabulary's fingerprint (``vocab_sha256``, :func:`check_vocab`); checked
+  on load so a checkpoint of another variant/arch or major version fails
   with a :class:`CheckpointError` naming both sides instead of a shape error deep in PyTorch.
 - ``model``/``optimizer``/``scheduler``/``scaler``: state dicts.
 - ``rng``: Python, NumPy, torch CPU (and CUDA) states at the moment of saving.
@@ -19,6 +20,7 @@ previous checkpoint intact.
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,12 @@ from dynpath.io import atomic_path
 from dynpath.torch_files import torch_load_safely
 
 FORMAT = 1
+#: The meta key of the vocabulary's identity (:meth:`dynpath.data.vocab.Vocabulary.fingerprint`).
+VOCAB_KEY = "vocab_sha256"
+#: The meta key of the feature store's identity (``FeatureStore.identity``).
+FEATURES_KEY = "features_identity"
+
+log = logging.getLogger(__name__)
 
 
 def major(version: str) -> str:
@@ -58,6 +66,58 @@ def make_meta(
         "vocab_size": int(vocab_size),
         **extra,
     }
+
+
+def check_vocab(
+    meta: dict[str, Any], size: int, fingerprint: str, vocab: Path, weights: Path
+) -> None:
+    """Refuse a vocabulary that is not the one ``weights`` was trained with.
+
+    The size is not enough: a vocabulary of the same size with other word ids (another
+    ``dynpath vocab`` run, another dataset) fits the same shapes and silently gives other
+    spans. A checkpoint written before the fingerprint was recorded is only warned about.
+    ``vocab`` is the vocabulary directory, ``weights`` the checkpoint, both named in the error.
+    """
+    expected = int(meta.get("vocab_size", size))
+    if size != expected:
+        raise CheckpointError(
+            f"{vocab}: vocabulary has {size} words but {weights} was trained with "
+            f"{expected}; use the vocab directory of that training run"
+        )
+    recorded = meta.get(VOCAB_KEY)
+    if recorded is None:
+        log.warning(
+            "%s records no vocabulary fingerprint (trained before it was recorded): cannot check "
+            "that %s is its vocabulary, only its size",
+            weights,
+            vocab,
+        )
+        return
+    if str(recorded) != fingerprint:
+        raise CheckpointError(
+            f"{vocab / 'vocab.json'}: not the vocabulary {weights} was trained with (both "
+            f"have {size} words, but other words or word ids: {fingerprint[:19]} vs "
+            f"{str(recorded)[:19]}); use the vocab directory of that training run"
+        )
+
+
+def check_features(
+    meta: dict[str, Any], identity: dict[str, Any], store: Path, weights: Path
+) -> None:
+    """Refuse a feature store whose identity attributes (backbone, clip window, frame rate,
+    backbone weights, ...) differ from those of the store ``weights`` was trained on: features
+    of the same width from another extraction fit the model and silently give other spans.
+    Checkpoints without the record (older ones) are not checked."""
+    recorded = meta.get(FEATURES_KEY)
+    if not isinstance(recorded, dict):
+        return
+    differ = [k for k in sorted(recorded) if k in identity and recorded[k] != identity[k]]
+    if differ:
+        shown = ", ".join(f"{k} {identity[k]!r} vs {recorded[k]!r}" for k in differ)
+        raise CheckpointError(
+            f"{store}: not the features {weights} was trained on ({shown}); use the feature "
+            "store of that training run (data.features)"
+        )
 
 
 # --------------------------------------------------------------------------- RNG states

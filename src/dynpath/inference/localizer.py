@@ -33,7 +33,7 @@ import numpy as np
 import torch
 import yaml
 
-from dynpath.config import Config
+from dynpath.config import MAX_TOPK, Config
 from dynpath.data.spans import indices_to_seconds
 from dynpath.device import resolve_device
 from dynpath.errors import CheckpointError, DataError, DynpathError, InputTypeError, UsageError
@@ -64,11 +64,14 @@ def check_duration(duration: Any, where: str = "duration") -> float:
 
 
 def check_topk(topk: Any) -> int:
-    """``topk``: an int >= 1 (a bool, a float or text such as ``"5"`` is refused)."""
+    """``topk``: an int in 1..:data:`~dynpath.config.MAX_TOPK` (a bool, a float or text such as
+    ``"5"`` is refused; so is 1e9, which would run for hours without an answer)."""
     if isinstance(topk, bool) or not isinstance(topk, int | np.integer):
         raise InputTypeError(f"topk must be an integer >= 1, got {topk!r}")
     if topk < 1:
         raise UsageError(f"topk must be >= 1, got {topk}")
+    if topk > MAX_TOPK:
+        raise UsageError(f"topk must be at most {MAX_TOPK}, got {topk}")
     return int(topk)
 
 
@@ -140,7 +143,7 @@ class Localizer:
         and a vocabulary directory (``vocab.json`` + ``embeddings.npy``)."""
         from dynpath.config import check_device
         from dynpath.data.vocab import Vocabulary
-        from dynpath.engine.checkpoint import load_checkpoint
+        from dynpath.engine.checkpoint import check_vocab, load_checkpoint
         from dynpath.model.registry import build_model
 
         if not isinstance(device, str):
@@ -157,12 +160,7 @@ class Localizer:
             first = " ".join(str(err).split())[:300]
             raise CheckpointError(f"{weights}: config stored in the checkpoint: {first}") from None
         vocab = Vocabulary.load(vocab_dir)
-        expected = int(meta.get("vocab_size", len(vocab)))
-        if len(vocab) != expected:
-            raise CheckpointError(
-                f"{vocab_dir}: vocabulary has {len(vocab)} words but {weights} was trained with "
-                f"{expected}; use the vocab directory of that training run"
-            )
+        check_vocab(meta, len(vocab), vocab.fingerprint(), Path(vocab_dir), Path(weights))
         emb = vocab.embeddings
         if emb is None:  # the frozen vectors are a buffer of the state dict: shape is enough
             emb = np.zeros((len(vocab), cfg.vocab.dim), dtype=np.float32)

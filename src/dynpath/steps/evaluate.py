@@ -48,7 +48,7 @@ from dynpath.data.annotations import load_splits
 from dynpath.data.dataset import MomentDataset, collate
 from dynpath.data.features import FeatureStore
 from dynpath.data.vocab import load_vocab
-from dynpath.engine.checkpoint import load_checkpoint
+from dynpath.engine.checkpoint import check_features, check_vocab, load_checkpoint
 from dynpath.engine.evaluator import (
     Prediction,
     derangement,
@@ -152,17 +152,14 @@ def _evaluate(
         raise DataError(f"split {split!r} not found; available: {sorted(splits)}")
     moments = splits[split]
     vocab = load_vocab(vocab_dir)
-    if len(vocab) != int(meta["vocab_size"]):
-        raise CheckpointError(
-            f"{vocab_dir}: vocabulary has {len(vocab)} words but {model_dir / BEST} was trained "
-            f"with {meta['vocab_size']}; use the vocab of that training run"
-        )
+    check_vocab(meta, len(vocab), vocab.fingerprint(), vocab_dir, model_dir / BEST)
     store = FeatureStore(vcfg.data.features)
     if store.dim != int(meta["feature_dim"]):
         raise CheckpointError(
             f"{store.path}: features are {store.dim}-d but {model_dir / BEST} was trained on "
             f"{meta['feature_dim']}-d features"
         )
+    check_features(meta, store.identity(), store.path, model_dir / BEST)
     assert vocab.embeddings is not None
     model = build_model(arch, model_cfg, vocab.embeddings, store.dim)
     try:

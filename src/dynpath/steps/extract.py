@@ -10,6 +10,7 @@ from typing import Any
 
 from dynpath.config import Config
 from dynpath.extract.extractor import extract_directory
+from dynpath.io import refuse_uri
 
 
 def run(cfg: Config, videos: Path, output: Path, backbone: str, weights: str | None) -> dict:
@@ -18,7 +19,9 @@ def run(cfg: Config, videos: Path, output: Path, backbone: str, weights: str | N
     Returns a JSON-able summary: videos, extracted, skipped, failed (+ failures by name), clips,
     clips_per_s, seconds, device, and ``pretrained`` (False: seeded random-init features).
     """
+    videos = refuse_uri(videos, "videos directory")  # data.videos: s3:// is not a directory
+    output = refuse_uri(output, "feature store", output=True)
     summary: dict[str, Any] = extract_directory(
-        Path(videos), Path(output), backbone, cfg.extract, weights, seed=cfg.seed
+        videos, output, backbone, cfg.extract, weights, seed=cfg.seed
     )
     return summary

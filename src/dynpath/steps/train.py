@@ -273,6 +273,8 @@ def _run(
         pretrained_features=pretrained,
         backbone=str(attrs.get("backbone", "")),
         train_seed=train_seed,
+        vocab_sha256=vocab.fingerprint(),
+        features_identity=store.identity(),
     )
 
     # per-pathway logits cost three head passes per pathway: only when the loss uses them
