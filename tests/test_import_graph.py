@@ -50,6 +50,30 @@ def test_the_graph_sees_function_level_and_dynamic_imports(tmp_path: Path) -> No
         assert cycle[0] == cycle[-1]
 
 
+def test_the_graph_sees_a_submodule_importing_from_its_own_package(tmp_path: Path) -> None:
+    """The planted fault of issue 25: ``from dynpath.data.synthetic import generate`` inside
+    ``data/synthetic/planner.py`` is a cycle (the package imports the planner, which needs the
+    package finished: a circular ImportError). Importing a sibling submodule through the package
+    (``from pkg.sub import other``), or the package starting first, is not."""
+    sub = tmp_path / "pkg" / "sub"
+    sub.mkdir(parents=True)
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (sub / "__init__.py").write_text("from pkg.sub.planner import plan\n\ndef generate(): ...\n")
+    (sub / "planner.py").write_text("from pkg.sub import grammar\n\ndef plan(): ...\n")
+    (sub / "grammar.py").write_text("from . import render\n")
+    (sub / "render.py").write_text("import pkg.data\n")
+    (tmp_path / "pkg" / "data.py").write_text("")
+    assert find_cycles(import_graph({"pkg": tmp_path / "pkg"})) == []
+    (sub / "planner.py").write_text("from pkg.sub import generate, grammar\n\ndef plan(): ...\n")
+    graph = import_graph({"pkg": tmp_path / "pkg"})
+    assert "pkg.sub" in graph["pkg.sub.planner"]
+    assert find_cycles(graph) == [["pkg.sub", "pkg.sub.planner", "pkg.sub"]]
+    (sub / "planner.py").write_text("from . import generate\n")  # relative: the same fault
+    assert find_cycles(import_graph({"pkg": tmp_path / "pkg"})) == [
+        ["pkg.sub", "pkg.sub.planner", "pkg.sub"]
+    ]
+
+
 #: docs/design.md, "Import rules": the layers, lowest first; a module imports from its own layer
 #: or below. The longest matching prefix decides (``dynpath.kfp`` is above ``dynpath``).
 LAYERS: tuple[tuple[str, ...], ...] = (
