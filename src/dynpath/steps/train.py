@@ -67,7 +67,7 @@ from dynpath.seeds import SEEDS_DIR, seed_dir, selected_seeds
 
 if TYPE_CHECKING:
     from dynpath.config import Config
-    from dynpath.tracking.tracker import RunTracker
+    from dynpath.tracking.protocol import RunTracker
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,8 @@ def _tracking(
     cfg: Config, variant: str, arch: str, main: bool, run_id: str | None
 ) -> Iterator[Any]:
     """The MLflow tracker on rank 0, a no-op tracker on the other ranks."""
-    from dynpath.tracking.tracker import NullTracker, start_tracking
+    from dynpath.tracking.protocol import NullTracker
+    from dynpath.tracking.tracker import start_tracking
 
     if not main:
         yield NullTracker()
