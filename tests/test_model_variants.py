@@ -3,7 +3,6 @@ parameter counts and the latency helper."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -22,16 +21,6 @@ from dynpath.model.selection import DynamicSelection
 from dynpath.variants import paper_ablation
 
 FEAT = 12
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core CI box OpenMP spin-waits
-    made these tests ~10x slower, so run them single-threaded (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 VOCAB = 30
