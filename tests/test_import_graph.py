@@ -7,10 +7,18 @@ tests/import_graph.py.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
-from import_graph import SOURCES, find_cycles, import_graph, module_files, strongly_connected
+from import_graph import (
+    ROOT,
+    SOURCES,
+    find_cycles,
+    import_graph,
+    module_files,
+    strongly_connected,
+)
 
 
 def test_no_import_cycles() -> None:
@@ -125,6 +133,27 @@ def test_every_module_has_a_layer_and_imports_downwards() -> None:
     assert not upward, "imports from a higher layer (docs/design.md, Import rules):\n" + "\n".join(
         upward
     )
+
+
+def design_layers(text: str) -> list[list[str]]:
+    """The layers docs/design.md names ("The layers, lowest first: `a`, `b` → `c` ..."), as
+    module names (``dynpath.`` added, except the top-level ``components`` and ``pipeline``)."""
+    sentence = text.split("The layers, lowest first:", 1)[1].split(". A module", 1)[0]
+    top = ("components", "pipeline")
+    return [
+        [n if n in top else f"dynpath.{n}" for n in re.findall(r"`([\w.]+)`", layer)]
+        for layer in sentence.split("→")
+    ]
+
+
+def test_the_design_names_the_layers_of_this_test() -> None:
+    """docs/design.md's layer list is the reader's copy of LAYERS: a module placed here and not
+    there (``seeds``, ``s3``, ``profiles`` once) leaves the design wrong."""
+    text = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    expected = [[n for n in layer if n != "dynpath"] for layer in LAYERS]
+    assert design_layers(text) == expected
+    planted = text.replace("`seeds`, `s3`, `profiles`", "`seeds`")
+    assert design_layers(planted) != expected
 
 
 @pytest.mark.parametrize(
