@@ -27,6 +27,16 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = (REPO / ".." / "shared").resolve()
 
 
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    """One intra-op thread in every test (set above at import), restored after a test that
+    changed it (the trainer applies ``train.threads``): tiny models gain nothing from threads,
+    and on a busy 2-core machine OpenMP spin-waits made the model tests ~10x slower."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The real Charades-STA annotations in ../shared/data (skip when this clone has none)."""

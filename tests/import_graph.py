@@ -9,7 +9,12 @@ surely as one at module level. Edges:
 - every ``import x`` / ``from x import y`` anywhere in a module, function bodies included
   (``y`` counts as a module when it is one);
 - ``importlib.import_module("literal")``: a dynamic import is still an import;
-- importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py``, so it depends on them too.
+- importing ``a.b.c`` runs ``a/__init__.py`` and ``a/b/__init__.py``, so it depends on them too,
+  except a module's own parent packages: by the time ``a.b.c`` runs, ``a.b`` has started already;
+- ``from a.b import name`` where ``name`` is not a submodule needs ``a/b/__init__.py`` to have
+  run (up to ``name``), so it is an edge to ``a.b`` even from inside ``a.b``: a submodule that
+  imports a name from its own package closes a cycle (``a.b`` imports the submodule, which needs
+  ``a.b`` finished), the circular ImportError Python raises at import time.
 
 Imports under ``if TYPE_CHECKING:`` never run and are left out: annotations may name any type.
 """
@@ -56,7 +61,8 @@ def _runtime_nodes(tree: ast.AST) -> Iterator[ast.AST]:
 
 
 def imported_names(module: str, path: Path, is_package: bool) -> Iterator[str]:
-    """Dotted names this module imports at run time (module or ``module.attribute``)."""
+    """Dotted names this module imports at run time: a module, or ``module.attribute`` (which
+    needs ``module`` executed)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     for node in _runtime_nodes(tree):
         if isinstance(node, ast.Import):
@@ -69,7 +75,6 @@ def imported_names(module: str, path: Path, is_package: bool) -> Iterator[str]:
                 prefix = ".".join([*base, *([node.module] if node.module else [])])
             else:
                 prefix = node.module or ""
-            yield prefix
             for alias in node.names:
                 yield f"{prefix}.{alias.name}"
         elif (
@@ -90,10 +95,14 @@ def import_graph(sources: dict[str, Path]) -> dict[str, set[str]]:
     graph: dict[str, set[str]] = {name: set() for name in files}
     for name, path in files.items():
         for target in imported_names(name, path, path.name == "__init__.py"):
-            if target not in files:
-                continue  # third-party, or ``module.attribute`` (its module was yielded too)
+            if target not in files:  # ``module.attribute``: the module must have run
+                target = target.rpartition(".")[0]
+                if target not in files:
+                    continue  # third-party
+            if target != name:  # needed executed, even when it is this module's own package
+                graph[name].add(target)
             parts = target.split(".")
-            for i in range(1, len(parts) + 1):  # the packages above it run first
+            for i in range(1, len(parts)):  # the packages above it start first
                 dep = ".".join(parts[:i])
                 if dep in files and dep != name and not name.startswith(dep + "."):
                     graph[name].add(dep)

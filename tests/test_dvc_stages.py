@@ -94,6 +94,18 @@ def test_the_check_fails_on_a_planted_omission(
     assert missing_code(without_config, code) == ["src/dynpath/config.py"]
 
 
+def test_the_package_init_is_code_of_the_stages_that_read_the_version(
+    graph: dict[str, set[str]],
+) -> None:
+    """``from dynpath import __version__`` (engine/checkpoint.py) runs src/dynpath/__init__.py: an
+    edge from a submodule to its own package, once dropped by the graph, so the file was in no
+    stage's deps."""
+    files = module_files(SOURCES)
+    assert "dynpath" in graph["dynpath.engine.checkpoint"]
+    assert "src/dynpath/__init__.py" in stage_code("train", graph, files).values()
+    assert "src/dynpath/__init__.py" not in stage_code("data", graph, files).values()
+
+
 def test_not_run_claims_name_real_modules(graph: dict[str, set[str]]) -> None:
     for stage in STAGES:
         for prefix, why in stage.not_run:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -37,15 +36,6 @@ from dynpath.model.text import TextEncoder, VideoEncoder
 D = 8
 F64 = torch.float64
 TOL = {"rtol": 1e-9, "atol": 1e-11}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny tensors: intra-op threads only add spin-wait time on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _redraw(module: nn.Module, seed: int, scale: float = 0.5) -> nn.Module:

@@ -10,7 +10,6 @@ swapping, dropping or ignoring any of them changes the result.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -34,14 +33,6 @@ from dynpath.model.output import ModelOutput
 F64 = torch.float64
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 LAMBDAS = {"bound": 0.7, "inner": 3.0, "pathway": 0.4, "route": 0.9, "balance": 0.6}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 # --- Eq. 18-20 ----------------------------------------------------------------------------------

@@ -12,7 +12,6 @@ tensor ops; outputs AND parameter gradients must match.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -47,15 +46,6 @@ TABLE: dict[str, tuple[list[tuple[str, tuple[str, str], bool]], str]] = {
     "soft_dynamic": ([EXPLOIT, EXPLORE], "softmax"),
     "dynamic": ([EXPLOIT, EXPLORE], "gumbel"),
 }
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models: intra-op threads only add spin-wait time on the shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_the_table_covers_every_registered_variant() -> None:

@@ -7,10 +7,18 @@ tests/import_graph.py.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
-from import_graph import SOURCES, find_cycles, import_graph, module_files, strongly_connected
+from import_graph import (
+    ROOT,
+    SOURCES,
+    find_cycles,
+    import_graph,
+    module_files,
+    strongly_connected,
+)
 
 
 def test_no_import_cycles() -> None:
@@ -48,6 +56,30 @@ def test_the_graph_sees_function_level_and_dynamic_imports(tmp_path: Path) -> No
     ]
     for cycle in cycles:
         assert cycle[0] == cycle[-1]
+
+
+def test_the_graph_sees_a_submodule_importing_from_its_own_package(tmp_path: Path) -> None:
+    """The planted fault of issue 25: ``from dynpath.data.synthetic import generate`` inside
+    ``data/synthetic/planner.py`` is a cycle (the package imports the planner, which needs the
+    package finished: a circular ImportError). Importing a sibling submodule through the package
+    (``from pkg.sub import other``), or the package starting first, is not."""
+    sub = tmp_path / "pkg" / "sub"
+    sub.mkdir(parents=True)
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    (sub / "__init__.py").write_text("from pkg.sub.planner import plan\n\ndef generate(): ...\n")
+    (sub / "planner.py").write_text("from pkg.sub import grammar\n\ndef plan(): ...\n")
+    (sub / "grammar.py").write_text("from . import render\n")
+    (sub / "render.py").write_text("import pkg.data\n")
+    (tmp_path / "pkg" / "data.py").write_text("")
+    assert find_cycles(import_graph({"pkg": tmp_path / "pkg"})) == []
+    (sub / "planner.py").write_text("from pkg.sub import generate, grammar\n\ndef plan(): ...\n")
+    graph = import_graph({"pkg": tmp_path / "pkg"})
+    assert "pkg.sub" in graph["pkg.sub.planner"]
+    assert find_cycles(graph) == [["pkg.sub", "pkg.sub.planner", "pkg.sub"]]
+    (sub / "planner.py").write_text("from . import generate\n")  # relative: the same fault
+    assert find_cycles(import_graph({"pkg": tmp_path / "pkg"})) == [
+        ["pkg.sub", "pkg.sub.planner", "pkg.sub"]
+    ]
 
 
 #: docs/design.md, "Import rules": the layers, lowest first; a module imports from its own layer
@@ -101,6 +133,27 @@ def test_every_module_has_a_layer_and_imports_downwards() -> None:
     assert not upward, "imports from a higher layer (docs/design.md, Import rules):\n" + "\n".join(
         upward
     )
+
+
+def design_layers(text: str) -> list[list[str]]:
+    """The layers docs/design.md names ("The layers, lowest first: `a`, `b` → `c` ..."), as
+    module names (``dynpath.`` added, except the top-level ``components`` and ``pipeline``)."""
+    sentence = text.split("The layers, lowest first:", 1)[1].split(". A module", 1)[0]
+    top = ("components", "pipeline")
+    return [
+        [n if n in top else f"dynpath.{n}" for n in re.findall(r"`([\w.]+)`", layer)]
+        for layer in sentence.split("→")
+    ]
+
+
+def test_the_design_names_the_layers_of_this_test() -> None:
+    """docs/design.md's layer list is the reader's copy of LAYERS: a module placed here and not
+    there (``seeds``, ``s3``, ``profiles`` once) leaves the design wrong."""
+    text = (ROOT / "docs" / "design.md").read_text(encoding="utf-8")
+    expected = [[n for n in layer if n != "dynpath"] for layer in LAYERS]
+    assert design_layers(text) == expected
+    planted = text.replace("`seeds`, `s3`, `profiles`", "`seeds`")
+    assert design_layers(planted) != expected
 
 
 @pytest.mark.parametrize(

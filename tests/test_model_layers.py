@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pytest
 import torch
@@ -20,16 +18,6 @@ from dynpath.model.selection import hard_gumbel_softmax
 from dynpath.model.text import TextEncoder
 
 D = 16
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core CI box OpenMP spin-waits
-    made these tests ~10x slower, so run them single-threaded (restored afterwards)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _masks(

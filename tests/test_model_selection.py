@@ -4,7 +4,6 @@ per-pathway loss, and the "network parallel" row as one module."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -24,14 +23,6 @@ from dynpath.model.selection import DynamicSelection, annealed_tau
 
 FEAT = 12
 VOCAB = 30
-
-
-@pytest.fixture(autouse=True)
-def _one_thread() -> Iterator[None]:
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 class _Constant(torch.nn.Module):

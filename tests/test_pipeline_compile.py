@@ -1,4 +1,5 @@
-"""The compiled Kubeflow pipeline YAML: fan-out/fan-in, GPU placement, secrets, cache keys."""
+"""The compiled Kubeflow pipeline YAML: fan-out/fan-in, GPU placement, secrets, cache keys. The
+DAG's tasks are checked against the stage table (dynpath.stages), the one list of the stages."""
 
 from __future__ import annotations
 
@@ -11,9 +12,19 @@ import yaml
 
 from dynpath.config import Config
 from dynpath.kfp import compile as kfp_pipeline
+from dynpath.kfp.components import FUNCTIONS
 from dynpath.profiles import resolve
+from dynpath.stages import KFP_DATA_STEPS, STAGES
 
 VARIANTS = ["dynamic", "exploitation_only", "sum_fusion"]
+
+#: Stage -> the Kubeflow task that runs it (the data stage of a synthetic profile is ``synth``).
+TASK_OF = {s.name: {v: k for k, v in KFP_DATA_STEPS.items()}.get(s.name, s.name) for s in STAGES}
+#: The stages run once per variant (dvc.yaml's ``foreach``, the pipeline's ParallelFor).
+PER_VARIANT = [s.name for s in STAGES if "variants.${key}" in s.params]
+#: The Kubeflow steps that are no DVC stage: fetching a real dataset's files with DVC (the data
+#: stage of a real profile, which DVC reads in place) and promoting in the MLflow registry.
+KFP_ONLY = {"fetch_data", "promote"}
 
 
 def _cfg(profile: str = "tiny", tracking: bool = True, **pipeline: Any) -> Config:
@@ -65,7 +76,7 @@ def test_parallel_for_over_variants_has_one_train_and_one_evaluate(compiled: Any
     _, loop = _loop(spec)
     assert json.loads(loop["parameterIterator"]["items"]["raw"]) == VARIANTS
     body = spec["components"][loop["componentRef"]["name"]]["dag"]["tasks"]
-    assert sorted(body) == ["evaluate", "train"]
+    assert sorted(body) == sorted(TASK_OF[s] for s in PER_VARIANT)
     item = loop["parameterIterator"]["itemInput"]
     for task in body.values():
         assert task["inputs"]["parameters"]["variant"] == {"componentInputParameter": item}
@@ -78,11 +89,22 @@ def test_root_dag_is_data_extract_vocab_loop_report_promote(compiled: Any) -> No
     spec, _ = compiled
     tasks = spec["root"]["dag"]["tasks"]
     loop_name, _ = _loop(spec)
-    assert sorted(tasks) == sorted(["synth", "extract", "vocab", loop_name, "report", "promote"])
+    order = list(
+        dict.fromkeys(loop_name if s.name in PER_VARIANT else TASK_OF[s.name] for s in STAGES)
+    )
+    assert sorted(tasks) == sorted([*order, "promote"])
+    for i, name in enumerate(order):  # a stage's task waits only for tasks of earlier stages
+        assert set(tasks[name].get("dependentTasks", [])) <= set(order[:i]), name
     assert tasks["extract"]["dependentTasks"] == ["synth"]
     assert tasks["promote"]["dependentTasks"] == ["report"]
     assert "cachingOptions" in tasks["promote"] and not tasks["promote"]["cachingOptions"]
     assert tasks["extract"]["cachingOptions"] == {"enableCache": True}
+
+
+def test_every_component_runs_a_stage_or_a_kubeflow_only_step() -> None:
+    """A stage added to the table needs its component (and one removed, its component gone)."""
+    assert set(FUNCTIONS) == set(TASK_OF.values()) | KFP_ONLY
+    assert all(name == func.__name__ for name, func in FUNCTIONS.items())
 
 
 def test_without_tracking_the_dag_ends_at_the_report(tmp_path: Path) -> None:

@@ -171,7 +171,7 @@ def test_a_kfp_local_task_with_bad_input_fails_on_one_line(
         pipeline_root=str(tmp_path),
         raise_on_error=True,
     )
-    synth = load("dynpath:test").synth
+    synth = load("dynpath:test")["synth"]
     params = _tiny_params("synth", train={"epochs": True})
     with pytest.raises(RuntimeError, match="FAILURE"):
         synth(params=params, code_version="c", data_digest="d")

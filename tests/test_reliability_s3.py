@@ -1,8 +1,9 @@
 """S3 faults that tests/test_s3_client.py does not inject (it covers 503s and connections dropped
 before any answer, on single-part objects, and an object replaced mid-download).
 
-Here a proxy in front of the real S3 server (moto, ``s3_server.py``) misbehaves the way a
-flaky network or gateway does:
+Here a proxy in front of the real S3 server (moto, ``s3_server.py``; the proxy is
+``s3_proxy.py``, shared with tests/test_s3_client.py) misbehaves the way a flaky network or
+gateway does:
 
 - downloads whose connection is cut half-way through the body (the response promised N bytes,
   N/2 arrive): retried and completed, or, when it never stops, a clear S3Error and no file;
@@ -17,17 +18,15 @@ no temp file is left beside it, and the store holds no object under the key.
 
 from __future__ import annotations
 
-import http.client
 import os
 import socket
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from botocore.exceptions import EndpointConnectionError
+from s3_proxy import FaultyS3Proxy
 from s3_server import bucket, s3_endpoint, s3_env  # noqa: F401  (fixtures)
 from waiting import held_port
 
@@ -38,107 +37,12 @@ pytestmark = pytest.mark.slow
 BIG = s3.MULTIPART_CHUNKSIZE + 1024 * 1024  # two parts
 
 
-class FaultyProxy:
-    """Forwards to ``upstream``; ``faults[kind]`` requests of a kind misbehave first:
-
-    - ``"truncate_get"``: a GET whose body is cut after half its bytes (connection closed);
-    - ``"fail_part"``: a PUT of a multipart part answered 503 SlowDown.
-    """
-
-    def __init__(self, upstream: str, sock: socket.socket | None = None, **faults: int) -> None:
-        host, up_port = upstream.removeprefix("http://").split(":")
-        self.faults = dict(faults)
-        self.injected = dict.fromkeys(faults, 0)
-        self.lock = threading.Lock()
-        proxy = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    chunks = []
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                        chunk = self.rfile.read(size)
-                        self.rfile.readline()
-                        if size == 0:
-                            break
-                        chunks.append(chunk)
-                    return b"".join(chunks)
-                length = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(length) if length else b""
-
-            def _fault(self, kind: str) -> bool:
-                with proxy.lock:
-                    if proxy.injected.get(kind, 0) < proxy.faults.get(kind, 0):
-                        proxy.injected[kind] += 1
-                        return True
-                return False
-
-            def _handle(self) -> None:
-                body = self._body()
-                part = self.command == "PUT" and "partNumber=" in self.path
-                if part and self._fault("fail_part"):
-                    err = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
-                    self.send_response(503)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(err)))
-                    self.end_headers()
-                    self.wfile.write(err)
-                    return
-                conn = http.client.HTTPConnection(host, int(up_port), timeout=60)
-                skip = ("connection", "transfer-encoding", "content-length")
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in skip}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                conn.close()
-                cut = self.command == "GET" and len(data) > 1024 and self._fault("truncate_get")
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command == "HEAD":
-                    return
-                if cut:  # promise everything, deliver half, hang up
-                    self.wfile.write(data[: len(data) // 2])
-                    self.wfile.flush()
-                    self.close_connection = True
-                    self.connection.shutdown(socket.SHUT_RDWR)
-                    return
-                self.wfile.write(data)
-
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
-
-        if sock is None:
-            self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        else:  # listen on a socket the test bound (and held) beforehand
-            self.server = ThreadingHTTPServer(sock.getsockname(), Handler, bind_and_activate=False)
-            self.server.socket.close()
-            self.server.socket = sock
-            self.server.server_activate()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def proxies(s3_endpoint: str) -> Iterator[Any]:  # noqa: F811
-    made: list[FaultyProxy] = []
+    made: list[FaultyS3Proxy] = []
 
-    def make(sock: socket.socket | None = None, **faults: int) -> FaultyProxy:
-        made.append(FaultyProxy(s3_endpoint, sock, **faults))
+    def make(sock: socket.socket | None = None, **faults: int) -> FaultyS3Proxy:
+        made.append(FaultyS3Proxy(s3_endpoint, sock, **faults))
         return made[-1]
 
     yield make

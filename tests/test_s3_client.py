@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import http.client
 import os
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from s3_proxy import FaultyS3Proxy
 from s3_server import bucket, s3_endpoint, s3_env  # noqa: F401  (fixtures)
 
 from dynpath import s3
@@ -129,89 +127,17 @@ def test_object_changed_mid_download_is_not_taken(bucket: str, tmp_path: Path) -
 # --------------------------------------------------------------------------- retries
 
 
-class _FaultyProxy:
-    """An HTTP proxy in front of the S3 server that fails the first ``failures`` requests
-    (HTTP 503 SlowDown, or a dropped connection) and forwards the rest unchanged."""
-
-    def __init__(self, upstream: str, failures: int, mode: str) -> None:
-        host, port = upstream.removeprefix("http://").split(":")
-        proxy = self
-        self.failures, self.mode, self.seen, self.failed = failures, mode, 0, 0
-        self.lock = threading.Lock()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _body(self) -> bytes:
-                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
-                    chunks = []
-                    while True:
-                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
-                        chunk = self.rfile.read(size)
-                        self.rfile.readline()  # CRLF after each chunk
-                        if size == 0:
-                            break
-                        chunks.append(chunk)
-                    return b"".join(chunks)
-                length = int(self.headers.get("Content-Length") or 0)
-                return self.rfile.read(length) if length else b""
-
-            def _handle(self) -> None:
-                body = self._body()
-                with proxy.lock:
-                    proxy.seen += 1
-                    fail = proxy.failed < proxy.failures
-                    proxy.failed += fail
-                if fail and proxy.mode == "drop":
-                    self.close_connection = True
-                    self.connection.shutdown(2)
-                    return
-                if fail:
-                    err = b"<Error><Code>SlowDown</Code><Message>injected</Message></Error>"
-                    self.send_response(503)
-                    self.send_header("Content-Type", "application/xml")
-                    self.send_header("Content-Length", str(len(err)))
-                    self.end_headers()
-                    self.wfile.write(err)
-                    return
-                conn = http.client.HTTPConnection(host, int(port), timeout=30)
-                drop = ("connection", "transfer-encoding", "content-length")
-                headers = {k: v for k, v in self.headers.items() if k.lower() not in drop}
-                conn.request(self.command, self.path, body=body, headers=headers)
-                resp = conn.getresponse()
-                data = resp.read()
-                self.send_response(resp.status)
-                for k, v in resp.getheaders():
-                    if k.lower() not in ("transfer-encoding", "connection", "content-length"):
-                        self.send_header(k, v)
-                length = resp.getheader("Content-Length") if self.command == "HEAD" else None
-                self.send_header("Content-Length", length or str(len(data)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(data)
-                conn.close()
-
-            do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _handle
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+FAULT_OF = {"503": "fail_any", "drop": "drop_any"}
 
 
 @pytest.fixture
 def faulty(s3_endpoint: str) -> Iterator[Any]:  # noqa: F811
-    proxies: list[_FaultyProxy] = []
+    """``faulty(n, "503")`` fails the first ``n`` requests with 503 SlowDown, ``faulty(n,
+    "drop")`` drops their connections (counted in ``injected[FAULT_OF[mode]]``)."""
+    proxies: list[FaultyS3Proxy] = []
 
-    def make(failures: int, mode: str) -> _FaultyProxy:
-        proxies.append(_FaultyProxy(s3_endpoint, failures, mode))
+    def make(failures: int, mode: str) -> FaultyS3Proxy:
+        proxies.append(FaultyS3Proxy(s3_endpoint, **{FAULT_OF[mode]: failures}))
         return proxies[-1]
 
     yield make
@@ -234,11 +160,12 @@ def test_transient_failures_are_retried(
     monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.url)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "4")
     s3.upload_file(src, f"s3://{bucket}/retried")
-    assert proxy.failed == 2 and proxy.seen >= 4  # 2 failures + PUT + HEAD went through
-    proxy.failures += 2  # and fail the next two requests of the download too
+    kind = FAULT_OF[mode]
+    assert proxy.injected[kind] == 2 and proxy.seen >= 4  # 2 failures + PUT + HEAD went through
+    proxy.faults[kind] += 2  # and fail the next two requests of the download too
     out = s3.download_file(f"s3://{bucket}/retried", tmp_path / "out")
     assert out.read_bytes() == src.read_bytes()
-    assert proxy.failed == 4
+    assert proxy.injected[kind] == 4
 
 
 @pytest.mark.slow
@@ -255,7 +182,7 @@ def test_without_retries_the_same_fault_fails(
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
     with pytest.raises(s3.S3Error, match=r"SlowDown|503"):
         s3.upload_file(src, f"s3://{bucket}/once")
-    assert proxy.failed == 1
+    assert proxy.injected["fail_any"] == 1
 
 
 @pytest.mark.slow

@@ -29,8 +29,9 @@ from waiting import FakeClock, wait_until
 from dynpath.config import Config
 from dynpath.errors import TrackingError
 from dynpath.inference.localizer import Localizer
+from dynpath.tracking.provenance import digest_files
 from dynpath.tracking.registry import promote
-from dynpath.tracking.tracker import digest_files, start_tracking
+from dynpath.tracking.tracker import start_tracking
 
 # the session's server and the per-test environment pointing at it (see mlflow_server.py)
 mlflow_server = fixtures.mlflow_server

@@ -23,9 +23,11 @@ from dynpath.errors import DataError, DynpathError
 from dynpath.inference.localizer import Localizer, format_spans, store_duration
 from dynpath.tracking.mlflow_env import resolve_tracking_uri
 from dynpath.tracking.params import numeric_metrics, safe_params
+from dynpath.tracking.protocol import NullTracker
+from dynpath.tracking.provenance import digest_files
 from dynpath.tracking.registry import higher_is_better
 from dynpath.tracking.resilience import Resilient
-from dynpath.tracking.tracker import NullTracker, digest_files, start_tracking
+from dynpath.tracking.tracker import start_tracking
 
 QUERY = "A person opens the door."
 

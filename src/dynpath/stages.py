@@ -7,7 +7,9 @@ keys of the data steps (:data:`dynpath.kfp.spec.STEP_SECTIONS`) are derived from
 
 Every stage also runs :mod:`dynpath.config` (the CLI loads params.yaml through it: a changed
 default changes what the stage computes), so it is an entry of each. ``${key}`` is a variant
-name, as in dvc.yaml's ``foreach``. Torch-free and import-free: the CLI and the tests read it.
+name, as in dvc.yaml's ``foreach``. A stage's code includes the package ``__init__`` files it runs,
+``src/dynpath/__init__.py`` among them where a module reads ``dynpath.__version__`` (the
+checkpoints of train and evaluate). Torch-free and import-free: the CLI and the tests read it.
 """
 
 from __future__ import annotations

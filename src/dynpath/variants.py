@@ -4,9 +4,9 @@ Each row names a variant, its label in the paper, the pathway modules it stacks 
 :data:`dynpath.model.registry.MODULES`), its fusion rule (a key of
 :data:`dynpath.model.selection.FUSIONS`), its row in Tables III/IV and the paper's published
 numbers. The model registry builds its architectures from it, the profiles list it as the default
-``variants:``, the report takes its row labels and order from it and
-:mod:`dynpath.model.published` its numbers. Adding a variant is one entry here plus the code of
-any new module (CONTRIBUTING.md, "Adding a variant").
+``variants:``, the report takes its row labels, order and the paper's numbers
+(:func:`paper_ablation`) from it, the benchmark its cost table. Adding a variant is one entry here
+plus the code of any new module (CONTRIBUTING.md, "Adding a variant").
 
 Torch-free on purpose: reading results (the report) or writing params (profiles) must not import
 torch.
@@ -38,6 +38,12 @@ class Variant:
     paper_row: int | None  # 1-based row of Tables III/IV; None for a variant the paper did not run
     charades_sta: PaperNumbers | None = None  # Table III (Charades-STA, I3D)
     tacos: PaperNumbers | None = None  # Table IV (TACoS, C3D)
+
+    def published(self, dataset: str) -> PaperNumbers | None:
+        """The paper's numbers for this variant on ``dataset`` (a ``data.dataset`` name); None
+        where the paper has none (the synthetic benchmark, a JSONL dataset, a row it did not
+        run)."""
+        return {"charades_sta": self.charades_sta, "tacos": self.tacos}.get(dataset)
 
 
 _BOTH = ("exploitation", "exploration")
@@ -155,3 +161,17 @@ PAPER_ORDER: tuple[str, ...] = tuple(
 #: keeps it apart (docs/design.md, "Model registry").
 PAPER_VARIANT = "dynamic"
 assert PAPER_VARIANT in BY_NAME
+
+#: ``metrics.json``'s keys of the fields of :class:`PaperNumbers`, in order.
+PAPER_METRIC_KEYS: tuple[str, ...] = ("r1_iou0.3", "r1_iou0.5", "r1_iou0.7", "miou")
+
+
+def paper_ablation(dataset: str) -> dict[str, dict[str, float]] | None:
+    """The paper's ablation table on ``dataset`` (Table III for Charades-STA, IV for TACoS):
+    variant -> ``metrics.json`` key -> percent; None where the paper has no numbers."""
+    table = {
+        v.name: dict(zip(PAPER_METRIC_KEYS, numbers, strict=True))
+        for v in TABLE
+        if (numbers := v.published(dataset)) is not None
+    }
+    return table or None

@@ -16,6 +16,44 @@ from dynpath.bench.train import train_throughput
 from dynpath.config import Config
 
 
+def _write_store(h5: Path, rng: np.random.Generator, n_videos: int, t_raw: int, dim: int) -> int:
+    """A feature store of ``n_videos`` random videos (``t_raw`` clips, ``dim`` wide); its bytes."""
+    from dynpath.data.features import write_features
+
+    feats = {
+        f"v{i:04d}": rng.standard_normal((t_raw, dim)).astype(np.float32) for i in range(n_videos)
+    }
+    attrs = {
+        "backbone": "bench",
+        "dim": dim,
+        "fps": 8.0,
+        "window": 16,
+        "stride": 16,
+        "pretrained": False,
+        "weights": "none",
+    }
+    write_features(h5, feats, attrs)
+    return sum(f.nbytes for f in feats.values())
+
+
+def _moments(n_videos: int) -> list[Any]:
+    """Four training moments per video, all with the same query."""
+    from dynpath.data.types import Moment
+
+    return [
+        Moment(
+            f"q{i}",
+            f"v{i % n_videos:04d}",
+            "the red circle moves left then grows",
+            2.0,
+            9.0,
+            30.0,
+            "train",
+        )
+        for i in range(4 * n_videos)
+    ]
+
+
 def data_loading(
     cfg: Config, device: torch.device, repeats: int, quick: bool, peak: MatmulPeak
 ) -> dict[str, Any]:
@@ -27,8 +65,7 @@ def data_loading(
     cache warm, as in every epoch after the first).
     """
     from dynpath.data.dataset import collate, make_loader
-    from dynpath.data.features import FeatureStore, write_features
-    from dynpath.data.types import Moment
+    from dynpath.data.features import FeatureStore
     from dynpath.data.vocab import PAD, UNK, Vocabulary
     from dynpath.extract.backbones import get_backbone
 
@@ -38,21 +75,7 @@ def data_loading(
     t_raw = 3 * cfg.data.max_len // 2
     with tempfile.TemporaryDirectory() as tmp:
         h5 = Path(tmp) / "features.h5"
-        feats = {
-            f"v{i:04d}": rng.standard_normal((t_raw, dim)).astype(np.float32)
-            for i in range(n_videos)
-        }
-        attrs = {
-            "backbone": "bench",
-            "dim": dim,
-            "fps": 8.0,
-            "window": 16,
-            "stride": 16,
-            "pretrained": False,
-            "weights": "none",
-        }
-        write_features(h5, feats, attrs)
-        nbytes = sum(f.nbytes for f in feats.values())
+        nbytes = _write_store(h5, rng, n_videos, t_raw, dim)
         t0 = time.perf_counter()
         with FeatureStore(h5) as store:
             for vid in store.keys():  # noqa: SIM118 (FeatureStore has no __iter__)
@@ -60,18 +83,7 @@ def data_loading(
         read_s = time.perf_counter() - t0
         words = [PAD, UNK, "the", "red", "circle", "moves", "left", "then", "grows"]
         vocab = Vocabulary(words, embeddings=np.zeros((len(words), 300), np.float32))
-        moments = [
-            Moment(
-                f"q{i}",
-                f"v{i % n_videos:04d}",
-                "the red circle moves left then grows",
-                2.0,
-                9.0,
-                30.0,
-                "train",
-            )
-            for i in range(4 * n_videos)
-        ]
+        moments = _moments(n_videos)
         bench_cfg = cfg.model_copy(
             update={"data": cfg.data.model_copy(update={"features": str(h5)})}
         )

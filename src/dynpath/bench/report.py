@@ -104,12 +104,12 @@ def check_targets(r: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return out
 
 
-def format_table(r: dict[str, Any]) -> str:
-    """A short human-readable summary of the JSON (the sections that ran)."""
+def _env_lines(r: dict[str, Any]) -> list[str]:
+    """The machine, its load and the matmul peaks of each path."""
     env = r["env"]
     load = env.get("load_average_start", ["?"])[0]
     loaded = env["device"] == "cpu" and isinstance(load, float) and load > env["cpus"] / 2
-    lines = [
+    return [
         f"{env['device_name']} ({env['device']}), {env['threads']} threads, torch "
         f"{env['torch']}, load average {load}{'  [--quick: tiny shapes]' if env['quick'] else ''}",
         *(
@@ -126,50 +126,81 @@ def format_table(r: dict[str, Any]) -> str:
             for name, row in r["matmul_peaks"]["paths"].items()
         ),
     ]
-    if "train_paper" in r:
-        tp, td = r["train_paper"], r.get("train_default")
-        lines += [
-            f"peak used for the step       {tp['matmul_peak']['gflops']:8.1f} GFLOP/s "
-            f"({tp['matmul_peak']['dtype']}, {tp['matmul_peak']['path']}, in the step's rounds)",
-            f"train step (paper config)    {tp['samples_per_s']:8.2f} samples/s  "
-            f"{tp['achieved_gflops']:.1f} GFLOP/s = {100 * tp['peak_fraction']:.0f}% of peak "
-            f"({100 * tp['peak_fraction_cpu_time']:.0f}% by CPU time; GEMMs on {tp['gemm']})",
-        ]
-        if "gemm_paths" in tp:
-            lines.append(
-                "train step per GEMM library  "
-                + ", ".join(
-                    f"{k} {v['step_s']:.2f} s ({100 * v['peak_fraction']:.0f}%)"
-                    for k, v in tp["gemm_paths"].items()
-                    if isinstance(v, dict)
-                )
-            )
-        if td is not None:
-            lines.append(
-                f"train step (default profile) {td['samples_per_s']:8.2f} samples/s  "
-                f"{100 * td['peak_fraction']:.0f}% of peak"
-            )
-        peer = tp["peer_lstm_measured"]
+
+
+def _train_lines(tp: dict[str, Any], td: dict[str, Any] | None) -> list[str]:
+    """The training step at the paper's and the default profile's shapes."""
+    lines = [
+        f"peak used for the step       {tp['matmul_peak']['gflops']:8.1f} GFLOP/s "
+        f"({tp['matmul_peak']['dtype']}, {tp['matmul_peak']['path']}, in the step's rounds)",
+        f"train step (paper config)    {tp['samples_per_s']:8.2f} samples/s  "
+        f"{tp['achieved_gflops']:.1f} GFLOP/s = {100 * tp['peak_fraction']:.0f}% of peak "
+        f"({100 * tp['peak_fraction_cpu_time']:.0f}% by CPU time; GEMMs on {tp['gemm']})",
+    ]
+    if "gemm_paths" in tp:
         lines.append(
-            f"bare nn.LSTM step            oneDNN {100 * peer['onednn']['peak_fraction']:.0f}% / "
-            f"native {100 * peer['native']['peak_fraction']:.0f}% of peak"
+            "train step per GEMM library  "
+            + ", ".join(
+                f"{k} {v['step_s']:.2f} s ({100 * v['peak_fraction']:.0f}%)"
+                for k, v in tp["gemm_paths"].items()
+                if isinstance(v, dict)
+            )
         )
-        for op in tp.get("top_operators", [])[:5]:
-            lines.append(f"  {op['op'][:40]:<40} {100 * op['share']:5.1f}%  ({op['calls']} calls)")
-    if "inference" in r:
-        lat = r["inference"]
-        for arch in ("dynamic", "soft_dynamic", "exploitation_only"):
-            row = lat[arch]
-            lines.append(
-                f"infer {arch:<22} p50 {row['p50_ms']:8.1f} ms  p95 {row['p95_ms']:8.1f} ms  "
-                f"{row['queries_per_s']:7.1f} q/s @ batch {row['batch']}"
-            )
-        if "dynamic[balanced]" in lat:
-            row = lat["dynamic[balanced]"]
-            lines.append(
-                f"infer dynamic (balanced)      {row['queries_per_s']:36.1f} q/s "
-                f"@ batch {row['batch']}"
-            )
+    if td is not None:
+        lines.append(
+            f"train step (default profile) {td['samples_per_s']:8.2f} samples/s  "
+            f"{100 * td['peak_fraction']:.0f}% of peak"
+        )
+    peer = tp["peer_lstm_measured"]
+    lines.append(
+        f"bare nn.LSTM step            oneDNN {100 * peer['onednn']['peak_fraction']:.0f}% / "
+        f"native {100 * peer['native']['peak_fraction']:.0f}% of peak"
+    )
+    for op in tp.get("top_operators", [])[:5]:
+        lines.append(f"  {op['op'][:40]:<40} {100 * op['share']:5.1f}%  ({op['calls']} calls)")
+    return lines
+
+
+def _inference_lines(lat: dict[str, Any]) -> list[str]:
+    """Latency and throughput of the timed architectures."""
+    lines = []
+    for arch in ("dynamic", "soft_dynamic", "exploitation_only"):
+        row = lat[arch]
+        lines.append(
+            f"infer {arch:<22} p50 {row['p50_ms']:8.1f} ms  p95 {row['p95_ms']:8.1f} ms  "
+            f"{row['queries_per_s']:7.1f} q/s @ batch {row['batch']}"
+        )
+    if "dynamic[balanced]" in lat:
+        row = lat["dynamic[balanced]"]
+        lines.append(
+            f"infer dynamic (balanced)      {row['queries_per_s']:36.1f} q/s @ batch {row['batch']}"
+        )
+    return lines
+
+
+def _charades_lines(ch: dict[str, Any]) -> list[str]:
+    """The Charades-STA-shaped workload and the projected ablation."""
+    lines = [f"Charades-STA workload ({ch['source']}; scale {ch['scale']})"]
+    for arch, row in ch["archs"].items():
+        frac = row.get("peak_fraction_estimate")
+        lines.append(
+            f"  train {arch:<20} {row['samples_per_s']:8.2f} samples/s, loader "
+            f"{100 * row['loader_share']:.1f}%"
+            + (f", ~{100 * frac:.0f}% of peak" if frac is not None else "")
+            + (f", eval {row['eval_queries_per_s']:.1f} q/s" if "eval_queries_per_s" in row else "")
+        )
+    hours = ch["ablation"]["ten_variants_hours"]
+    if hours is not None:
+        lines.append(
+            f"  ten-variant ablation, {ch['ablation']['epochs']} epochs  {hours:8.2f} h "
+            "(projected, one seed)"
+        )
+    return lines
+
+
+def _other_lines(r: dict[str, Any]) -> list[str]:
+    """The MS-LSTM, data-loading, extraction and DVC sections that ran."""
+    lines = []
     if "mslstm" in r:
         ms = r["mslstm"]
         lines.append(
@@ -191,35 +222,33 @@ def format_table(r: dict[str, Any]) -> str:
             f"Charades-STA extraction      {r['charades_extraction']['hours']:8.2f} h "
             "(i3d@224, network only, projected)"
         )
-    if "charades" in r:
-        ch = r["charades"]
-        lines.append(f"Charades-STA workload ({ch['source']}; scale {ch['scale']})")
-        for arch, row in ch["archs"].items():
-            frac = row.get("peak_fraction_estimate")
-            lines.append(
-                f"  train {arch:<20} {row['samples_per_s']:8.2f} samples/s, loader "
-                f"{100 * row['loader_share']:.1f}%"
-                + (f", ~{100 * frac:.0f}% of peak" if frac is not None else "")
-                + (
-                    f", eval {row['eval_queries_per_s']:.1f} q/s"
-                    if "eval_queries_per_s" in row
-                    else ""
-                )
-            )
-        hours = ch["ablation"]["ten_variants_hours"]
-        if hours is not None:
-            lines.append(
-                f"  ten-variant ablation, {ch['ablation']['epochs']} epochs  {hours:8.2f} h "
-                "(projected, one seed)"
-            )
-    dvc = r.get("dvc", {})
-    for key, label in (
+    return lines
+
+
+def _dvc_lines(dvc: dict[str, Any]) -> list[str]:
+    labels = (
         ("full", "full dvc repro"),
         ("noop", "no-op dvc repro"),
         ("noop_here", "no-op dvc repro (here)"),
-    ):
-        if "seconds" in dvc.get(key, {}):
-            lines.append(f"{label:<28} {dvc[key]['seconds']:8.2f} s")
+    )
+    return [
+        f"{label:<28} {dvc[key]['seconds']:8.2f} s"
+        for key, label in labels
+        if "seconds" in dvc.get(key, {})
+    ]
+
+
+def format_table(r: dict[str, Any]) -> str:
+    """A short human-readable summary of the JSON (the sections that ran)."""
+    lines = _env_lines(r)
+    if "train_paper" in r:
+        lines += _train_lines(r["train_paper"], r.get("train_default"))
+    if "inference" in r:
+        lines += _inference_lines(r["inference"])
+    lines += _other_lines(r)
+    if "charades" in r:
+        lines += _charades_lines(r["charades"])
+    lines += _dvc_lines(r.get("dvc", {}))
     lines += [
         f"[{v['status']}] {k}: {v['value'] if v['value'] is None else round(v['value'], 3)}"
         for k, v in r["targets"].items()

@@ -19,7 +19,7 @@ from dynpath.bench.dvc import dvc_timings
 from dynpath.bench.extraction import extraction, extraction_projection
 from dynpath.bench.inference import inference_latency, mslstm_ratio
 from dynpath.bench.inputs import PAPER_SHAPE, QUICK_MODEL, QUICK_SHAPE
-from dynpath.bench.peaks import matmul_peaks
+from dynpath.bench.peaks import MatmulPeak, matmul_peaks
 from dynpath.bench.report import check_targets, format_table
 from dynpath.bench.timing import torch_threads
 from dynpath.bench.train import PEERS_REPORTED, lstm_peer, train_throughput
@@ -82,6 +82,22 @@ def parse_sections(text: str) -> tuple[str, ...]:
     return tuple(names)
 
 
+def _train_paper(
+    paper_model: ModelConfig,
+    paper_shape: dict[str, int],
+    cfg: Config,
+    dev: torch.device,
+    repeats: int,
+    peak: MatmulPeak,
+) -> dict[str, Any]:
+    """The training step at the paper's configuration, with the operator detail, and a bare
+    ``nn.LSTM`` step beside it (with the peers' reported figures)."""
+    row = train_throughput("dynamic", paper_model, paper_shape, cfg, dev, repeats, peak, True)
+    row["peers_reported"] = PEERS_REPORTED
+    row["peer_lstm_measured"] = lstm_peer(paper_shape, paper_model.dim, dev, repeats, peak)
+    return row
+
+
 def run_bench(
     cfg: Config,
     output: Path,
@@ -107,13 +123,7 @@ def run_bench(
         peak, result["matmul_peaks"] = matmul_peaks(dev, 256 if quick else 2048, repeats)
         if "paper" in sections:
             log.info("bench: training step at the paper's configuration")
-            result["train_paper"] = train_throughput(
-                "dynamic", paper_model, paper_shape, cfg, dev, repeats, peak, True
-            )
-            result["train_paper"]["peers_reported"] = PEERS_REPORTED
-            result["train_paper"]["peer_lstm_measured"] = lstm_peer(
-                paper_shape, paper_model.dim, dev, repeats, peak
-            )
+            result["train_paper"] = _train_paper(paper_model, paper_shape, cfg, dev, repeats, peak)
         if "data" in sections:
             log.info("bench: data loading and the default profile's training step")
             result["data"] = data_loading(cfg, dev, repeats, quick, peak)

@@ -47,6 +47,18 @@ def _step_on(backend: str, step: Callable[[], Any]) -> Any:
         return step()
 
 
+def _model_fields(model_cfg: ModelConfig) -> dict[str, Any]:
+    """The model sizes a timing depends on, as the JSON reports them."""
+    return {
+        "dim": model_cfg.dim,
+        "heads": model_cfg.heads,
+        "lstm_scales": model_cfg.lstm_scales,
+        "kernels": list(model_cfg.kernels),
+        "text_lstm_layers": model_cfg.text_lstm_layers,
+        "dropout": model_cfg.dropout,
+    }
+
+
 def train_throughput(
     arch: str,
     model_cfg: ModelConfig,
@@ -103,14 +115,7 @@ def train_throughput(
     return {
         "arch": arch,
         "shape": shape,
-        "model": {
-            "dim": model_cfg.dim,
-            "heads": model_cfg.heads,
-            "lstm_scales": model_cfg.lstm_scales,
-            "kernels": list(model_cfg.kernels),
-            "text_lstm_layers": model_cfg.text_lstm_layers,
-            "dropout": model_cfg.dropout,
-        },
+        "model": _model_fields(model_cfg),
         "parameters": count_parameters(model),
         "precision": str(trainer.amp_dtype or torch.float32).removeprefix("torch."),
         "gemm": trainer.gemm,

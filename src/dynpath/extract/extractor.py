@@ -330,18 +330,11 @@ def extract_directory(
         ) from err
 
 
-def _extract_directory(
-    videos: Path,
-    output: Path,
-    backbone: str,
-    cfg: ExtractConfig,
-    weights: str | None,
-    seed: int,
-    progress: bool,
-) -> dict[str, Any]:
-    paths = list_videos(videos)
-    if not paths:
-        raise DataError(f"{videos}: no video files (looked for common video suffixes)")
+def _load_backbone(
+    backbone: str, cfg: ExtractConfig, weights: str | None, seed: int
+) -> tuple[LoadedBackbone, StoreAttrs]:
+    """The backbone (warning when its weights are not pretrained) and the store attributes that
+    say how the features were made."""
     loaded = build_backbone(backbone, weights, seed)
     if not loaded.pretrained:
         log.warning(
@@ -360,6 +353,93 @@ def _extract_directory(
         weights=loaded.weights,
         weights_id=loaded.weights_id,
     )
+    return loaded, attrs
+
+
+def _start_partial(
+    output: Path, partial: Path, attrs: StoreAttrs, final_done: set[str] | None
+) -> set[str]:
+    """The videos already complete in the partial store, which a killed run left or which is
+    started here: empty, or from the finished store when new videos are to be added to it."""
+    partial_done = _open_existing(partial, attrs, "partial file")
+    if partial_done is not None:
+        return partial_done
+    partial.unlink(missing_ok=True)
+    if final_done is not None:  # new videos to add to a finished store: continue from it
+        shutil.copyfile(output, partial)
+        with h5py.File(partial, "a") as f:
+            for key in final_done:
+                f[key].attrs["complete"] = True
+        return final_done
+    with h5py.File(partial, "w") as f:
+        f.attrs.update(attrs.as_dict())
+    return set()
+
+
+def _write_video(f: Any, partial: Path, vid: str, vf: VideoFeatures, precision: str) -> None:
+    """One video's features into the open store, marked complete only once written."""
+    if vid in f:  # an incomplete dataset from a killed run
+        del f[vid]
+    ensure_room(partial, vf.features.nbytes)  # a failed HDF5 write cannot be undone
+    ds = f.create_dataset(vid, data=vf.features)
+    ds.attrs.update(
+        {
+            "fps": vf.fps,
+            "source_fps": vf.source_fps,
+            "n_frames": vf.n_frames,
+            "precision": precision,
+        }
+    )
+    ds.attrs["complete"] = True
+    f.flush()
+
+
+def _extract_into(
+    partial: Path,
+    todo: list[Path],
+    extractor: ClipFeatureExtractor,
+    summary: ExtractionSummary,
+    backbone: str,
+    progress: bool,
+) -> None:
+    """Extract ``todo`` into the partial store; a video that cannot be decoded is skipped and
+    recorded in ``summary.failures`` (and in the store's ``failures`` attribute)."""
+    t0 = time.perf_counter()
+    with h5py.File(partial, "a") as f:
+        # disable=None: drawn on a terminal only (a log file would get one line per redraw)
+        bar = tqdm(
+            todo, desc=f"extract {backbone}", unit="video", disable=None if progress else True
+        )
+        for path in bar:
+            try:
+                vf = extractor.video(path)
+            except DataError as err:
+                log.warning("extract: skipping %s: %s", path.name, err)
+                summary.failures.append({"video": path.name, "error": str(err)})
+                continue
+            _write_video(f, partial, path.stem, vf, extractor.precision)
+            summary.extracted += 1
+            summary.clips += int(vf.features.shape[0])
+            elapsed = time.perf_counter() - t0
+            bar.set_postfix(clips_per_s=f"{summary.clips / max(elapsed, 1e-9):.1f}")
+        summary.seconds = time.perf_counter() - t0
+        summary.failed = len(summary.failures)
+        f.attrs["failures"] = json.dumps(summary.failures)
+
+
+def _extract_directory(
+    videos: Path,
+    output: Path,
+    backbone: str,
+    cfg: ExtractConfig,
+    weights: str | None,
+    seed: int,
+    progress: bool,
+) -> dict[str, Any]:
+    paths = list_videos(videos)
+    if not paths:
+        raise DataError(f"{videos}: no video files (looked for common video suffixes)")
+    loaded, attrs = _load_backbone(backbone, cfg, weights, seed)
     summary = ExtractionSummary(
         output=str(output),
         backbone=backbone,
@@ -381,60 +461,13 @@ def _extract_directory(
         log.info("extract: all %d videos already in %s", len(ids), output)
         return summary.as_dict()
 
-    partial_done = _open_existing(partial, attrs, "partial file")
-    if partial_done is None:
-        partial.unlink(missing_ok=True)
-        if final_done is not None:  # new videos to add to a finished store: continue from it
-            shutil.copyfile(output, partial)
-            with h5py.File(partial, "a") as f:
-                for key in final_done:
-                    f[key].attrs["complete"] = True
-            partial_done = final_done
-        else:
-            with h5py.File(partial, "w") as f:
-                f.attrs.update(attrs.as_dict())
-            partial_done = set()
-
+    partial_done = _start_partial(output, partial, attrs, final_done)
     extractor = ClipFeatureExtractor(loaded, cfg)
     summary.device = str(extractor.device)
     summary.precision = extractor.precision
     todo = [p for p in paths if p.stem not in partial_done]
     summary.skipped = len(paths) - len(todo)
-    t0 = time.perf_counter()
-    with h5py.File(partial, "a") as f:
-        # disable=None: drawn on a terminal only (a log file would get one line per redraw)
-        bar = tqdm(
-            todo, desc=f"extract {backbone}", unit="video", disable=None if progress else True
-        )
-        for path in bar:
-            vid = path.stem
-            try:
-                vf = extractor.video(path)
-            except DataError as err:
-                log.warning("extract: skipping %s: %s", path.name, err)
-                summary.failures.append({"video": path.name, "error": str(err)})
-                continue
-            if vid in f:  # an incomplete dataset from a killed run
-                del f[vid]
-            ensure_room(partial, vf.features.nbytes)  # a failed HDF5 write cannot be undone
-            ds = f.create_dataset(vid, data=vf.features)
-            ds.attrs.update(
-                {
-                    "fps": vf.fps,
-                    "source_fps": vf.source_fps,
-                    "n_frames": vf.n_frames,
-                    "precision": extractor.precision,
-                }
-            )
-            ds.attrs["complete"] = True
-            f.flush()
-            summary.extracted += 1
-            summary.clips += int(vf.features.shape[0])
-            elapsed = time.perf_counter() - t0
-            bar.set_postfix(clips_per_s=f"{summary.clips / max(elapsed, 1e-9):.1f}")
-        summary.seconds = time.perf_counter() - t0
-        summary.failed = len(summary.failures)
-        f.attrs["failures"] = json.dumps(summary.failures)
+    _extract_into(partial, todo, extractor, summary, backbone, progress)
     _write_failures(output, summary.failures)
 
     limit = _failure_limit(cfg.max_failures, len(paths))

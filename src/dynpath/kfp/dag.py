@@ -110,24 +110,24 @@ def build_pipeline(
     ) -> dsl.Dataset:
         keys = {"code_version": code_version, "data_digest": data_digest}
         if synthetic:
-            raw = comps.synth(params=step_params(cfg, "synth"), **keys)
+            raw = comps["synth"](params=step_params(cfg, "synth"), **keys)
         else:
-            raw = comps.fetch_data(repo_url=data_repo, data_rev=data_rev, paths=inputs, **keys)
+            raw = comps["fetch_data"](repo_url=data_repo, data_rev=data_rev, paths=inputs, **keys)
             _use_env(raw, cfg, mlflow=False)
         data = raw.outputs["data"]
 
-        ext = comps.extract(params=step_params(cfg, "extract"), data=data, **keys)
+        ext = comps["extract"](params=step_params(cfg, "extract"), data=data, **keys)
         _place_on_gpu(ext, gpu.get("extract"))
-        voc = comps.vocab(params=step_params(cfg, "vocab"), data=data, **keys)
+        voc = comps["vocab"](params=step_params(cfg, "vocab"), data=data, **keys)
         features, vocab = ext.outputs["features"], voc.outputs["vocab"]
 
         with dsl.ParallelFor(items=variants, name="variants") as variant:
-            tr = comps.train(
+            tr = comps["train"](
                 params=full, variant=variant, data=data, features=features, vocab=vocab, **keys
             )
             _place_on_gpu(tr, gpu.get("train"))
             _use_env(tr, cfg)
-            ev = comps.evaluate(
+            ev = comps["evaluate"](
                 params=full,
                 variant=variant,
                 data=data,
@@ -138,7 +138,7 @@ def build_pipeline(
             )
             _use_env(ev, cfg)
 
-        rep = comps.report(
+        rep = comps["report"](
             params=full,
             vocab=vocab,
             evaluations=dsl.Collected(ev.outputs["evaluation"]),
@@ -149,7 +149,7 @@ def build_pipeline(
         # promotion is of the paper's model (docs/design.md, "Model registry"): a run of
         # ablation variants alone has nothing to promote
         if tracking and PAPER_VARIANT in cfg.variants:
-            pro = comps.promote(
+            pro = comps["promote"](
                 params=full, code_version=code_version, report=rep.outputs["report"]
             )
             pro.set_caching_options(enable_caching=False)

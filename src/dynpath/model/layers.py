@@ -1,6 +1,6 @@
 """Building blocks of the dynamic-pathway model (paper Sec. III-B/C), each citing its equation.
 
-Padding convention, relied on by every block and checked by ``tests/test_model_padding.py``:
+Padding convention, relied on by every block and checked by ``tests/test_model_layers.py``:
 a sample's outputs at its valid positions never depend on what sits at padded positions, so a
 sample gives the same result alone or batched with longer samples. Each block states how it
 keeps that promise. Blocks return zeros at padded video positions so the next block starts from a

@@ -19,7 +19,7 @@ class TextEncoder(nn.Module):
 
     Word vectors: the pretrained matrix (row 0 PAD = zeros, row 1 UNK) is a *buffer*, frozen and
     never a Parameter, so no optimizer can touch it and it receives no gradient; out-of-vocabulary
-    words (id 1) use a separate trainable ``unk`` vector (docs/design.md: "OOV -> trainable UNK"),
+    words (id 1) use a separate trainable ``unk`` vector (docs/design.md, "Encoders"),
     initialised from row 1. The buffer is saved in checkpoints so they are self-contained.
 
     The BiLSTM has ``cfg.model.text_lstm_layers`` layers of d/2 units per direction (so its output

@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 from dynpath.engine.metrics import metric_key
 from dynpath.io import atomic_path
 from dynpath.report.tables import ROUTES, VariantResult
+from dynpath.variants import PAPER_VARIANT
 
 DPI = 110
 
@@ -37,7 +38,11 @@ def training_curves(results: Sequence[VariantResult], selection_metric: str, pat
         epochs = [h.get("epoch") for h in r.history]
         loss = [h.get("train_loss") for h in r.history]
         val = [h.get(val_key) for h in r.history]
-        style = {"linewidth": 2.4 if r.name == "dynamic" else 1.2, "marker": "o", "markersize": 3}
+        style = {
+            "linewidth": 2.4 if r.name == PAPER_VARIANT else 1.2,
+            "marker": "o",
+            "markersize": 3,
+        }
         if any(v is not None for v in loss):
             ax_loss.plot(epochs, loss, label=r.display, **style)
         if any(v is not None for v in val):

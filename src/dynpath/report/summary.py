@@ -24,6 +24,7 @@ from dynpath.schemas import (
     VariantSummary,
     read_report_summary,
 )
+from dynpath.variants import paper_ablation
 
 log = logging.getLogger(__name__)
 
@@ -75,10 +76,7 @@ def mlflow_links(results: Sequence[VariantResult], tracking_uri: str) -> dict[st
 
 def published_numbers(dataset: str) -> dict[str, dict[str, float]] | None:
     """The paper's ablation numbers on ``dataset`` per variant, or None where it has none."""
-    from dynpath.model.published import ABLATION_TABLES
-
-    table = ABLATION_TABLES.get(dataset)
-    return None if table is None else {k: dict(v) for k, v in table.items()}
+    return paper_ablation(dataset)
 
 
 def _metric_subset(d: Mapping[str, Any], thresholds: Sequence[float]) -> dict[str, Any]:

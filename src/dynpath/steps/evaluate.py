@@ -68,6 +68,7 @@ from dynpath.schemas import (
     TRAIN_SUMMARY,
     VAL_PREDICTIONS,
     EvalHeader,
+    LatencyMs,
     eval_header,
     metrics_json,
     read_train_summary,
@@ -118,6 +119,105 @@ def _write_predictions(path: Path, preds: list[Prediction]) -> None:
             fh.write(json.dumps(p.to_json()) + "\n")
 
 
+def _checkpoint(
+    vcfg: Config, variant: str, arch: str, model_dir: Path
+) -> tuple[dict[str, Any], Config]:
+    """``model_dir/best.pt`` and the config it was trained with. The architecture comes from the
+    checkpoint's own config (it is what the weights fit); data paths and the evaluation protocol
+    come from the current params."""
+    from dynpath.config import Config as ConfigModel
+
+    ckpt = load_checkpoint(model_dir / BEST, variant=variant, arch=arch)
+    model_cfg = ConfigModel.model_validate(ckpt["meta"]["config"])
+    if model_cfg.model != vcfg.model:
+        log.warning(
+            "%s: model settings differ from params.yaml; using the checkpoint's", model_dir / BEST
+        )
+    return ckpt, model_cfg
+
+
+def _check_vocab(meta: dict[str, Any], vocab: Any, vocab_dir: Path, model_dir: Path) -> None:
+    """The vocabulary is the one the checkpoint was trained with (size and word ids)."""
+    check_vocab(meta, len(vocab), vocab.fingerprint(), vocab_dir, model_dir / BEST)
+
+
+def _check_features(meta: dict[str, Any], store: FeatureStore, model_dir: Path) -> None:
+    """The features have the width and the extraction the checkpoint was trained on."""
+    if store.dim != int(meta["feature_dim"]):
+        raise CheckpointError(
+            f"{store.path}: features are {store.dim}-d but {model_dir / BEST} was trained on "
+            f"{meta['feature_dim']}-d features"
+        )
+    check_features(meta, store.identity(), store.path, model_dir / BEST)
+
+
+def _restore(
+    arch: str,
+    model_cfg: Config,
+    ckpt: dict[str, Any],
+    vocab: Any,
+    store: FeatureStore,
+    model_dir: Path,
+    device: torch.device,
+) -> torch.nn.Module:
+    """The checkpoint's model on ``device``, in evaluation mode."""
+    from dynpath.model.registry import build_model
+
+    assert vocab.embeddings is not None
+    model = build_model(arch, model_cfg, vocab.embeddings, store.dim)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{model_dir / BEST}: does not fit {arch!r}: {err}") from None
+    model.to(device).eval()
+    return model
+
+
+def _shuffled_control(
+    model: torch.nn.Module,
+    loader: Any,
+    ds: MomentDataset,
+    moments: list[Any],
+    vcfg: Config,
+    split: str,
+    device: torch.device,
+    amp: torch.dtype | None,
+) -> dict[str, float]:
+    """The metrics with every query paired with another video's features (a video-blind model
+    scores as well as on the real pairs); empty when off or with fewer than two videos."""
+    n_videos = len({m.vid for m in moments})
+    if vcfg.eval.shuffled_control and n_videos < 2:
+        log.warning("shuffled-video control skipped: the %s split has %d video(s)", split, n_videos)
+    if not vcfg.eval.shuffled_control or n_videos < 2:
+        return {}
+    partner = derangement([m.vid for m in moments], vcfg.seed)
+
+    def partner_features(vid: str) -> torch.Tensor:
+        return torch.from_numpy(np.array(ds.features(partner[vid])))
+
+    k, nms = vcfg.eval.topk, vcfg.eval.nms_iou
+    shuffled_preds = predict(
+        model, loader, device, k, nms, amp, transform=lambda b: swap_videos(b, partner_features)
+    )
+    return score(shuffled_preds, ranking_ks(vcfg), vcfg.eval.iou_thresholds)
+
+
+def _latency(
+    model: torch.nn.Module,
+    ds: MomentDataset,
+    vcfg: Config,
+    device: torch.device,
+    amp: torch.dtype | None,
+) -> LatencyMs:
+    """Batch-1 latency (ms) over a seeded sample of the split's queries."""
+    rng = np.random.default_rng(vcfg.seed)
+    sample = sorted(rng.choice(len(ds), size=min(LATENCY_QUERIES, len(ds)), replace=False).tolist())
+    single = DataLoader(Subset(ds, sample), batch_size=1, shuffle=False, collate_fn=collate)
+    k, nms = vcfg.eval.topk, vcfg.eval.nms_iou
+    latency = measure_latency(model, single, device, k, nms, amp)
+    return {"p50": round(latency["p50"], 3), "p95": round(latency["p95"], 3)}
+
+
 def _evaluate(
     cfg: Config,
     variant: str,
@@ -128,8 +228,7 @@ def _evaluate(
     track: bool,
 ) -> dict[str, Any]:
     """Evaluate ``model_dir/best.pt`` of ``variant`` on ``split`` (MLflow if ``track``)."""
-    from dynpath.config import Config as ConfigModel
-    from dynpath.model.registry import build_model, variant_metadata
+    from dynpath.model.registry import variant_metadata
 
     arch, vcfg = cfg.variant(variant)
     if vcfg.train.threads > 0:
@@ -137,36 +236,16 @@ def _evaluate(
     model_dir, out_dir, vocab_dir = Path(model_dir), Path(out_dir), Path(vocab_dir)
     t0 = time.perf_counter()
     device = train_device(vcfg.train.device)
-    ckpt = load_checkpoint(model_dir / BEST, variant=variant, arch=arch)
-    meta = ckpt["meta"]
-    # The architecture comes from the checkpoint's own config (it is what the weights fit);
-    # data paths and the evaluation protocol come from the current params.
-    model_cfg = ConfigModel.model_validate(meta["config"])
-    if model_cfg.model != vcfg.model:
-        log.warning(
-            "%s: model settings differ from params.yaml; using the checkpoint's", model_dir / BEST
-        )
-
+    ckpt, model_cfg = _checkpoint(vcfg, variant, arch, model_dir)
     splits, _report = load_splits(vcfg)
     if split not in splits:
         raise DataError(f"split {split!r} not found; available: {sorted(splits)}")
     moments = splits[split]
     vocab = load_vocab(vocab_dir)
-    check_vocab(meta, len(vocab), vocab.fingerprint(), vocab_dir, model_dir / BEST)
+    _check_vocab(ckpt["meta"], vocab, vocab_dir, model_dir)
     store = FeatureStore(vcfg.data.features)
-    if store.dim != int(meta["feature_dim"]):
-        raise CheckpointError(
-            f"{store.path}: features are {store.dim}-d but {model_dir / BEST} was trained on "
-            f"{meta['feature_dim']}-d features"
-        )
-    check_features(meta, store.identity(), store.path, model_dir / BEST)
-    assert vocab.embeddings is not None
-    model = build_model(arch, model_cfg, vocab.embeddings, store.dim)
-    try:
-        model.load_state_dict(ckpt["model"])
-    except RuntimeError as err:
-        raise CheckpointError(f"{model_dir / BEST}: does not fit {arch!r}: {err}") from None
-    model.to(device).eval()
+    _check_features(ckpt["meta"], store, model_dir)
+    model = _restore(arch, model_cfg, ckpt, vocab, store, model_dir, device)
     amp = amp_dtype(vcfg.train.amp, device)
 
     ds = MomentDataset(moments, store, vocab, vcfg.data.max_len, vcfg.vocab.max_query_len)
@@ -177,26 +256,7 @@ def _evaluate(
     metrics = score(preds, ks, thresholds)
     has_selector = bool(variant_metadata(arch)["has_selector"])
     routes = route_breakdown(preds, has_selector, ks, thresholds)
-
-    shuffled: dict[str, float] = {}
-    n_videos = len({m.vid for m in moments})
-    if vcfg.eval.shuffled_control and n_videos < 2:
-        log.warning("shuffled-video control skipped: the %s split has %d video(s)", split, n_videos)
-    elif vcfg.eval.shuffled_control:
-        partner = derangement([m.vid for m in moments], vcfg.seed)
-
-        def partner_features(vid: str) -> torch.Tensor:
-            return torch.from_numpy(np.array(ds.features(partner[vid])))
-
-        shuffled_preds = predict(
-            model, loader, device, k, nms, amp, transform=lambda b: swap_videos(b, partner_features)
-        )
-        shuffled = score(shuffled_preds, ks, thresholds)
-
-    rng = np.random.default_rng(vcfg.seed)
-    sample = sorted(rng.choice(len(ds), size=min(LATENCY_QUERIES, len(ds)), replace=False).tolist())
-    single = DataLoader(Subset(ds, sample), batch_size=1, shuffle=False, collate_fn=collate)
-    latency = measure_latency(model, single, device, k, nms, amp)
+    shuffled = _shuffled_control(model, loader, ds, moments, vcfg, split, device, amp)
 
     run_id = _training_run_id(model_dir)
     header: EvalHeader = {
@@ -206,7 +266,7 @@ def _evaluate(
         "n": len(preds),
         "shuffled": shuffled,
         "routes": routes,
-        "latency_ms": {"p50": round(latency["p50"], 3), "p95": round(latency["p95"], 3)},
+        "latency_ms": _latency(model, ds, vcfg, device, amp),
         "mlflow_run_id": run_id,
     }
     result = metrics_json(header, metrics)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -49,7 +50,7 @@ from dynpath.report.summary import (
     pretrained_features,
     published_numbers,
 )
-from dynpath.report.tables import ablation_csv, load_results
+from dynpath.report.tables import VariantResult, ablation_csv, load_results
 from dynpath.schemas import ReportSummary, VariantSummary
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,32 @@ def _read_optional(path: Path) -> dict[str, Any] | None:
     except json.JSONDecodeError as err:
         raise DataError(f"{path}: not valid JSON ({err})") from None
     return data if isinstance(data, dict) else None
+
+
+def _figures(
+    cfg: Config,
+    results: Sequence[VariantResult],
+    published: Mapping[str, Mapping[str, float]] | None,
+    plot_dir: Path,
+) -> dict[str, Path | None]:
+    """The report's figures by file name (None: not drawn, and an earlier run's file removed so
+    that no stale figure is left)."""
+    th = cfg.eval.iou_thresholds
+    figures: dict[str, Path | None] = {
+        "ablation.png": plots.ablation_bars(results, th, published, plot_dir / "ablation.png"),
+        "routes.png": plots.route_shares(results, plot_dir / "routes.png"),
+        "training_curves.png": (
+            plots.training_curves(
+                results, cfg.eval.selection_metric, plot_dir / "training_curves.png"
+            )
+            if any(r.history for r in results)
+            else None
+        ),
+    }
+    for name, path in figures.items():
+        if path is None:
+            (plot_dir / name).unlink(missing_ok=True)
+    return figures
 
 
 def run(
@@ -102,22 +129,7 @@ def run(
         summary["variants"][name].update(cast(VariantSummary, entry))
     summary.update(cast(ReportSummary, extra))
 
-    plot_dir = out_dir / PLOTS
-    figures: dict[str, Path | None] = {
-        "ablation.png": plots.ablation_bars(results, th, published, plot_dir / "ablation.png"),
-        "routes.png": plots.route_shares(results, plot_dir / "routes.png"),
-        "training_curves.png": (
-            plots.training_curves(
-                results, cfg.eval.selection_metric, plot_dir / "training_curves.png"
-            )
-            if any(r.history for r in results)
-            else None
-        ),
-    }
-    for name, path in figures.items():  # no stale figure from an earlier run
-        if path is None:
-            (plot_dir / name).unlink(missing_ok=True)
-
+    figures = _figures(cfg, results, published, out_dir / PLOTS)
     dr_path = data_report or eval_dir.parent / "vocab" / "data_report.json"
     doc = build_document(
         cfg,

@@ -34,7 +34,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -67,7 +68,7 @@ from dynpath.seeds import SEEDS_DIR, seed_dir, selected_seeds
 
 if TYPE_CHECKING:
     from dynpath.config import Config
-    from dynpath.tracking.tracker import RunTracker
+    from dynpath.tracking.protocol import RunTracker
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ def _tracking(
     cfg: Config, variant: str, arch: str, main: bool, run_id: str | None
 ) -> Iterator[Any]:
     """The MLflow tracker on rank 0, a no-op tracker on the other ranks."""
-    from dynpath.tracking.tracker import NullTracker, start_tracking
+    from dynpath.tracking.protocol import NullTracker
+    from dynpath.tracking.tracker import start_tracking
 
     if not main:
         yield NullTracker()
@@ -221,6 +223,173 @@ def _check_resumed_seed(out_dir: Path, variant: str, arch: str, train_seed: int)
         )
 
 
+@dataclass
+class _TrainData:
+    """What one training run reads: the splits, the vocabulary, the feature store's facts and
+    the two datasets."""
+
+    splits: dict[str, list[Any]]
+    report: Any  # DataReport: its sources are logged as the run's dataset
+    vocab: Any
+    store: FeatureStore
+    feature_dim: int
+    attrs: dict[str, Any]
+    pretrained: bool
+    train_ds: MomentDataset
+    val_ds: MomentDataset
+
+
+def _load_data(cfg: Config, vocab_dir: Path, info: DistInfo) -> _TrainData:
+    """The splits, vocabulary and features of ``cfg``; warns (rank 0) when the features come
+    from a backbone with random weights."""
+    splits, report = load_splits(cfg)
+    vocab = load_vocab(vocab_dir)
+    store = FeatureStore(cfg.data.features)
+    attrs = store.attrs
+    pretrained = bool(attrs.get("pretrained", False))
+    if not pretrained and info.is_main:
+        log.warning(
+            "%s: features come from a randomly initialised %s (no pretrained weights); "
+            "results are not comparable with the paper",
+            store.path,
+            attrs.get("backbone", "backbone"),
+        )
+    mql = cfg.vocab.max_query_len
+    train_ds = MomentDataset(splits["train"], store, vocab, cfg.data.max_len, mql)
+    val_ds = MomentDataset(splits["val"], store, vocab, cfg.data.max_len, mql)
+    return _TrainData(splits, report, vocab, store, store.dim, attrs, pretrained, train_ds, val_ds)
+
+
+def _build_model(
+    cfg: Config, variant: str, arch: str, data: _TrainData, train_seed: int
+) -> tuple[nn.Module, int, dict[str, Any]]:
+    """The model of ``arch`` initialised from ``train_seed`` alone, its parameter count and the
+    checkpoints' metadata."""
+    from dynpath.model.registry import build_model, count_parameters
+
+    seed_everything(train_seed)  # model initialisation depends on the training seed only
+    assert data.vocab.embeddings is not None
+    model = build_model(arch, cfg, data.vocab.embeddings, data.feature_dim)
+    if cfg.model.normalize_features:
+        # training videos only: validation and test must not leak into the preprocessing
+        model.video.set_statistics(*data.store.statistics(m.vid for m in data.splits["train"]))
+    n_params = count_parameters(model)
+    meta = make_meta(
+        variant,
+        arch,
+        cfg.model_dump(mode="json"),
+        data.feature_dim,
+        len(data.vocab),
+        pretrained_features=data.pretrained,
+        backbone=str(data.attrs.get("backbone", "")),
+        train_seed=train_seed,
+        vocab_sha256=data.vocab.fingerprint(),
+        features_identity=data.store.identity(),
+    )
+    # per-pathway logits cost three head passes per pathway: only when the loss uses them
+    model.pathway_heads = cfg.train.lambda_pathway > 0.0 or cfg.train.lambda_route > 0.0
+    return model, n_params, meta
+
+
+def _loader_fn(
+    train_ds: MomentDataset, cfg: Config, device: torch.device
+) -> Callable[[Sequence[int], int], Iterable[Batch]]:
+    """The trainer's loader of the training moments at ``indices`` (its shuffled shard)."""
+    pin = device.type == "cuda"
+
+    def loader_fn(indices: Sequence[int], batch_size: int) -> Iterable[Batch]:
+        return DataLoader(
+            Subset(train_ds, list(indices)),
+            batch_size=batch_size,
+            shuffle=False,
+            collate_fn=collate,
+            num_workers=cfg.train.num_workers,
+            pin_memory=pin,
+        )
+
+    return loader_fn
+
+
+def _validate_fn(
+    val_ds: MomentDataset, cfg: Config, device: torch.device
+) -> Callable[[nn.Module], dict[str, float]]:
+    """The validation the trainer selects checkpoints with: decode and score the validation
+    moments, at the precision the trainer trains with."""
+    val_loader = eval_loader(val_ds, cfg, device)
+    ks = ranking_ks(cfg)
+    amp = amp_dtype(cfg.train.amp, device)  # the dtype the Trainer trains with, too
+
+    def validate(m: nn.Module) -> dict[str, float]:
+        preds = predict(m, val_loader, device, cfg.eval.topk, cfg.eval.nms_iou, amp)
+        return score(preds, ks, cfg.eval.iou_thresholds)
+
+    return validate
+
+
+def _log_start(
+    trainer: Trainer, variant: str, arch: str, train_seed: int, n_params: int, data: _TrainData
+) -> None:
+    info, device = trainer.dist, trainer.device
+    log.info(
+        "training %s (%s), seed %d: %d parameters, %d train / %d val moments, global "
+        "batch %d (%d per rank x %d), %d steps/epoch on %s%s",
+        variant,
+        arch,
+        train_seed,
+        n_params,
+        len(data.train_ds),
+        len(data.val_ds),
+        trainer.local_batch * info.world_size,
+        trainer.local_batch,
+        info.world_size,
+        trainer.steps_per_epoch,
+        device,
+        f", AMP {trainer.amp_dtype}" if trainer.amp_dtype else "",
+    )
+
+
+def _summary(
+    cfg: Config,
+    variant: str,
+    arch: str,
+    train_seed: int,
+    n_params: int,
+    data: _TrainData,
+    trainer: Trainer,
+    result: Any,
+    run_id: str | None,
+    t_start: float,
+) -> TrainSummary:
+    """train_summary.json (dynpath.schemas.TrainSummary) of a finished run."""
+    world_size = trainer.dist.world_size
+    return {
+        "variant": variant,
+        "arch": arch,
+        "seed": train_seed,
+        "parameters": n_params,
+        "train_seconds": round(result.train_seconds, 3),
+        "best_epoch": result.best_epoch,
+        "best_val": result.best_val,
+        "selection_metric": cfg.eval.selection_metric,
+        "mlflow_run_id": run_id,
+        "pretrained_features": data.pretrained,
+        "feature_dim": data.feature_dim,
+        "backbone": data.attrs.get("backbone"),
+        "epochs": cfg.train.epochs,
+        "epochs_trained": result.epochs_trained,
+        "stopped_early": result.stopped_early,
+        "patience": cfg.train.patience,
+        "steps": result.global_step,
+        "samples_per_s": _mean([e.get("samples_per_s") for e in result.history]),
+        "device": str(trainer.device),
+        "amp": str(trainer.amp_dtype) if trainer.amp_dtype else None,
+        "world_size": world_size,
+        "global_batch": trainer.local_batch * world_size,
+        "resumed_from": result.resumed_from,
+        "wall_seconds": round(time.perf_counter() - t_start, 3),
+    }
+
+
 def _run(
     cfg: Config,
     variant: str,
@@ -234,51 +403,13 @@ def _run(
 ) -> TrainSummary:
     """One training run of ``variant`` with ``train_seed`` into ``out_dir``; MLflow if ``track``."""
     from dynpath.model.loss import localization_loss
-    from dynpath.model.registry import build_model, count_parameters
 
     t_start = time.perf_counter()
     device = train_device(cfg.train.device, info)
-    splits, report = load_splits(cfg)
-    vocab = load_vocab(vocab_dir)
-    store = FeatureStore(cfg.data.features)
-    feature_dim = store.dim
-    attrs = store.attrs
-    pretrained = bool(attrs.get("pretrained", False))
-    if not pretrained and info.is_main:
-        log.warning(
-            "%s: features come from a randomly initialised %s (no pretrained weights); "
-            "results are not comparable with the paper",
-            store.path,
-            attrs.get("backbone", "backbone"),
-        )
-    mql = cfg.vocab.max_query_len
-    train_ds = MomentDataset(splits["train"], store, vocab, cfg.data.max_len, mql)
-    val_ds = MomentDataset(splits["val"], store, vocab, cfg.data.max_len, mql)
-
+    data = _load_data(cfg, vocab_dir, info)
     if resume:
         _check_resumed_seed(out_dir, variant, arch, train_seed)
-    seed_everything(train_seed)  # model initialisation depends on the training seed only
-    assert vocab.embeddings is not None
-    model = build_model(arch, cfg, vocab.embeddings, feature_dim)
-    if cfg.model.normalize_features:
-        # training videos only: validation and test must not leak into the preprocessing
-        model.video.set_statistics(*store.statistics(m.vid for m in splits["train"]))
-    n_params = count_parameters(model)
-    meta = make_meta(
-        variant,
-        arch,
-        cfg.model_dump(mode="json"),
-        feature_dim,
-        len(vocab),
-        pretrained_features=pretrained,
-        backbone=str(attrs.get("backbone", "")),
-        train_seed=train_seed,
-        vocab_sha256=vocab.fingerprint(),
-        features_identity=store.identity(),
-    )
-
-    # per-pathway logits cost three head passes per pathway: only when the loss uses them
-    model.pathway_heads = cfg.train.lambda_pathway > 0.0 or cfg.train.lambda_route > 0.0
+    model, n_params, meta = _build_model(cfg, variant, arch, data, train_seed)
 
     def loss_fn(out: ModelOutput, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         return localization_loss(
@@ -292,25 +423,8 @@ def _run(
             cfg.train.inner_average,
         )
 
-    pin = device.type == "cuda"
-
-    def loader_fn(indices: Sequence[int], batch_size: int) -> Iterable[Batch]:
-        return DataLoader(
-            Subset(train_ds, list(indices)),
-            batch_size=batch_size,
-            shuffle=False,
-            collate_fn=collate,
-            num_workers=cfg.train.num_workers,
-            pin_memory=pin,
-        )
-
-    val_loader = eval_loader(val_ds, cfg, device)
-    ks = ranking_ks(cfg)
-    amp = amp_dtype(cfg.train.amp, device)  # the dtype the Trainer trains with, too
-
-    def validate(m: nn.Module) -> dict[str, float]:
-        preds = predict(m, val_loader, device, cfg.eval.topk, cfg.eval.nms_iou, amp)
-        return score(preds, ks, cfg.eval.iou_thresholds)
+    loader_fn = _loader_fn(data.train_ds, cfg, device)
+    validate = _validate_fn(data.val_ds, cfg, device)
 
     tracked = info.is_main and track
     run_id = _previous_run_id(out_dir, variant, arch) if resume and tracked else None
@@ -318,7 +432,14 @@ def _run(
         meta["mlflow_run_id"] = tracker.run_id
         if info.is_main:
             _log_inputs(
-                tracker, cfg, report.sources, splits, n_params, feature_dim, pretrained, info
+                tracker,
+                cfg,
+                data.report.sources,
+                data.splits,
+                n_params,
+                data.feature_dim,
+                data.pretrained,
+                info,
             )
 
         def on_epoch_end(entry: dict[str, Any]) -> None:
@@ -329,7 +450,7 @@ def _run(
         trainer = Trainer(
             model,
             loss_fn,
-            len(train_ds),
+            len(data.train_ds),
             loader_fn,
             validate,
             options,
@@ -340,50 +461,11 @@ def _run(
             on_epoch_end=on_epoch_end,
         )
         if info.is_main:
-            log.info(
-                "training %s (%s), seed %d: %d parameters, %d train / %d val moments, global "
-                "batch %d (%d per rank x %d), %d steps/epoch on %s%s",
-                variant,
-                arch,
-                train_seed,
-                n_params,
-                len(train_ds),
-                len(val_ds),
-                trainer.local_batch * info.world_size,
-                trainer.local_batch,
-                info.world_size,
-                trainer.steps_per_epoch,
-                device,
-                f", AMP {trainer.amp_dtype}" if trainer.amp_dtype else "",
-            )
+            _log_start(trainer, variant, arch, train_seed, n_params, data)
         result = trainer.fit(resume=resume)
-        history = result.history
-        summary: TrainSummary = {
-            "variant": variant,
-            "arch": arch,
-            "seed": train_seed,
-            "parameters": n_params,
-            "train_seconds": round(result.train_seconds, 3),
-            "best_epoch": result.best_epoch,
-            "best_val": result.best_val,
-            "selection_metric": cfg.eval.selection_metric,
-            "mlflow_run_id": tracker.run_id,
-            "pretrained_features": pretrained,
-            "feature_dim": feature_dim,
-            "backbone": attrs.get("backbone"),
-            "epochs": cfg.train.epochs,
-            "epochs_trained": result.epochs_trained,
-            "stopped_early": result.stopped_early,
-            "patience": cfg.train.patience,
-            "steps": result.global_step,
-            "samples_per_s": _mean([e.get("samples_per_s") for e in history]),
-            "device": str(device),
-            "amp": str(trainer.amp_dtype) if trainer.amp_dtype else None,
-            "world_size": info.world_size,
-            "global_batch": trainer.local_batch * info.world_size,
-            "resumed_from": result.resumed_from,
-            "wall_seconds": round(time.perf_counter() - t_start, 3),
-        }
+        summary = _summary(
+            cfg, variant, arch, train_seed, n_params, data, trainer, result, tracker.run_id, t_start
+        )
         if info.is_main:
             write_json(out_dir / SUMMARY, summary)
             _log_outputs(tracker, out_dir, vocab_dir, result.best_val, result.best_epoch, summary)

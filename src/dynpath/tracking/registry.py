@@ -127,6 +127,71 @@ def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
         raise
 
 
+def _candidate(
+    client: MlflowClient, name: str, version: str | None, expected: dict[str, str | None]
+) -> str:
+    """The version to promote (default: the ``challenger``), refused when it holds another
+    variant or dataset than ``name`` does."""
+    candidate = version or _alias_version(client, name, CHALLENGER)
+    if candidate is None:
+        raise TrackingError(
+            f"registered model {name!r} has no {CHALLENGER!r} version; "
+            "train that variant first or pass --version"
+        )
+    candidate = str(candidate)
+    cand_id = version_identity(client, name, candidate)
+    for key, want in expected.items():
+        if want is not None and cand_id[key] != want:
+            raise TrackingError(
+                f"{name} version {candidate} is {key} {cand_id[key] or 'unknown'!r}, but "
+                f"{name} holds {key} {want!r} only: not promoted, champion unchanged"
+            )
+    return candidate
+
+
+def _decide(
+    candidate: str,
+    cand_value: float,
+    champion: str | None,
+    champ_value: float | None,
+    foreign: str,
+    metric: str,
+    higher_is_better: bool,
+) -> tuple[str, str]:
+    """(decision, reason) by the rules of :func:`promote`."""
+    if champion == candidate:
+        return "already_champion", "candidate is already the champion"
+    if champion is None:
+        return "promoted", "no champion yet"
+    if foreign:
+        return "promoted", f"champion v{champion} is {foreign}: not comparable"
+    if champ_value is None:
+        return "promoted", f"champion v{champion} has no {metric}"
+    better = cand_value > champ_value if higher_is_better else cand_value < champ_value
+    ops = {(True, True): ">", (True, False): "<=", (False, True): "<", (False, False): ">="}
+    op = ops[(higher_is_better, better)]
+    decision = "promoted" if better else "rejected"
+    return decision, f"{metric}: {cand_value:.4f} {op} champion v{champion} {champ_value:.4f}"
+
+
+def _record(
+    client: MlflowClient, name: str, candidate: str, decision: str, tags: dict[str, str]
+) -> None:
+    """Tag the candidate with the decision, then move the alias. Tags first, alias last: if
+    anything fails before the alias call, champion is untouched."""
+    try:
+        for key, value in tags.items():
+            client.set_model_version_tag(name, candidate, key, value)
+        if decision == "promoted":
+            client.set_registered_model_alias(name, CHAMPION, candidate)
+    except Exception as err:
+        # Best effort: the tags must not claim a promotion that did not happen.
+        with contextlib.suppress(Exception):
+            client.set_model_version_tag(name, candidate, "promotion_decision", "failed")
+            client.set_model_version_tag(name, candidate, "promotion_error", str(err)[:500])
+        raise
+
+
 def promote(
     client: MlflowClient,
     name: str,
@@ -148,21 +213,8 @@ def promote(
     already_champion), ``promotion_reason``, ``compared_to``, ``promotion_metric``,
     ``candidate_value``, ``champion_value``.
     """
-    candidate = version or _alias_version(client, name, CHALLENGER)
-    if candidate is None:
-        raise TrackingError(
-            f"registered model {name!r} has no {CHALLENGER!r} version; "
-            "train that variant first or pass --version"
-        )
-    candidate = str(candidate)
     expected = {"variant": variant, "dataset": dataset}
-    cand_id = version_identity(client, name, candidate)
-    for key, want in expected.items():
-        if want is not None and cand_id[key] != want:
-            raise TrackingError(
-                f"{name} version {candidate} is {key} {cand_id[key] or 'unknown'!r}, but "
-                f"{name} holds {key} {want!r} only: not promoted, champion unchanged"
-            )
+    candidate = _candidate(client, name, version, expected)
     cand_value = version_metric(client, name, candidate, metric)
     if cand_value is None:
         raise TrackingError(
@@ -179,22 +231,9 @@ def promote(
             for key, want in expected.items()
             if want is not None and champ_id[key] != want
         )
-
-    if champion == candidate:
-        decision, reason = "already_champion", "candidate is already the champion"
-    elif champion is None:
-        decision, reason = "promoted", "no champion yet"
-    elif foreign:
-        decision, reason = "promoted", f"champion v{champion} is {foreign}: not comparable"
-    elif champ_value is None:
-        decision, reason = "promoted", f"champion v{champion} has no {metric}"
-    else:
-        better = cand_value > champ_value if higher_is_better else cand_value < champ_value
-        ops = {(True, True): ">", (True, False): "<=", (False, True): "<", (False, False): ">="}
-        op = ops[(higher_is_better, better)]
-        decision = "promoted" if better else "rejected"
-        reason = f"{metric}: {cand_value:.4f} {op} champion v{champion} {champ_value:.4f}"
-
+    decision, reason = _decide(
+        candidate, cand_value, champion, champ_value, foreign, metric, higher_is_better
+    )
     tags = {
         "promotion_decision": decision,
         "promotion_reason": reason,
@@ -204,18 +243,7 @@ def promote(
         "champion_value": "none" if champ_value is None else f"{champ_value:.6g}",
         "promotion_time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    # Tags first, alias last: if anything fails before the alias call, champion is untouched.
-    try:
-        for key, value in tags.items():
-            client.set_model_version_tag(name, candidate, key, value)
-        if decision == "promoted":
-            client.set_registered_model_alias(name, CHAMPION, candidate)
-    except Exception as err:
-        # Best effort: the tags must not claim a promotion that did not happen.
-        with contextlib.suppress(Exception):
-            client.set_model_version_tag(name, candidate, "promotion_decision", "failed")
-            client.set_model_version_tag(name, candidate, "promotion_error", str(err)[:500])
-        raise
+    _record(client, name, candidate, decision, tags)
     if decision == "promoted":
         log.info("%s: champion is now version %s (%s)", name, candidate, reason)
     else:

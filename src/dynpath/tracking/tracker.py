@@ -16,7 +16,10 @@ and in :meth:`Tracker.summary`.
 Even run creation is a buffered call, so a server that is down when training starts is picked up
 when it comes back. Ordering is preserved because every call queues behind the pending ones.
 
-The other concerns live beside this module: URIs and HTTP settings in
+The other concerns live beside this module: the tracker protocol and the disabled tracker in
+:mod:`~dynpath.tracking.protocol`, the experiment and the run's creation or resumption in
+:mod:`~dynpath.tracking.mlflow_run`, code version, git state and data digests in
+:mod:`~dynpath.tracking.provenance`, URIs and HTTP settings in
 :mod:`~dynpath.tracking.mlflow_env`, param flattening and redaction in
 :mod:`~dynpath.tracking.params`, the pyfunc model upload in :mod:`~dynpath.tracking.models` and
 registration in :mod:`~dynpath.tracking.registry`.
@@ -25,18 +28,15 @@ registration in :mod:`~dynpath.tracking.registry`.
 from __future__ import annotations
 
 import contextlib
-import getpass
-import hashlib
 import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -48,8 +48,17 @@ from dynpath.tracking.mlflow_env import (
     resolve_tracking_uri,
     restore_global_uris,
 )
+from dynpath.tracking.mlflow_run import (
+    STATUS_DEGRADED,
+    STATUS_OK,
+    open_run,
+    params_batch,
+    tags_batch,
+)
 from dynpath.tracking.params import numeric_metrics, safe_params
-from dynpath.tracking.resilience import Resilient, is_permanent
+from dynpath.tracking.protocol import NullTracker, RunTracker
+from dynpath.tracking.provenance import code_version, digest_files
+from dynpath.tracking.resilience import Resilient
 
 if TYPE_CHECKING:
     from dynpath.config import Config
@@ -59,181 +68,6 @@ log = logging.getLogger(__name__)
 PROBE_INTERVAL_ENV = "DYNPATH_TRACKING_PROBE_SECONDS"  # seconds between reconnection attempts
 CLOSE_RETRIES_ENV = "DYNPATH_TRACKING_CLOSE_RETRIES"  # final flush attempts when the run ends
 MAX_DIGEST_LENGTH = 36  # MLflow's dataset digest column
-STATUS_OK = "ok"
-STATUS_DEGRADED = "degraded"
-
-# The MLflow UI (3.x) opens an experiment in the view its kind names; an experiment without the
-# tag opens in the GenAI view (traces, token usage), one click away from the training runs.
-EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
-EXPERIMENT_KIND = "custom_model_development"
-
-
-# --------------------------------------------------------------------------- small helpers
-
-
-CODE_VERSION_ENV = "DYNPATH_CODE_VERSION"  # set by the Kubeflow component (no git in the image)
-
-
-def code_version(cwd: Path | None = None) -> str:
-    """``<package version>+g<12-hex commit>[.dirty]``, or the package version outside a git
-    checkout (the same format as the Kubeflow cache key, ``dynpath.kfp.compile.code_version``);
-    ``DYNPATH_CODE_VERSION`` wins (a pod has no git history but gets the key as an input)."""
-    from dynpath import __version__
-
-    explicit = os.environ.get(CODE_VERSION_ENV)
-    if explicit:
-        return explicit
-    commit, dirty = git_commit(cwd)
-    if commit is None:
-        return __version__
-    return f"{__version__}+g{commit[:12]}{'.dirty' if dirty else ''}"
-
-
-def digest_files(paths: Iterable[str | Path], chunk: int = 1 << 20) -> str:
-    """sha256 over the bytes of ``paths`` (in the given order, names included), read in chunks.
-
-    Directories contribute their files in sorted order. Reading in 1 MiB chunks keeps memory flat
-    for multi-GiB feature stores; the digest is computed once per run.
-    """
-    h = hashlib.sha256()
-    files: list[Path] = []
-    for p in map(Path, paths):
-        files.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
-    for f in files:
-        h.update(f.name.encode() + b"\0")
-        with open(f, "rb") as fh:
-            while block := fh.read(chunk):
-                h.update(block)
-    return h.hexdigest()
-
-
-def git_commit(cwd: Path | None = None) -> tuple[str | None, bool]:
-    """(HEAD commit, dirty) of the repository around ``cwd``; (None, False) outside a repo."""
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10
-        )
-        if head.returncode != 0:
-            return None, False
-        status = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=cwd,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-        return head.stdout.strip() or None, bool(status.stdout.strip())
-    except (OSError, subprocess.SubprocessError):
-        return None, False
-
-
-# --------------------------------------------------------------------------- trackers
-
-
-class RunTracker(Protocol):
-    """What the trainer and the evaluate step may call on a tracker, enabled or not."""
-
-    enabled: bool
-    run_id: str | None
-    tracking_uri: str | None
-
-    @property
-    def status(self) -> str: ...
-
-    def log_params(self, params: Mapping[str, Any]) -> None: ...
-
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None: ...
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
-
-    def log_dict(self, obj: Any, artifact_file: str) -> None: ...
-
-    def log_dataset(
-        self,
-        name: str,
-        digest: str | None = None,
-        source: str | None = None,
-        paths: Iterable[str | Path] = (),
-        context: str = "train",
-        profile: Mapping[str, Any] | None = None,
-    ) -> str | None: ...
-
-    def log_model(
-        self,
-        model_dir: str | Path,
-        vocab_dir: str | Path | None = None,
-        name: str = "model",
-        weights: str = "best.pt",
-    ) -> str | None: ...
-
-    def register_model(self, model_uri: str | None = None) -> str | None: ...
-
-    def set_tag(self, key: str, value: Any) -> None: ...
-
-    def flush(self) -> bool: ...
-
-    def summary(self) -> dict[str, Any]: ...
-
-
-class NullTracker:
-    """The tracker when ``cfg.tracking.enabled`` is false: same methods, nothing logged."""
-
-    enabled = False
-
-    def __init__(self) -> None:
-        self.run_id: str | None = None
-        self.tracking_uri: str | None = None
-
-    @property
-    def status(self) -> str:
-        return "disabled"
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        """No-op."""
-
-    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
-        """No-op."""
-
-    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        """No-op."""
-
-    def log_dict(self, obj: Any, artifact_file: str) -> None:
-        """No-op."""
-
-    def log_dataset(
-        self,
-        name: str,
-        digest: str | None = None,
-        source: str | None = None,
-        paths: Iterable[str | Path] = (),
-        context: str = "train",
-        profile: Mapping[str, Any] | None = None,
-    ) -> str | None:
-        """No-op."""
-        return None
-
-    def log_model(
-        self,
-        model_dir: str | Path,
-        vocab_dir: str | Path | None = None,
-        name: str = "model",
-        weights: str = "best.pt",
-    ) -> str | None:
-        """No-op."""
-        return None
-
-    def register_model(self, model_uri: str | None = None) -> str | None:
-        """No-op."""
-        return None
-
-    def set_tag(self, key: str, value: Any) -> None:
-        """No-op."""
-
-    def flush(self) -> bool:
-        return True
-
-    def summary(self) -> dict[str, Any]:
-        return {"tracking_status": self.status, "mlflow_run_id": None}
 
 
 class Tracker:
@@ -302,70 +136,20 @@ class Tracker:
         )
 
     def _create_run(self) -> None:
-        from mlflow.entities import RunStatus
-        from mlflow.exceptions import MlflowException
-
-        name = experiment_name(self.cfg)
-        exp = self.client.get_experiment_by_name(name)
-        if exp is None:
-            try:
-                self.experiment_id = self.client.create_experiment(
-                    name,
-                    artifact_location=self._artifact_location(),
-                    tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND},
-                )
-                exp = None  # created with its kind
-            except MlflowException:  # created concurrently by another variant's run
-                exp = self.client.get_experiment_by_name(name)
-                if exp is None:
-                    raise
-                self.experiment_id = exp.experiment_id
-        else:
-            self.experiment_id = exp.experiment_id
-        if exp is not None and EXPERIMENT_KIND_TAG not in exp.tags:
-            # an experiment made by an older dynpath (or by hand): mark it, never overriding a
-            # kind someone chose on purpose
-            self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
-        commit, dirty = git_commit()
-        tags = {
-            "mlflow.runName": self.variant,
-            "mlflow.source.type": "LOCAL",
-            "mlflow.source.name": "dynpath train",
-            "mlflow.user": _user(),
-            "dynpath.variant": self.variant,
-            "dynpath.arch": self.arch,
-            "dynpath.dataset": self.cfg.data.name,
-        }
-        if commit:
-            tags["mlflow.source.git.commit"] = commit
-            tags["dynpath.git_dirty"] = str(dirty).lower()
-        run = None
-        if self._resume_run_id:
-            try:
-                run = self.client.get_run(self._resume_run_id)
-            except MlflowException as err:
-                if not is_permanent(err):
-                    raise
-                log.warning(
-                    "MLflow run %s cannot be resumed (%s); starting a new run",
-                    self._resume_run_id,
-                    str(err).splitlines()[0],
-                )
-        if run is not None:
-            self.client.update_run(run.info.run_id, status=RunStatus.to_string(RunStatus.RUNNING))
-            self.client.log_batch(run.info.run_id, tags=_tags(tags))
-            self._known_params = dict(run.data.params)
-            previous = run.data.tags
-            if previous.get("tracking_status") == STATUS_DEGRADED:
-                # keep the earlier session's outcome: resuming must not hide an outage
-                self._previous = {
-                    "failed_calls": int(previous.get("tracking_failed_calls", "0") or 0),
-                    "dropped_calls": int(previous.get("tracking_dropped_calls", "0") or 0),
-                }
-        else:
-            run = self.client.create_run(self.experiment_id, tags=tags, run_name=self.variant)
-        self.run_id = run.info.run_id
-        self._start_system_metrics(resume=self._resume_run_id == self.run_id)
+        opened = open_run(
+            self.client,
+            self.cfg,
+            self.variant,
+            self.arch,
+            self._artifact_location(),
+            self._resume_run_id,
+        )
+        self.experiment_id = opened.experiment_id
+        if opened.resumed:
+            self._known_params = opened.known_params
+            self._previous = opened.previous
+        self.run_id = opened.run_id
+        self._start_system_metrics(resume=opened.resumed)
 
     def _artifact_location(self) -> str | None:
         """Params' location, or ``./mlartifacts`` beside a local SQLite store (not ./mlruns)."""
@@ -424,7 +208,7 @@ class Tracker:
             with contextlib.suppress(Exception):
                 self.client.log_batch(
                     self.run_id,
-                    tags=_tags(
+                    tags=tags_batch(
                         {
                             "tracking_status": summary["tracking_status"],
                             "tracking_failed_calls": summary["failed_calls"],
@@ -516,7 +300,7 @@ class Tracker:
                     value[:80],
                 )
         if fresh:
-            self.client.log_batch(self._rid(), params=_params(fresh))
+            self.client.log_batch(self._rid(), params=params_batch(fresh))
             self._known_params.update(fresh)
 
     def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
@@ -681,25 +465,6 @@ class Tracker:
 
         self._submit("register_model", _register, force_probe=True)
         return self.model_version
-
-
-def _params(d: Mapping[str, str]) -> list[Any]:
-    from mlflow.entities import Param
-
-    return [Param(k, v) for k, v in d.items()]
-
-
-def _tags(d: Mapping[str, Any]) -> list[Any]:
-    from mlflow.entities import RunTag
-
-    return [RunTag(k, str(v)) for k, v in d.items()]
-
-
-def _user() -> str:
-    try:
-        return getpass.getuser()
-    except Exception:
-        return "unknown"
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ package installed at run time: the image already holds dynpath, kfp and their lo
 dependencies.
 """
 
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 from dynpath.kfp.components.evaluate import evaluate
@@ -26,37 +26,21 @@ from dynpath.kfp.components.synth import synth
 from dynpath.kfp.components.train import train
 from dynpath.kfp.components.vocab import vocab
 
-FUNCTIONS = {
-    "fetch_data": fetch_data,
-    "synth": synth,
-    "extract": extract,
-    "vocab": vocab,
-    "train": train,
-    "evaluate": evaluate,
-    "report": report,
-    "promote": promote,
+#: The steps, by name: the one list of the components (the DAG looks each up by this name).
+FUNCTIONS: dict[str, Callable[..., Any]] = {
+    func.__name__: func
+    for func in (fetch_data, synth, extract, vocab, train, evaluate, report, promote)
 }
 
-
-@dataclass(frozen=True)
-class Components:
-    """The step components built for one image (kfp ``PythonComponent`` objects)."""
-
-    fetch_data: Any
-    synth: Any
-    extract: Any
-    vocab: Any
-    train: Any
-    evaluate: Any
-    report: Any
-    promote: Any
+#: The step components built for one image (kfp ``PythonComponent`` objects), by step name.
+Components = dict[str, Any]
 
 
 def load(image: str) -> Components:
     """Build every component to run in ``image``, without installing anything at run time."""
     from kfp import dsl
 
-    built = {
+    return {
         name: dsl.component(
             func,
             base_image=image,
@@ -65,4 +49,3 @@ def load(image: str) -> Components:
         )
         for name, func in FUNCTIONS.items()
     }
-    return Components(**built)

@@ -26,7 +26,7 @@ def train(
     with component_errors("train"):
         cfg = task_config(params, data=data.path, features=features.path)
         # the image has no git history: the registered model version's code_version tag is the
-        # pipeline's cache key instead (dynpath.tracking.tracker.code_version)
+        # pipeline's cache key instead (dynpath.tracking.provenance.code_version)
         os.environ["DYNPATH_CODE_VERSION"] = code_version
         summary = step.run(
             cfg,
