@@ -185,7 +185,8 @@ class ModelConfig(_Section):
     # as printed, y = Block(x); "residual" adds a skip, y = x + Block(x); "prenorm" is the form of
     # the authors' EAMAT blocks (models/EAMAT/attention.py MultiConvAttention),
     # y = x + Dropout(Block(LN(x))). The paper prints no residual; three plain blocks per LoL/SpL
-    # put ~12 ReLU layers in a row on the pathway (docs/synthetic.md, "Three conv blocks").
+    # put ~12 ReLU layers in a row on the pathway. Measured:
+    # docs/study.md, "Which reading of the three blocks trains".
     conv_block_form: Literal["plain", "residual", "prenorm"] = "plain"
     # Where ``dropout`` applies (docs/design.md, "Dropout placement"). "input": the encoders'
     # inputs, the CQA similarity inputs, the attention weights and between text LSTM layers only.
