@@ -225,3 +225,39 @@ def test_tiny_metrics_match_the_host(tiny_runs: dict[str, Path]) -> None:
         del timing["latency_ms"]  # wall time, the one thing that differs
     assert inside == host
     assert 0.0 <= inside["r1_iou0.5"] <= 100.0 and inside["n"] > 0
+
+
+def _as_the_engine_lists(image: str) -> str:
+    """podman names a local tag ``localhost/NAME``: kfp.local looks the image up by that name
+    (and would try to pull ``dynpath:cpu`` from a registry otherwise)."""
+    if ENGINE == "podman" and "/" not in image.split(":")[0]:
+        return f"localhost/{image}"
+    return image
+
+
+def test_the_pipeline_in_containers_gives_the_steps_metrics(
+    image: str, tiny_runs: dict[str, Path], tmp_path: Path
+) -> None:
+    """Every Kubeflow component in its container (kfp.local DockerRunner through the engine's
+    Docker API): the same evaluation as the steps run on the host."""
+    raw = yaml.safe_load((tiny_runs["host"] / "params.yaml").read_text())
+    raw["variants"] = {VARIANT: raw["variants"][VARIANT]}
+    raw["pipeline"]["image"] = _as_the_engine_lists(image)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = dict(_engine_env(), PYTHON=sys.executable)
+    out = subprocess.run(
+        [str(DOCKER / "pipeline-in-containers.sh"), str(params), str(tmp_path / "runs")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count(f"Found image {raw['pipeline']['image']!r}") >= 6, out.stdout[-3000:]
+    (metrics,) = (tmp_path / "runs").rglob(f"evaluation/{VARIANT}/metrics.json")
+    inside = json.loads(metrics.read_text())
+    host = json.loads((tiny_runs["host"] / f"outputs/eval/{VARIANT}/metrics.json").read_text())
+    for timing in (inside, host):
+        del timing["latency_ms"]
+    assert inside == host

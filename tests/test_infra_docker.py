@@ -4,6 +4,7 @@ pinned bases, multi-stage, non-root, installed from the lock, no credentials bak
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shutil
 import subprocess
@@ -238,3 +239,31 @@ def test_make_image_builds_the_cpu_image_with_the_script() -> None:
     make = (REPO / "Makefile").read_text()
     assert "\nimage:\n\tinfra/docker/build.sh cpu\n" in make
     assert "DYNPATH_CONTAINER_TESTS=1" in make and "tests/test_container_run.py" in make
+
+
+# --------------------------------------------------------------------------- kfp.local runners
+
+
+def test_run_local_refuses_an_unknown_runner() -> None:
+    from dynpath.errors import DynpathError
+    from dynpath.kfp.compile import _local_runner
+
+    with pytest.raises(DynpathError, match=r"unknown kfp\.local runner 'k8s': one of subprocess"):
+        _local_runner("k8s")
+
+
+def test_the_docker_runner_resets_the_entry_point_and_runs_as_the_caller() -> None:
+    """The image's entry point is `dynpath`: Kubernetes replaces it with the component's
+    command, DockerRunner would prefix the command with it. The caller's uid writes the
+    pipeline root kfp.local made on the host."""
+    from kfp import local
+
+    from dynpath.kfp.compile import _local_runner
+
+    runner = _local_runner("docker")
+    assert isinstance(runner, local.DockerRunner)
+    assert runner.container_run_args == {
+        "entrypoint": ["/usr/bin/env"],
+        "user": f"{os.getuid()}:{os.getgid()}",
+    }
+    assert isinstance(_local_runner("subprocess"), local.SubprocessRunner)

@@ -16,11 +16,16 @@ command -v mmdebstrap >/dev/null 2>&1 || {
   echo "local-base.sh: mmdebstrap is not installed (apt-get install mmdebstrap)" >&2; exit 3; }
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-# --variant=minbase: essential packages and apt only (no init, no docs beyond copyright).
+# --variant=minbase: essential packages and apt only (no init, no docs beyond copyright); apt
+# keeps no downloaded .deb and no package lists, as in Docker's Debian images (docker-clean).
 mmdebstrap --quiet --variant=minbase \
   --include=python3,python3-venv,ca-certificates \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
+  --customize-hook='printf "%s\n" "APT::Keep-Downloaded-Packages \"false\";" \
+    "DPkg::Post-Invoke { \"rm -f /var/cache/apt/archives/*.deb || true\"; };" \
+    > "$1/etc/apt/apt.conf.d/docker-clean"' \
+  --customize-hook='rm -rf "$1"/var/lib/apt/lists/* "$1"/var/cache/apt/*.bin' \
   bookworm "$tmp/rootfs.tar"
 "$engine" import --change 'ENV LANG=C.UTF-8' --change 'CMD ["python3"]' "$tmp/rootfs.tar" "$tag" >/dev/null
 echo "$tag"
