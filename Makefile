@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run study paper-config test test-fast lint mutation mlflow-ui clean
+.PHONY: setup run study paper-config test test-fast lint mutation mlflow-ui clean image image-test
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -50,6 +50,15 @@ MUTATION_JOBS ?= 2
 mutation: $(STAMP)
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 19 $(BIN)/mutmut run --max-children $(MUTATION_JOBS) $(MUTANTS)
 	$(BIN)/mutmut results
+
+# The CPU image, tagged dynpath:cpu, with docker, podman or buildah (infra/docker/build.sh:
+# the local base and wheel folder where no registry is reachable; docs/cluster.md, step 1).
+# `make image-test` runs the CLI and the tiny DAG inside it (tests/test_container_run.py).
+image:
+	infra/docker/build.sh cpu
+
+image-test: $(STAMP)
+	DYNPATH_CONTAINER_TESTS=1 $(BIN)/pytest -q -m slow tests/test_container_run.py
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000

@@ -4,6 +4,7 @@ pinned bases, multi-stage, non-root, installed from the lock, no credentials bak
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import shutil
 import subprocess
@@ -117,8 +118,12 @@ def test_installs_from_the_lock_without_pip_cache(dockerfile: Path) -> None:
 
 
 def test_cpu_image_takes_torch_from_the_cpu_index_and_cuda_image_from_nvidia_base() -> None:
-    cpu = (DOCKER / "Dockerfile.cpu").read_text()
-    assert "--index-url https://download.pytorch.org/whl/cpu torch==2.13.0" in cpu
+    cpu = DOCKER / "Dockerfile.cpu"
+    assert _arg_defaults(cpu)["TORCH_INDEX"] == "https://download.pytorch.org/whl/cpu"
+    torch_runs = [r for w, r in _instructions(cpu) if w == "RUN" and "torch==2.13.0" in r]
+    assert len(torch_runs) == 1
+    assert '--index-url "${TORCH_INDEX}"' in torch_runs[0]
+    assert "torch.version.cuda is None" in torch_runs[0], "the build fails on a CUDA wheel"
     cuda = DOCKER / "Dockerfile.cuda"
     final_base = _stages(cuda)[-1][0][1]
     assert final_base == "${CUDA_IMAGE}"
@@ -164,3 +169,101 @@ def test_dockerignore_is_an_allow_list_of_what_the_images_copy() -> None:
         assert not included(private), private
     for path in ("src/dynpath/__init__.py", "pyproject.toml", "constraints.txt"):
         assert (REPO / path).exists() and included(path)
+
+
+# --------------------------------------------------------------------------- the build scripts
+SCRIPTS = sorted(DOCKER.glob("*.sh"))
+
+
+def test_the_build_scripts_exist_and_parse() -> None:
+    assert [p.name for p in SCRIPTS] == [
+        "build.sh",
+        "engine.sh",
+        "local-base.sh",
+        "pipeline-in-containers.sh",
+        "podman.sh",
+    ]
+    for script in SCRIPTS:
+        out = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)
+        assert out.returncode == 0, f"{script.name}: {out.stderr}"
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_shellcheck_clean() -> None:
+    out = subprocess.run(
+        ["shellcheck", "-x", *map(str, SCRIPTS)], capture_output=True, text=True, cwd=REPO
+    )
+    assert out.returncode == 0, out.stdout
+
+
+def test_an_engine_that_is_not_installed_is_one_line_and_exit_3() -> None:
+    out = subprocess.run(
+        [str(DOCKER / "engine.sh")],
+        capture_output=True,
+        text=True,
+        env={"PATH": "/usr/bin:/bin", "ENGINE": "no-such-engine"},
+    )
+    assert out.returncode == 3 and out.stdout == ""
+    assert out.stderr.strip() == "engine.sh: ENGINE=no-such-engine is not installed"
+
+
+def test_build_refuses_an_unknown_image_kind() -> None:
+    out = subprocess.run(
+        [str(DOCKER / "build.sh"), "gpu"], capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2
+    assert "Dockerfile.gpu" in out.stderr and "cpu, cuda or mlflow" in out.stderr
+
+
+def test_the_local_folder_is_mounted_never_copied_and_never_committed() -> None:
+    """infra/docker/local holds the host's wheels and CA bundle during a build: mounted for pip
+    (so it is in the build context) but no COPY takes it into a layer, and git ignores it."""
+    ignore = (DOCKER / "local" / ".gitignore").read_text().split()
+    assert ignore[ignore.index("*") :] == ["*", "!.gitignore", "!README.md"]
+    assert "!infra/docker/local/" in (REPO / ".dockerignore").read_text().split()
+    for dockerfile in DOCKERFILES:
+        for word, rest in _instructions(dockerfile):
+            if word in ("COPY", "ADD"):
+                assert "infra/docker/local" not in rest and rest.split()[-1] != "/local"
+            if word == "RUN" and ("infra/docker/local" in rest or "target=/local" in rest):
+                assert rest.startswith("--mount=type=bind,source=infra/docker/local,target=/local")
+
+
+def test_cpu_image_entry_point_is_the_cli() -> None:
+    final = _stages(DOCKER / "Dockerfile.cpu")[-1]
+    assert ("ENTRYPOINT", '["dynpath"]') in final
+    assert ("CMD", '["--help"]') in final
+
+
+def test_make_image_builds_the_cpu_image_with_the_script() -> None:
+    make = (REPO / "Makefile").read_text()
+    assert "\nimage:\n\tinfra/docker/build.sh cpu\n" in make
+    assert "DYNPATH_CONTAINER_TESTS=1" in make and "tests/test_container_run.py" in make
+
+
+# --------------------------------------------------------------------------- kfp.local runners
+
+
+def test_run_local_refuses_an_unknown_runner() -> None:
+    from dynpath.errors import DynpathError
+    from dynpath.kfp.compile import _local_runner
+
+    with pytest.raises(DynpathError, match=r"unknown kfp\.local runner 'k8s': one of subprocess"):
+        _local_runner("k8s")
+
+
+def test_the_docker_runner_resets_the_entry_point_and_runs_as_the_caller() -> None:
+    """The image's entry point is `dynpath`: Kubernetes replaces it with the component's
+    command, DockerRunner would prefix the command with it. The caller's uid writes the
+    pipeline root kfp.local made on the host."""
+    from kfp import local
+
+    from dynpath.kfp.compile import _local_runner
+
+    runner = _local_runner("docker")
+    assert isinstance(runner, local.DockerRunner)
+    assert runner.container_run_args == {
+        "entrypoint": ["/usr/bin/env"],
+        "user": f"{os.getuid()}:{os.getgid()}",
+    }
+    assert isinstance(_local_runner("subprocess"), local.SubprocessRunner)

@@ -9,8 +9,9 @@ module is the bridge the CLI calls
   pipeline YAML atomically;
 - :func:`submit` compiles afresh (so a run always matches params.yaml) and creates a run with
   ``kfp.Client``, under the experiment and run names of ``pipeline:``;
-- :func:`run_local` executes the whole DAG on this machine with ``kfp.local`` and the subprocess
-  runner in the current environment (no container, no package install).
+- :func:`run_local` executes the whole DAG on this machine with ``kfp.local``: the subprocess
+  runner in the current environment (no container, no package install), or each task in its
+  container of ``pipeline.image`` through a Docker API (``runner="docker"``).
 
 The pods' helpers live in :mod:`dynpath.kfp.runtime`, the DAG's data (cache-key sections,
 Kubernetes object names) in :mod:`dynpath.kfp.spec`, the DVC fetch in :mod:`dynpath.kfp.fetch`.
@@ -24,6 +25,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -219,13 +221,38 @@ def _caller_state_kept() -> Iterator[None]:
         root.setLevel(saved_level)
 
 
-def run_local(cfg: Config, workdir: Path) -> dict[str, Any]:
-    """Run the whole DAG here with ``kfp.local`` (subprocess runner, current environment).
+#: the kfp.local runners :func:`run_local` knows
+RUNNERS = ("subprocess", "docker")
 
-    Every task runs the same component code as on the cluster, in this Python environment, and
-    writes its artifacts under ``workdir``. Platform settings (GPUs, node selectors, secrets)
-    have no local meaning and are ignored by kfp.local; MLflow and S3 settings come from this
-    process's environment instead.
+
+def _local_runner(runner: str) -> Any:
+    """The kfp.local runner object for ``runner`` (one of :data:`RUNNERS`).
+
+    ``docker`` runs each task in ``pipeline.image`` through the Docker API of ``DOCKER_HOST``
+    (docker, or ``podman system service``; infra/docker/pipeline-in-containers.sh). Two
+    settings make a task run there as on Kubernetes: the image's entry point is ``dynpath``,
+    which Kubernetes replaces with the component's command while DockerRunner would prefix it, so
+    the entry point becomes ``/usr/bin/env``; and the task runs as this process's user, so that
+    it can write into the pipeline root that kfp.local creates here (and leaves files owned by
+    the caller).
+    """
+    from kfp import local
+
+    if runner == "subprocess":
+        return local.SubprocessRunner(use_venv=False)
+    if runner == "docker":
+        return local.DockerRunner(entrypoint=["/usr/bin/env"], user=f"{os.getuid()}:{os.getgid()}")
+    raise DynpathError(f"unknown kfp.local runner {runner!r}: one of {', '.join(RUNNERS)}")
+
+
+def run_local(cfg: Config, workdir: Path, runner: str = "subprocess") -> dict[str, Any]:
+    """Run the whole DAG here with ``kfp.local``.
+
+    Every task runs the same component code as on the cluster and writes its artifacts under
+    ``workdir``: with ``runner="subprocess"`` in this Python environment, with ``"docker"`` in a
+    container of ``pipeline.image`` (see :func:`_local_runner`). Platform settings (GPUs, node
+    selectors, secrets) have no local meaning and are ignored by kfp.local; MLflow and S3
+    settings come from this process's environment instead.
     """
     import warnings
 
@@ -236,12 +263,13 @@ def run_local(cfg: Config, workdir: Path) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=".*non-Python base image.*", category=RuntimeWarning)
     # GPU requests, node selectors and secrets are cluster settings; locally they mean nothing.
     warnings.filterwarnings("ignore", message=".*have no effect in the current local runner.*")
+    local_runner = _local_runner(runner)
     workdir = Path(workdir).resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     pipeline_func = build_pipeline(cfg)
     with _caller_state_kept():
         local.init(
-            runner=local.SubprocessRunner(use_venv=False),
+            runner=local_runner,
             pipeline_root=str(workdir),
             raise_on_error=True,
         )
