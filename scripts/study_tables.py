@@ -70,8 +70,8 @@ def routes(s: dict[str, Any]) -> list[str]:
         return ["(no selector variant evaluated)"]
     out = [
         "| variant | seed | → exploitation % | ordered sub-actions → exploitation % | "
-        "held posture → exploration % | collapsed | follows family |",
-        "|---|---|---|---|---|---|---|",
+        "held posture → exploration % | collapsed | family gap | follows family |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for variant, seeds in rs["seeds"].items():
         for seed, r in seeds.items():
@@ -80,7 +80,8 @@ def routes(s: dict[str, Any]) -> list[str]:
                 f"{100 * r['share_exploitation']:.1f} | "
                 f"{100 * r.get('exploitation_share_exploitation', float('nan')):.1f} | "
                 f"{100 * r.get('exploration_share_exploration', float('nan')):.1f} | "
-                f"{'yes' if r['collapsed'] else 'no'} | {'yes' if r['follows_family'] else 'no'} |"
+                f"{'yes' if r['collapsed'] else 'no'} | {r['family_gap']:+.1f} | "
+                f"{r['follows_family']} |"
             )
     return out
 

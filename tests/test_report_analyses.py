@@ -351,15 +351,26 @@ def test_route_seed_table_counts_collapse_and_family_split() -> None:
     def frame(routes: list[str]) -> pd.DataFrame:
         return pd.DataFrame({"qid": range(20), "route": routes, "family": fams, "iou": 0.5})
 
-    split = ["exploitation"] * 9 + ["exploration"] + ["exploration"] * 8 + ["exploitation"] * 2
-    collapsed = ["exploitation"] * 19 + ["exploration"]
-    table = route_seed_table({"dynamic": {1: frame(split), 2: frame(collapsed)}})
-    assert list(table["collapsed"]) == [False, True]
-    assert list(table["follows_family"]) == [True, False]
+    e, x = "exploitation", "exploration"
+    designed = [e] * 9 + [x] + [x] * 8 + [e] * 2  # gap 90 - 20 = +70
+    collapsed = [e] * 19 + [x]  # gap 100 - 90 = +10: no family split
+    reversed_ = [x] * 8 + [e] * 2 + [e] * 7 + [x] * 3  # gap 20 - 70 = -50
+    table = route_seed_table(
+        {"dynamic": {1: frame(designed), 2: frame(collapsed), 3: frame(reversed_)}}
+    )
+    assert list(table["collapsed"]) == [False, True, False]
+    assert list(table["family_gap"]) == pytest.approx([70.0, 10.0, -50.0])
+    assert list(table["follows_family"]) == ["as designed", "no", "reversed"]
     assert table.loc[0, "exploitation_share_exploitation"] == pytest.approx(0.9)
     assert table.loc[1, "share_exploitation"] == pytest.approx(0.95)  # at the threshold
     assert route_seed_summary(table) == {
-        "dynamic": {"seeds": 2, "collapsed": 1, "follows_family": 1}
+        "dynamic": {
+            "seeds": 3,
+            "collapsed": 1,
+            "as_designed": 1,
+            "reversed": 1,
+            "not_by_family": 1,
+        }
     }
 
 

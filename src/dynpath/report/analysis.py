@@ -25,6 +25,7 @@ from dynpath.report.tables import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     COLLAPSE_SHARE,
+    FAMILY_GAP_POINTS,
     FAMILY_LABELS,
     MAIN_VARIANT,
     META_FILE,
@@ -306,6 +307,7 @@ def analysis_summary(an: Analysis, thresholds: Sequence[float]) -> dict[str, Any
         if not an.route_seeds.empty:
             out["routes_by_seed"] = {
                 "collapse_share": COLLAPSE_SHARE,
+                "family_gap_points": FAMILY_GAP_POINTS,
                 "summary": route_seed_summary(an.route_seeds),
                 "seeds": _records(an.route_seeds, ["variant", "seed"]),
             }

@@ -21,6 +21,7 @@ from dynpath.report.tables import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
     COLLAPSE_SHARE,
+    FAMILY_GAP_POINTS,
     FAMILY_LABELS,
     MAIN_VARIANT,
     ORACLE_THRESHOLD,
@@ -319,7 +320,10 @@ def _route_seed_table(s: Any, an: Analysis, display: Mapping[str, str]) -> None:
     s.text(
         f"Per seed: the share of the test queries routed to each module, per family too. A seed "
         f"whose selector sends ≥ {COLLAPSE_SHARE:.0%} of the queries to one module has collapsed "
-        "onto it; it follows the family when the two families' majority modules differ."
+        "onto it. Family gap: the share of the ordered-sub-action queries sent to the "
+        "exploitation module minus that of the held-posture queries, in points (+100: exactly "
+        "as the paper designs the modules, −100: exactly reversed, 0: the route ignores the "
+        f"family); it follows the family when |gap| ≥ {FAMILY_GAP_POINTS:g}."
     )
     cols: dict[str, Any] = {"Variant": rs["variant"].map(display), "Seed": rs["seed"]}
     for col in rs.columns:
@@ -328,6 +332,7 @@ def _route_seed_table(s: Any, an: Analysis, display: Mapping[str, str]) -> None:
             label = f"→ {col.removeprefix('share_')} %" if not route else f"{fam} → {route} %"
             cols[label] = 100.0 * rs[col].astype(float)
     cols["Collapsed"] = rs["collapsed"]
+    cols["Family gap"] = rs["family_gap"]
     cols["Follows family"] = rs["follows_family"]
     s.table(pd.DataFrame(cols), caption="Routes per training seed, percent of test queries")
 

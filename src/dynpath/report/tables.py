@@ -633,16 +633,21 @@ def route_family_counts(frames: Mapping[str, Runs]) -> pd.DataFrame:
 #: A seed whose selector sends at least this share of the test queries to one module has
 #: collapsed onto it (the rich-get-richer loop of hard routing, docs/design.md).
 COLLAPSE_SHARE = 0.95
+#: |family gap| below this many points: the route does not follow the query family.
+FAMILY_GAP_POINTS = 20.0
 
 
 def route_seed_table(frames: Mapping[str, Runs]) -> pd.DataFrame:
     """(b') Routing per seed, per variant with a selector: the share of all test queries sent to
     each module, the same per family, whether the seed ``collapsed`` (one module takes at least
-    :data:`COLLAPSE_SHARE` of the queries) and whether its route ``follows_family`` (each family's
-    majority module is a different one: the selector tells the families apart).
+    :data:`COLLAPSE_SHARE` of the queries), the ``family_gap`` and ``follows_family``.
 
-    Columns: variant, seed, queries, ``share_<route>``, ``<family>_share_<route>`` per family,
-    collapsed, follows_family (None without two families).
+    ``family_gap``: the share of the exploitation-type (ordered sub-actions) queries routed to
+    the exploitation module minus the share of the exploration-type (held posture) queries
+    routed to it, in points: +100 routes exactly as the paper designs the modules, -100 exactly
+    the other way round, 0 ignores the family. ``follows_family``: "as designed" / "reversed"
+    when the gap is at least :data:`FAMILY_GAP_POINTS` either way, else "no"; None without both
+    families.
     """
     rows: list[dict[str, Any]] = []
     for variant, runs in frames.items():
@@ -653,31 +658,43 @@ def route_seed_table(frames: Mapping[str, Runs]) -> pd.DataFrame:
             row: dict[str, Any] = {"variant": variant, "seed": seed, "queries": len(df)}
             shares = {r: float((df["route"] == r).mean()) for r in ROUTES}
             row.update({f"share_{r}": v for r, v in shares.items()})
-            majority: dict[str, str] = {}
+            to_exploitation: dict[str, float] = {}
             for fam in family_order(list(df["family"].unique())):
                 group = df[df["family"] == fam]
                 fam_shares = {r: float((group["route"] == r).mean()) for r in ROUTES}
                 row.update({f"{fam}_share_{r}": v for r, v in fam_shares.items()})
-                majority[fam] = max(fam_shares, key=fam_shares.__getitem__)
+                to_exploitation[fam] = fam_shares[ROUTES[0]]
             row["collapsed"] = max(shares.values()) >= COLLAPSE_SHARE
-            row["follows_family"] = (
-                len(set(majority.values())) == len(majority) if len(majority) >= 2 else None
-            )
+            if all(r in to_exploitation for r in ROUTES):
+                gap = 100.0 * (to_exploitation[ROUTES[0]] - to_exploitation[ROUTES[1]])
+                row["family_gap"] = gap
+                row["follows_family"] = (
+                    "no"
+                    if abs(gap) < FAMILY_GAP_POINTS
+                    else "as designed"
+                    if gap > 0
+                    else "reversed"
+                )
+            else:
+                row["family_gap"], row["follows_family"] = None, None
             rows.append(row)
     return pd.DataFrame(rows)
 
 
 def route_seed_summary(table: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Per variant: seeds, how many collapsed, how many follow the family."""
+    """Per variant: seeds, how many collapsed, how many route as designed / reversed / not by
+    family."""
     out: dict[str, dict[str, Any]] = {}
     if table.empty:
         return out
     for variant, group in table.groupby("variant", sort=False):
-        follows = [bool(v) for v in group["follows_family"] if v is not None and v == v]
+        follows = [v for v in group["follows_family"] if isinstance(v, str)]
         out[str(variant)] = {
             "seeds": len(group),
             "collapsed": int(group["collapsed"].sum()),
-            "follows_family": sum(follows) if follows else None,
+            "as_designed": follows.count("as designed"),
+            "reversed": follows.count("reversed"),
+            "not_by_family": follows.count("no"),
         }
     return out
 
