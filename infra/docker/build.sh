@@ -33,8 +33,17 @@ has_image() {
   esac
 }
 
+staged_files() {  # what the build will see of the local folder (not its README/.gitignore)
+  local f
+  for f in "$stage"/* "$stage"/.[!.]*; do
+    [ -e "$f" ] || continue
+    case "${f##*/}" in README.md|.gitignore) ;; *) printf '%s ' "${f##*/}" ;; esac
+  done
+}
+
 pip_setting() {  # the host's pip setting $1 (env PIP_<KEY> first, then pip config)
-  local env="PIP_$(echo "$1" | tr 'a-z-' 'A-Z_')"
+  local env
+  env="PIP_$(echo "$1" | tr 'a-z-' 'A-Z_')"
   if [ -n "${!env:-}" ]; then echo "${!env}"; return; fi
   python3 -m pip config get "global.$1" 2>/dev/null | head -n1 || true
 }
@@ -68,7 +77,7 @@ fi
 [ -n "$torch_index" ] && args+=(--build-arg "TORCH_INDEX=$torch_index")
 
 echo "build.sh: $engine builds $tag from ${dockerfile#"$root"/}" \
-     "(base: ${base:-the Dockerfile default}; staged: $(cd "$stage" && ls -A | grep -v -e README.md -e .gitignore | tr '\n' ' '))" >&2
+     "(base: ${base:-the Dockerfile default}; staged: $(staged_files))" >&2
 start=$(date +%s)
 case "$engine" in
   buildah) buildah bud --layers -f "$dockerfile" -t "$tag" "${args[@]}" "$root" ;;

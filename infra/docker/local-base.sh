@@ -18,6 +18,8 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 # --variant=minbase: essential packages and apt only (no init, no docs beyond copyright); apt
 # keeps no downloaded .deb and no package lists, as in Docker's Debian images (docker-clean).
+# The hooks' "$1" (the root directory) is expanded by mmdebstrap's shell, not this one.
+# shellcheck disable=SC2016
 mmdebstrap --quiet --variant=minbase \
   --include=python3,python3-venv,ca-certificates \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
