@@ -14,9 +14,11 @@ from typing import Any
 import pandas as pd
 
 from dynpath.config import Config
+from dynpath.engine.metrics import metric_key
 from dynpath.errors import DynpathError
 from dynpath.report.html import format_cell
-from dynpath.report.tables import ROUTES, VariantResult, metric_key, r1_columns
+from dynpath.report.results import ROUTES, VariantResult
+from dynpath.report.tables import r1_columns
 from dynpath.schemas import (
     REPORT_SUMMARY,
     ReportSummary,
