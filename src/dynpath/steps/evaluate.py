@@ -49,6 +49,7 @@ from dynpath.data.dataset import MomentDataset, collate
 from dynpath.data.features import FeatureStore
 from dynpath.data.vocab import load_vocab
 from dynpath.engine.checkpoint import check_features, check_vocab, load_checkpoint
+from dynpath.engine.distributed import amp_dtype, train_device
 from dynpath.engine.evaluator import (
     Prediction,
     derangement,
@@ -59,7 +60,7 @@ from dynpath.engine.evaluator import (
     swap_videos,
 )
 from dynpath.engine.from_config import eval_loader, ranking_ks
-from dynpath.engine.trainer import BEST, amp_dtype, train_device
+from dynpath.engine.resume import BEST
 from dynpath.errors import CheckpointError, DataError
 from dynpath.io import atomic_path, write_json
 from dynpath.schemas import (
