@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import torch.distributed as torch_dist
 
+from dynpath import schemas
 from dynpath.engine.checkpoint import capture_rng, load_checkpoint, restore_rng
 from dynpath.engine.distributed import DistInfo
 from dynpath.errors import CheckpointError
@@ -25,7 +26,7 @@ from dynpath.errors import CheckpointError
 # The trainer's messages keep the trainer's logger name (the CLI's log lines print it).
 log = logging.getLogger("dynpath.engine.trainer")
 
-BEST = "best.pt"
+BEST = schemas.BEST_CHECKPOINT
 LAST = "last.pt"
 
 

@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dynpath.errors import DataError
-from dynpath.schemas import HISTORY, METRICS, PREDICTIONS, TRAIN_SUMMARY, VAL_PREDICTIONS
+from dynpath.io import file_sha256
+from dynpath.schemas import (
+    BEST_CHECKPOINT,
+    HISTORY,
+    METRICS,
+    PREDICTIONS,
+    TRAIN_SUMMARY,
+    VAL_PREDICTIONS,
+)
 from dynpath.seeds import seed_dir
 from dynpath.variants import PAPER_ORDER, PAPER_VARIANT
 from dynpath.variants import TABLE as VARIANT_TABLE
@@ -42,6 +50,9 @@ class SeedRun:
     val_predictions: Path | None = None  # val_predictions.jsonl
     history: list[dict[str, Any]] = field(default_factory=list)  # history.json
     stopped_early: bool | None = None  # train_summary.json: train.patience ran out (None: unknown)
+    #: "<metrics.json>: <key> is nan": values that were NaN/inf in the file, now None (null)
+    non_finite: list[str] = field(default_factory=list)
+    metrics_path: Path | None = None  # the metrics.json read
 
 
 @dataclass
@@ -141,6 +152,64 @@ def span_iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+def _nulled(value: Any, key: str, found: list[tuple[str, str]]) -> Any:
+    """``value`` with every NaN/infinite float replaced by None (JSON null), recursively; the
+    dotted keys replaced and what they held are appended to ``found``. A NaN metric must be
+    neither shown as a plain dash nor written as bare ``NaN`` (invalid JSON) into summary.json."""
+    if isinstance(value, float) and not math.isfinite(value):
+        found.append((key, str(value)))
+        return None
+    if isinstance(value, dict):
+        return {k: _nulled(v, f"{key}.{k}" if key else str(k), found) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nulled(v, f"{key}[{i}]", found) for i, v in enumerate(value)]
+    return value
+
+
+def _check_checkpoint(mpath: Path, metrics: Mapping[str, Any], model_dir: Path) -> None:
+    """Refuse a metrics.json that scored another ``best.pt`` than the one in ``model_dir`` now
+    (a retraining after it, e.g. an ``evaluate`` stopped by Ctrl-C between seeds left the older
+    seeds' metrics): averaging it with fresh ones would be silently wrong. A file that names no
+    checkpoint (written before the field existed) or a model directory without best.pt cannot be
+    checked and is accepted."""
+    ref = metrics.get("checkpoint")
+    if not isinstance(ref, dict):
+        return
+    scored = ref.get("sha256")
+    best = model_dir / BEST_CHECKPOINT
+    if not scored or not best.is_file():
+        return
+    current = file_sha256(best)
+    if current != scored:
+        raise DataError(
+            f"{mpath}: stale: it scored {ref.get('path')} with sha256 {scored[:12]}, but {best} "
+            f"is now sha256 {current[:12]} (retrained since); re-run `dynpath evaluate` for it"
+        )
+
+
+def _check_one_dataset(runs: Sequence[SeedRun]) -> None:
+    """Refuse evaluations of different datasets in one report (its title, its published numbers
+    and the bootstrap's pairing of queries by id assume one); files that do not name their
+    dataset (written before the field existed) are accepted."""
+    by_dataset: dict[str, list[str]] = {}
+    for run in runs:
+        ds = run.metrics.get("dataset")
+        if isinstance(ds, dict):
+            name = f"{ds.get('format')}/{ds.get('name')}"
+            by_dataset.setdefault(name, []).append(str(run.metrics_path))
+    if len(by_dataset) > 1:
+        listed = "; ".join(f"{name}: {', '.join(files)}" for name, files in by_dataset.items())
+        raise DataError(
+            f"metrics.json files of {len(by_dataset)} datasets in one report ({listed}); "
+            "evaluate every variant on one dataset, or report each dataset on its own"
+        )
+
+
+def non_finite_notes(results: Sequence[VariantResult]) -> list[str]:
+    """Every NaN/infinite value read from the results' metrics.json files (now null)."""
+    return [note for r in results for run in r.runs for note in run.non_finite]
+
+
 def _load_run(seed: int | None, eval_dir: Path, model_dir: Path) -> SeedRun | None:
     """One seed's run from its eval and model directories; None without metrics.json."""
     mpath = eval_dir / METRICS
@@ -152,10 +221,15 @@ def _load_run(seed: int | None, eval_dir: Path, model_dir: Path) -> SeedRun | No
     tpath = model_dir / TRAIN_SUMMARY
     train = read_json(tpath) if tpath.exists() else {}
     stopped = train.get("stopped_early") if isinstance(train, dict) else None
+    non_finite: list[tuple[str, str]] = []
+    metrics = _nulled(read_json(mpath), "", non_finite)
+    _check_checkpoint(mpath, metrics, model_dir)
     return SeedRun(
         stopped_early=stopped if isinstance(stopped, bool) else None,
         seed=seed,
-        metrics=read_json(mpath),
+        metrics=metrics,
+        non_finite=[f"{mpath}: {key} is {value}" for key, value in non_finite],
+        metrics_path=mpath,
         predictions=ppath if ppath.exists() else None,
         val_predictions=vpath if vpath.exists() else None,
         history=list(history) if isinstance(history, list) else [],
@@ -206,4 +280,5 @@ def load_results(
                 missing_seeds=missing_seeds,
             )
         )
+    _check_one_dataset([run for r in results for run in r.runs])
     return results, missing

@@ -53,6 +53,13 @@ def overview_section(doc: Document, cfg: Config, summary: Mapping[str, Any]) -> 
         s.ok("Features were extracted with pretrained backbone weights.")
     if summary["missing"]:
         s.alert("Not evaluated (no metrics.json): " + ", ".join(summary["missing"]) + ".")
+    if summary.get("non_finite"):
+        s.alert(
+            "Metrics that are NaN or infinite in metrics.json (a diverged or empty evaluation; "
+            "shown as a dash below and written as null in summary.json): "
+            + "; ".join(summary["non_finite"])
+            + "."
+        )
     for c in summary["checks"]:
         text = f"{'PASS' if c['passed'] else 'FAIL'}: {c['name']} ({c['detail']})"
         s.ok(text) if c["passed"] else s.alert(text)
