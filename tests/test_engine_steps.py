@@ -21,6 +21,7 @@ from dynpath.data.features import FeatureStore, write_features
 from dynpath.engine.checkpoint import load_checkpoint
 from dynpath.engine.metrics import iou
 from dynpath.errors import CheckpointError
+from dynpath.io import file_sha256
 from dynpath.steps import evaluate, train
 from dynpath.steps import vocab as vocab_step
 
@@ -166,8 +167,13 @@ def test_evaluate_outputs(workspace: Path, trained: dict[str, Any]) -> None:
     assert (
         set(m)
         == {"variant", "arch", "split", "n", "shuffled", "routes", "latency_ms", "mlflow_run_id"}
+        | {"dataset", "checkpoint"}
         | METRIC_KEYS
     )
+    # which dataset and which best.pt it scored (the report refuses a mix or a stale file)
+    assert m["dataset"] == {"format": "jsonl", "name": "enginetest"}
+    best = workspace / "models" / "dynamic" / "best.pt"
+    assert m["checkpoint"] == {"path": str(best), "sha256": file_sha256(best)}
     assert m["split"] == "test" and m["n"] == 16
     assert set(m["shuffled"]) == METRIC_KEYS
     assert set(m["routes"]) == {"exploitation", "exploration"}

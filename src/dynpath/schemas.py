@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 from dynpath.errors import DataError
 
@@ -25,6 +25,8 @@ HISTORY = "history.json"
 METRICS = "metrics.json"
 PREDICTIONS = "predictions.jsonl"
 VAL_PREDICTIONS = "val_predictions.jsonl"
+#: ``outputs/models/<variant>/``: the checkpoint the evaluate step scores.
+BEST_CHECKPOINT = "best.pt"
 #: ``reports/``: the report's machine-readable summary.
 REPORT_SUMMARY = "summary.json"
 
@@ -66,9 +68,25 @@ class LatencyMs(TypedDict):
     p95: float
 
 
+class DatasetRef(TypedDict):
+    """metrics.json ``dataset``: which dataset was scored (``data.dataset`` and ``data.name``)."""
+
+    format: str
+    name: str
+
+
+class CheckpointRef(TypedDict):
+    """metrics.json ``checkpoint``: the ``best.pt`` that was scored, by path and content."""
+
+    path: str
+    sha256: str
+
+
 class EvalHeader(TypedDict):
     """The fixed keys of ``metrics.json``; the metric keys (``r1_iou0.5`` ..., ``miou``) sit
-    beside them, see the evaluate step's docstring."""
+    beside them, see the evaluate step's docstring. ``dataset`` and ``checkpoint`` are absent
+    from files written before they existed (the report then cannot check them and accepts the
+    file, as before)."""
 
     variant: str
     arch: str
@@ -78,7 +96,13 @@ class EvalHeader(TypedDict):
     routes: dict[str, dict[str, Any]]
     latency_ms: LatencyMs
     mlflow_run_id: str | None
+    dataset: NotRequired[DatasetRef]
+    checkpoint: NotRequired[CheckpointRef]
 
+
+#: metrics.json's header keys a file written before they existed lacks (``NotRequired`` is not
+#: visible at run time under ``from __future__ import annotations``, hence the explicit list).
+HEADER_OPTIONAL = ("dataset", "checkpoint")
 
 #: metrics.json's header keys written before the metric keys; the rest of the header follows them.
 _HEADER_FIRST = ("variant", "arch", "split", "n")
@@ -100,13 +124,13 @@ def eval_header(data: Mapping[str, Any], source: str) -> EvalHeader:
     Raises :class:`~dynpath.errors.DataError` naming ``source`` and the missing keys (a file from
     another tool or a truncated one), rather than a bare KeyError where a key is first used.
     """
-    missing = [k for k in EvalHeader.__annotations__ if k not in data]
+    missing = [k for k in EvalHeader.__annotations__ if k not in data and k not in HEADER_OPTIONAL]
     if missing:
         raise DataError(
             f"{source}: not a dynpath metrics.json (missing {', '.join(missing)}); "
             "re-run `dynpath evaluate` for it"
         )
-    return cast(EvalHeader, {k: data[k] for k in EvalHeader.__annotations__})
+    return cast(EvalHeader, {k: data[k] for k in EvalHeader.__annotations__ if k in data})
 
 
 class SummaryCheck(TypedDict):
@@ -166,6 +190,7 @@ class ReportSummary(TypedDict, total=False):
     routes_by_seed: dict[str, Any]  # per seed: shares, collapse onto one module, family split
     oracle: dict[str, Any] | None
     analysis_notes: list[str]
+    non_finite: list[str]  # "<metrics.json>: <key> is nan" (written as null); only when any
     files: dict[str, Any]
 
 

@@ -34,7 +34,7 @@ def torch_threads(n: int) -> Iterator[None]:
 @contextlib.contextmanager
 def trainer_determinism(device: torch.device) -> Iterator[None]:
     """The flags ``Trainer.fit`` trains under (restored afterwards)."""
-    from dynpath.engine.trainer import configure_determinism
+    from dynpath.engine.distributed import configure_determinism
 
     previous = (
         torch.are_deterministic_algorithms_enabled(),

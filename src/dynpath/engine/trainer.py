@@ -11,8 +11,9 @@ run on CPU):
 - **All RNG state is checkpointed** (Python, NumPy, torch CPU/CUDA; per rank under DDP) and
   restored after the model is rebuilt, so dropout masks and Gumbel noise continue where they were.
 - **Nothing else touches the global RNG**: creating a DataLoader iterator draws a seed from the
-  global generator, and validation may run stochastic code; both run inside :func:`_rng_isolated`
-  so checkpoint frequency and validation cannot change the training trajectory.
+  global generator, and validation may run stochastic code; both run inside
+  :func:`~dynpath.engine.resume.rng_isolated` so checkpoint frequency and validation cannot
+  change the training trajectory.
 - **Running sums of the epoch's losses are checkpointed**, so the resumed epoch reports the same
   mean loss as the uninterrupted one.
 - Checkpoints (``last.pt`` every ``checkpoint_every_steps`` steps and at every epoch end,
@@ -37,14 +38,10 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import os
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any, Protocol, cast
 
 import torch
@@ -55,23 +52,33 @@ from tqdm import tqdm
 
 from dynpath import schemas
 from dynpath.data.batch import Batch
-from dynpath.device import resolve_device
-from dynpath.engine.checkpoint import (
-    capture_rng,
-    load_checkpoint,
-    restore_rng,
-    save_checkpoint,
-    seed_everything,
+from dynpath.engine.checkpoint import save_checkpoint, seed_everything
+from dynpath.engine.distributed import (
+    DistInfo,
+    Interrupt,
+    amp_dtype,
+    configure_determinism,
+    deferred_sigint,
+    init_distributed,  # noqa: F401  (re-exported: callers import it from here, as before)
+    shutdown_distributed,  # noqa: F401  (re-exported)
+    train_device,  # noqa: F401  (re-exported)
 )
-from dynpath.errors import CheckpointError, DynpathError
+from dynpath.engine.resume import (
+    BEST,
+    LAST,
+    Progress,
+    checkpoint_payload,
+    gather_rng,
+    restore,
+    rng_isolated,
+)
+from dynpath.errors import DynpathError
 from dynpath.io import write_json
 from dynpath.model import gemm
 from dynpath.model.output import ModelOutput
 
 log = logging.getLogger(__name__)
 
-BEST = "best.pt"
-LAST = "last.pt"
 HISTORY = schemas.HISTORY
 
 
@@ -89,133 +96,6 @@ shuffling inside, last partial batch kept); ``batch_size`` is the per-rank batch
 
 ValidateFn = Callable[[nn.Module], dict[str, float]]
 """Scores the (unwrapped, eval-mode) model on the validation split; keys as in metrics.json."""
-
-
-# --------------------------------------------------------------------------- distributed
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits in a ``torchrun`` job (world_size 1 when not distributed)."""
-
-    world_size: int = 1
-    rank: int = 0
-    local_rank: int = 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device_pref: str = "auto") -> DistInfo:
-    """Join the process group when launched by ``torchrun`` (WORLD_SIZE > 1); else single process.
-
-    NCCL when the ranks run on CUDA, gloo on CPU. Idempotent: an existing group is reused.
-    """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return DistInfo()
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    use_cuda = resolve_device(device_pref, local_rank, setting="train.device").type == "cuda"
-    if not torch_dist.is_initialized():
-        backend = "nccl" if use_cuda else "gloo"
-        if use_cuda:
-            torch.cuda.set_device(local_rank)
-        torch_dist.init_process_group(backend=backend)
-        log.info("joined %s process group: rank %d of %d", backend, rank, world)
-    return DistInfo(world_size=world, rank=rank, local_rank=local_rank)
-
-
-def shutdown_distributed(info: DistInfo) -> None:
-    if info.enabled and torch_dist.is_initialized():
-        torch_dist.destroy_process_group()
-
-
-def amp_dtype(enabled: bool, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of ``train.amp`` on ``device``: bf16 where the GPU has it, else fp16;
-    None (full precision) on CPU or when off. Training, validation and evaluation share it."""
-    if not enabled or device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def train_device(pref: str, info: DistInfo | None = None) -> torch.device:
-    """``train.device`` on this machine: :func:`dynpath.device.resolve_device`, with this rank's
-    GPU under torchrun."""
-    info = info or DistInfo()
-    return resolve_device(pref, info.local_rank if info.enabled else None, setting="train.device")
-
-
-# --------------------------------------------------------------------------- determinism
-
-
-def configure_determinism(device: torch.device) -> None:
-    """Deterministic kernels where PyTorch has them (warn, not fail, where it has none)."""
-    if device.type == "cuda":
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    # Deterministic mode also fills every new uninitialised tensor (torch.empty & co.) with NaN,
-    # a guard against kernels that read memory they never wrote. None of ours do (the resume
-    # and determinism tests hold without it), and the fills cost ~5-10% of a paper-shape CPU
-    # training step (1362 fill_ calls per step; docs/performance.md).
-    torch.utils.deterministic.fill_uninitialized_memory = False  # type: ignore[attr-defined]
-
-
-@contextlib.contextmanager
-def _rng_isolated() -> Iterator[None]:
-    """Run a block without letting it advance any global RNG the training loop depends on."""
-    state = capture_rng()
-    try:
-        yield
-    finally:
-        restore_rng(state)
-
-
-class _Interrupt:
-    """The Ctrl-C state of one fit: the first SIGINT only sets ``requested`` (the loop stops at
-    the next step boundary with a checkpoint); a second one raises KeyboardInterrupt at once, so
-    a user is never stuck behind a long step, validation or checkpoint write."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def handle(self, signum: int, frame: FrameType | None) -> None:
-        # No logging here: the handler runs between any two bytecodes of the main thread, possibly
-        # inside a logging or stream write.
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-
-@contextlib.contextmanager
-def _deferred_sigint(enabled: bool) -> Iterator[_Interrupt]:
-    """Install :class:`_Interrupt`'s handler for SIGINT while the block runs; the previous handler
-    comes back on exit, also on error.
-
-    Python lets only the main thread install handlers, so elsewhere (and when ``enabled`` is
-    False, or SIGINT is ignored, e.g. under ``nohup``) the handler is left alone and Ctrl-C behaves
-    as before: an immediate KeyboardInterrupt, the last periodic checkpoint being the one on disk.
-    """
-    state = _Interrupt()
-    main = threading.current_thread() is threading.main_thread()
-    if not enabled or not main or signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
-        yield state
-        return
-    previous = signal.signal(signal.SIGINT, state.handle)
-    try:
-        yield state
-    finally:
-        # None: a handler installed outside Python, which cannot be reinstalled from here
-        signal.signal(
-            signal.SIGINT, previous if previous is not None else signal.default_int_handler
-        )
 
 
 # --------------------------------------------------------------------------- options/state
@@ -241,40 +121,6 @@ class TrainOptions:
     patience: int = 0  # early stopping: epochs without a better validation value; 0 = off
     progress: bool = True
     deterministic: bool = True
-
-
-@dataclass
-class Progress:
-    """Where training stands; saved in every checkpoint."""
-
-    epoch: int = 0  # the epoch in progress (0-based)
-    batches_done: int = 0  # batches of ``epoch`` already trained
-    global_step: int = 0
-    samples_done: int = 0  # samples of ``epoch`` (all ranks)
-    loss_sums: dict[str, float] = field(default_factory=dict)  # sample-weighted, all ranks
-    epoch_seconds: float = 0.0  # time spent in ``epoch`` before the last checkpoint
-    train_seconds: float = 0.0  # total training time before the last checkpoint
-    best_value: float | None = None
-    best_epoch: int | None = None  # 1-based epoch of best.pt
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "epoch": self.epoch,
-            "batches_done": self.batches_done,
-            "global_step": self.global_step,
-            "samples_done": self.samples_done,
-            "loss_sums": dict(self.loss_sums),
-            "epoch_seconds": self.epoch_seconds,
-            "train_seconds": self.train_seconds,
-            "best_value": self.best_value,
-            "best_epoch": self.best_epoch,
-            "history": list(self.history),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> Progress:
-        return cls(**d)
 
 
 @dataclass
@@ -344,42 +190,11 @@ class Trainer:
         # epoch started in this process); exposed for callers and tests.
         self.samples_per_s: float | None = None
 
-        world = self.dist.world_size
-        self.local_batch = max(1, math.ceil(options.batch_size / world))
-        if options.batch_size % world:
-            log.warning(
-                "global batch %d is not divisible by %d ranks: using %d per rank (global %d)",
-                options.batch_size,
-                world,
-                self.local_batch,
-                self.local_batch * world,
-            )
-        self.sampler: DistributedSampler[int] = DistributedSampler(
-            cast(Any, range(num_train)),
-            num_replicas=world,
-            rank=self.dist.rank,
-            shuffle=True,
-            seed=options.seed,
-            drop_last=False,
-        )
+        self.local_batch, self.sampler = self._shard(options.batch_size, options.seed)
         self.steps_per_epoch = math.ceil(self.sampler.num_samples / self.local_batch)
         self.total_steps = self.steps_per_epoch * options.epochs
-
         self.model.to(self.device)
-        # fused=True: one kernel per step for all parameters instead of ~10 tensor ops per
-        # parameter (measured 3.8x faster on CPU at d=512, 70.7M parameters: 827 -> 216 ms of a
-        # ~13 s step; docs/performance.md); same values as the per-parameter loop, deterministic.
-        params = list(self.model.parameters())
-        fused = self.device.type in ("cpu", "cuda") and all(
-            p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params
-        )
-        self.optimizer = torch.optim.Adam(
-            params, lr=options.lr, weight_decay=options.weight_decay, fused=fused or None
-        )
-        warmup = round(options.warmup_fraction * self.total_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, linear_decay(self.total_steps, warmup)
-        )
+        self.optimizer, self.scheduler = self._optimizer(options)
         self.amp_dtype = amp_dtype(options.amp, self.device)
         if self.amp_dtype is None and options.cpu_autocast == "bf16" and self.device.type == "cpu":
             self.amp_dtype = torch.bfloat16
@@ -388,93 +203,89 @@ class Trainer:
         self.gemm = gemm.set_backend(options.gemm)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         self.progress = Progress()
+        self.train_module = self._train_module(options.compile)
 
-        self.train_module: nn.Module = self.model
+    def _shard(self, batch_size: int, seed: int) -> tuple[int, DistributedSampler[int]]:
+        """This rank's batch size (the global one split over the ranks) and its seeded sampler."""
+        world = self.dist.world_size
+        local_batch = max(1, math.ceil(batch_size / world))
+        if batch_size % world:
+            log.warning(
+                "global batch %d is not divisible by %d ranks: using %d per rank (global %d)",
+                batch_size,
+                world,
+                local_batch,
+                local_batch * world,
+            )
+        sampler: DistributedSampler[int] = DistributedSampler(
+            cast(Any, range(self.num_train)),
+            num_replicas=world,
+            rank=self.dist.rank,
+            shuffle=True,
+            seed=seed,
+            drop_last=False,
+        )
+        return local_batch, sampler
+
+    def _optimizer(
+        self, options: TrainOptions
+    ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+        """Adam over the model's parameters and its linear warmup/decay schedule."""
+        # fused=True: one kernel per step for all parameters instead of ~10 tensor ops per
+        # parameter (measured 3.8x faster on CPU at d=512, 70.7M parameters: 827 -> 216 ms of a
+        # ~13 s step; docs/performance.md); same values as the per-parameter loop, deterministic.
+        params = list(self.model.parameters())
+        fused = self.device.type in ("cpu", "cuda") and all(
+            p.dtype in (torch.float32, torch.float16, torch.bfloat16) for p in params
+        )
+        optimizer = torch.optim.Adam(
+            params, lr=options.lr, weight_decay=options.weight_decay, fused=fused or None
+        )
+        warmup = round(options.warmup_fraction * self.total_steps)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, linear_decay(self.total_steps, warmup)
+        )
+        return optimizer, scheduler
+
+    def _train_module(self, compile_it: bool) -> nn.Module:
+        """The module the steps run: the model, in DDP under torchrun, compiled on request."""
+        module: nn.Module = self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel as DDP
 
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.train_module = DDP(self.model, device_ids=ids, find_unused_parameters=True)
-        if options.compile:
-            self.train_module = cast(nn.Module, torch.compile(self.train_module))
+            module = DDP(self.model, device_ids=ids, find_unused_parameters=True)
+        if compile_it:
+            module = cast(nn.Module, torch.compile(module))
+        return module
 
     # ----------------------------------------------------------------- checkpoint I/O
 
-    def _payload(self, rng_ranks: list[dict[str, Any]]) -> dict[str, Any]:
-        return {
-            "meta": self.meta,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "rng": rng_ranks[0],
-            "rng_ranks": rng_ranks,
-            "world_size": self.dist.world_size,
-            "progress": self.progress.to_dict(),
-        }
-
-    def _gather_rng(self) -> list[dict[str, Any]]:
-        mine = capture_rng()
-        if not self.dist.enabled:
-            return [mine]
-        gathered: list[Any] = [None] * self.dist.world_size
-        torch_dist.all_gather_object(gathered, mine)
-        return cast(list[dict[str, Any]], gathered)
-
     def _save(self, names: Sequence[str]) -> None:
         """Write checkpoints (rank 0); every rank must call it (RNG states are gathered)."""
-        rng_ranks = self._gather_rng()
+        rng_ranks = gather_rng(self.dist)
         if self.dist.is_main:
-            payload = self._payload(rng_ranks)
+            payload = checkpoint_payload(
+                self.meta, self._states(), rng_ranks, self.dist.world_size, self.progress
+            )
             for name in names:
                 save_checkpoint(self.out_dir / name, payload)
 
+    def _states(self) -> dict[str, Any]:
+        """What a checkpoint saves and restores besides the progress and RNGs, in that order."""
+        return {
+            "model": self.model,
+            "optimizer": self.optimizer,
+            "scheduler": self.scheduler,
+            "scaler": self.scaler,
+        }
+
     def _resume(self) -> dict[str, int] | None:
         path = self.out_dir / LAST
-        if not path.exists():
-            log.info("--resume: no %s yet, starting from scratch", path)
+        progress = restore(path, self.meta, self._states(), self.opt.epochs, self.dist)
+        if progress is None:
             return None
-        ckpt = load_checkpoint(path, variant=self.meta.get("variant"), arch=self.meta.get("arch"))
-        theirs, mine = ckpt["meta"].get("config") or {}, self.meta.get("config") or {}
-        diff = _diff_keys(theirs, mine)
-        fatal = [k for k in diff if k == "seed" or k.startswith(("model.", "data.", "vocab."))]
-        if fatal:
-            raise CheckpointError(
-                f"{path}: written with a different model/data config ({', '.join(fatal[:8])}); "
-                "resuming would not reproduce the run: start afresh without --resume"
-            )
-        if diff:
-            log.warning("%s: resuming with changed settings: %s", path, ", ".join(diff[:12]))
-        try:
-            self.model.load_state_dict(ckpt["model"])
-            self.optimizer.load_state_dict(ckpt["optimizer"])
-            self.scheduler.load_state_dict(ckpt["scheduler"])
-            self.scaler.load_state_dict(ckpt["scaler"])
-        except (RuntimeError, KeyError, ValueError) as err:
-            raise CheckpointError(f"{path}: does not fit this model: {err}") from None
-        progress = Progress.from_dict(ckpt["progress"])
-        if progress.epoch > self.opt.epochs or (
-            progress.epoch == self.opt.epochs and progress.batches_done > 0
-        ):
-            # the summary would report e.g. best_epoch 3 of 2 epochs: refuse instead
-            raise CheckpointError(
-                f"{path}: has {progress.epoch} completed epoch(s) but train.epochs is "
-                f"{self.opt.epochs}; set train.epochs >= {progress.epoch} to continue it, or "
-                "train afresh without --resume"
-            )
         self.progress = progress
-        ranks = ckpt.get("rng_ranks") or [ckpt["rng"]]
-        if len(ranks) == self.dist.world_size:
-            restore_rng(ranks[self.dist.rank])
-        else:
-            log.warning(
-                "%s was written by %d rank(s), this run has %d: RNG streams restart from the "
-                "checkpoint's rank-0 state (the run continues but is not bit-identical)",
-                path,
-                len(ranks),
-                self.dist.world_size,
-            )
-            restore_rng(ranks[0])
         p = self.progress
         log.info(
             "resumed %s at epoch %d, batch %d/%d",
@@ -574,7 +385,7 @@ class Trainer:
         # Under DDP every rank would have to stop at the same step (a collective per step to agree
         # on the flag; a rank that stopped alone would hang the others in all_reduce): there
         # Ctrl-C keeps its immediate effect and the last periodic checkpoint is the one to resume.
-        with _deferred_sigint(enabled=not self.dist.enabled) as interrupt:
+        with deferred_sigint(enabled=not self.dist.enabled) as interrupt:
             self._epochs(interrupt)
         return TrainResult(
             best_epoch=p.best_epoch,
@@ -603,7 +414,7 @@ class Trainer:
             and p.epoch - p.best_epoch >= self.opt.patience
         )
 
-    def _epochs(self, interrupt: _Interrupt) -> None:
+    def _epochs(self, interrupt: Interrupt) -> None:
         """Train the remaining epochs; stop with a checkpoint once ``interrupt`` is requested."""
         p = self.progress
         world = self.dist.world_size
@@ -612,7 +423,7 @@ class Trainer:
             self.sampler.set_epoch(epoch)
             order = list(self.sampler)
             todo = order[p.batches_done * self.local_batch :]
-            with _rng_isolated():  # DataLoader iterators draw a seed from the global RNG
+            with rng_isolated():  # DataLoader iterators draw a seed from the global RNG
                 batches = iter(self.loader_fn(todo, self.local_batch))
             # disable=None: tqdm draws only when its stream (stderr) is a terminal. Under
             # `dvc repro`, a Kubeflow pod or a CI log each redraw would be a new line (hundreds
@@ -709,7 +520,7 @@ class Trainer:
         val: dict[str, float] = {}
         if self.dist.is_main:
             self.model.eval()
-            with _rng_isolated(), torch.no_grad():
+            with rng_isolated(), torch.no_grad():
                 val = self.validate(self.model)
             self.model.train()
             if self.opt.selection_metric not in val:
@@ -781,13 +592,3 @@ def _best_val(history: list[dict[str, Any]], best_epoch: int | None) -> dict[str
         if entry["epoch"] == best_epoch:
             return {k[4:]: v for k, v in entry.items() if k.startswith("val_")}
     return {}
-
-
-def _diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """Dotted keys where two JSON-like configs differ."""
-    if isinstance(a, dict) and isinstance(b, dict):
-        out: list[str] = []
-        for k in sorted(set(a) | set(b)):
-            out += _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
-        return out
-    return [] if a == b else [prefix.rstrip(".")]

@@ -2,9 +2,9 @@
 
 The synthetic benchmark's pass/fail checks (recorded and shown, never raised: a weak result is a
 finding, not a crash) and the seed, family and oracle analyses (:class:`Analysis`, computed by
-``dynpath.report.tables``) with their summary.json keys. Kept apart from the step
-(``dynpath.steps.report``), which only reads inputs and writes outputs, and from the sections,
-which only lay these results out.
+``dynpath.report.queries``, ``oracles`` and ``seed_stats``) with their summary.json keys. Kept
+apart from the step (``dynpath.steps.report``), which only reads inputs and writes outputs, and
+from the sections, which only lay these results out.
 """
 
 from __future__ import annotations
@@ -19,31 +19,30 @@ import numpy as np
 import pandas as pd
 
 from dynpath.config import Config
+from dynpath.engine.metrics import metric_key
 from dynpath.report.html import format_cell
-from dynpath.report.tables import (
-    BOOTSTRAP_LEVEL,
-    BOOTSTRAP_RESAMPLES,
-    BOOTSTRAP_SEED,
+from dynpath.report.oracles import OracleAnalysis, oracle_analysis
+from dynpath.report.queries import (
     COLLAPSE_SHARE,
     FAMILY_GAP_POINTS,
     FAMILY_LABELS,
-    MAIN_VARIANT,
     META_FILE,
     ORACLE_THRESHOLD,
-    PLATEAU_FRACTION,
-    ROUTES,
     SINGLE_MODULES,
-    OracleAnalysis,
-    VariantResult,
-    bootstrap_vs_reference,
     family_metrics,
     load_families,
-    metric_key,
-    oracle_analysis,
     read_queries,
     route_family_counts,
     route_seed_summary,
     route_seed_table,
+)
+from dynpath.report.results import MAIN_VARIANT, ROUTES, VariantResult
+from dynpath.report.seed_stats import (
+    BOOTSTRAP_LEVEL,
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    PLATEAU_FRACTION,
+    bootstrap_vs_reference,
     seed_stats,
     still_rising_flags,
 )
@@ -117,7 +116,7 @@ def synthetic_checks(results: Sequence[VariantResult]) -> list[SummaryCheck]:
 
 @dataclass
 class Analysis:
-    """The answers to "can this ablation tell the variants apart?" (see dynpath.report.tables).
+    """The answers to "can this ablation tell the variants apart?" (see dynpath.report.queries).
 
     ``families`` is False on a dataset without synthetic_meta.json: the family, route x family
     and oracle parts are then empty and ``notes`` says why.

@@ -13,6 +13,7 @@ from typing import Any
 from dynpath.config import Config
 from dynpath.report.analysis import Analysis
 from dynpath.report.html import Document
+from dynpath.report.results import VariantResult
 from dynpath.report.sections import (
     ablation_section,
     add_family_sections,
@@ -25,7 +26,6 @@ from dynpath.report.sections import (
     routes_section,
     training_curves_section,
 )
-from dynpath.report.tables import VariantResult
 
 
 def build_document(

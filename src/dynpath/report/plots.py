@@ -16,7 +16,7 @@ from matplotlib.ticker import MaxNLocator
 
 from dynpath.engine.metrics import metric_key
 from dynpath.io import atomic_path
-from dynpath.report.tables import ROUTES, VariantResult
+from dynpath.report.results import ROUTES, VariantResult
 from dynpath.variants import PAPER_VARIANT
 
 DPI = 110

@@ -17,18 +17,16 @@ import pandas as pd
 from dynpath.config import Config
 from dynpath.report.analysis import Analysis
 from dynpath.report.html import Document
-from dynpath.report.tables import (
-    BOOTSTRAP_RESAMPLES,
-    BOOTSTRAP_SEED,
+from dynpath.report.queries import (
     COLLAPSE_SHARE,
     FAMILY_GAP_POINTS,
     FAMILY_LABELS,
-    MAIN_VARIANT,
     ORACLE_THRESHOLD,
-    PLATEAU_FRACTION,
-    ROUTES,
     SINGLE_MODULES,
-    VariantResult,
+)
+from dynpath.report.results import MAIN_VARIANT, ROUTES, VariantResult
+from dynpath.report.seed_stats import BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, PLATEAU_FRACTION
+from dynpath.report.tables import (
     ablation_table,
     cost_table,
     data_tables,
@@ -55,6 +53,13 @@ def overview_section(doc: Document, cfg: Config, summary: Mapping[str, Any]) -> 
         s.ok("Features were extracted with pretrained backbone weights.")
     if summary["missing"]:
         s.alert("Not evaluated (no metrics.json): " + ", ".join(summary["missing"]) + ".")
+    if summary.get("non_finite"):
+        s.alert(
+            "Metrics that are NaN or infinite in metrics.json (a diverged or empty evaluation; "
+            "shown as a dash below and written as null in summary.json): "
+            + "; ".join(summary["non_finite"])
+            + "."
+        )
     for c in summary["checks"]:
         text = f"{'PASS' if c['passed'] else 'FAIL'}: {c['name']} ({c['detail']})"
         s.ok(text) if c["passed"] else s.alert(text)
@@ -337,14 +342,8 @@ def _route_seed_table(s: Any, an: Analysis, display: Mapping[str, str]) -> None:
     s.table(pd.DataFrame(cols), caption="Routes per training seed, percent of test queries")
 
 
-def add_family_sections(
-    doc: Document, an: Analysis, results: Sequence[VariantResult], th: Any
-) -> None:
-    """(a) per family, (b) route x family, (c) single modules and oracles; or why not."""
-    display = {r.name: r.display for r in results}
-    if not an.families:
-        doc.section("Query families").text(an.no_families or "No query families.")
-        return
+def _per_family_section(doc: Document, an: Analysis, display: Mapping[str, str], th: Any) -> None:
+    """(a) R@1 and mIoU per variant and query family."""
     s = doc.section("Per query family")
     s.text(
         "The synthetic benchmark's two query families (synthetic_meta.json): ordered "
@@ -371,30 +370,90 @@ def add_family_sections(
     )
     s.table(table, caption="R@1 and mIoU per query family, percent")
 
+
+def _routes_by_family_section(doc: Document, an: Analysis, display: Mapping[str, str]) -> None:
+    """(b) How the selector routes each family, summed and per seed."""
     s = doc.section("Routes by query family")
     if an.routes.empty:
         s.text("No evaluated variant has a selector, so there is nothing to route.")
-    else:
-        s.text(
-            "How the selector routes each family: counts and shares of the family's test "
-            "queries sent to each module, for the primary seed and summed over all seeds. A "
-            "selector that tells the families apart sends each mostly to the module it was "
-            "designed for (or to whichever the oracle below finds better)."
-        )
-        rt = an.routes
-        table = pd.DataFrame(
-            {
-                "Variant": rt["variant"].map(display),
-                "Seeds": rt["scope"] + " (" + rt["seeds"].astype(str) + ")",
-                "Family": rt["family"].map(_family_label),
-                "Queries": rt["queries"],
-                **{f"→ {r}": rt[r] for r in ROUTES},
-                **{f"→ {r} %": 100.0 * rt[f"share_{r}"].astype(float) for r in ROUTES},
-            }
-        )
-        s.table(table, caption="Test queries of each family per route")
-        _route_seed_table(s, an, display)
+        return
+    s.text(
+        "How the selector routes each family: counts and shares of the family's test "
+        "queries sent to each module, for the primary seed and summed over all seeds. A "
+        "selector that tells the families apart sends each mostly to the module it was "
+        "designed for (or to whichever the oracle below finds better)."
+    )
+    rt = an.routes
+    table = pd.DataFrame(
+        {
+            "Variant": rt["variant"].map(display),
+            "Seeds": rt["scope"] + " (" + rt["seeds"].astype(str) + ")",
+            "Family": rt["family"].map(_family_label),
+            "Queries": rt["queries"],
+            **{f"→ {r}": rt[r] for r in ROUTES},
+            **{f"→ {r} %": 100.0 * rt[f"share_{r}"].astype(float) for r in ROUTES},
+        }
+    )
+    s.table(table, caption="Test queries of each family per route")
+    _route_seed_table(s, an, display)
 
+
+def _preference_sentence(rec: Mapping[str, Any], display: Mapping[str, str]) -> str:
+    """Which module a family prefers on validation and on test, and where the oracle sends it."""
+    fam = _family_label(rec["family"])
+    val_pref, test_pref = _opt(rec["val_prefers"]), _opt(rec["test_prefers"])
+    routed = _opt(rec["oracle_routes_to"])
+    said = (
+        f"{fam}: prefers {display.get(val_pref, val_pref)} on validation"
+        if val_pref
+        else f"{fam}: no validation preference"
+        + (f" (the oracle sends it to {display.get(routed, routed)})" if routed else "")
+    )
+    said += f", {display.get(test_pref, test_pref) if test_pref else 'none'} on test"
+    if val_pref and test_pref and val_pref != test_pref:
+        said += " (they disagree: the family-routing oracle follows validation)"
+    return said + "."
+
+
+def _preference_table(pref: pd.DataFrame, display: Mapping[str, str]) -> pd.DataFrame:
+    """Each module's R@1 per family on validation and test, and which one each prefers."""
+    e, x = SINGLE_MODULES["exploitation"], SINGLE_MODULES["exploration"]
+    return pd.DataFrame(
+        {
+            "Family": pref["family"].map(_family_label),
+            f"val {display.get(e, e)}": pref[f"val_{e}"],
+            f"val {display.get(x, x)}": pref[f"val_{x}"],
+            "prefers on val": pref["val_prefers"].map(lambda m: display.get(m, m)),
+            f"test {display.get(e, e)}": pref[f"test_{e}"],
+            f"test {display.get(x, x)}": pref[f"test_{x}"],
+            "prefers on test": pref["test_prefers"].map(lambda m: display.get(m, m)),
+            "oracle sends to": pref["oracle_routes_to"].map(lambda m: display.get(m, m)),
+        }
+    )
+
+
+def _oracle_table(
+    rows: pd.DataFrame, pref: pd.DataFrame, display: Mapping[str, str], th: Any
+) -> pd.DataFrame:
+    """The single modules, the oracles and the reference on the test queries with a family."""
+    labels = {
+        "family_routing_oracle": "family-routing oracle (chosen on val)",
+        "per_query_oracle": "per-query oracle (upper bound)",
+    }
+    families = [c for c in rows.columns if c in set(pref["family"])]
+    return pd.DataFrame(
+        {
+            "Row": rows["row"].map(lambda r: labels.get(r, display.get(r, r))),
+            "Seeds": rows["seeds"],
+            "Queries": rows["queries"],
+            **{label: rows[key] for key, label in r1_columns(th)},
+            **{f"R@1 IoU≥{ORACLE_THRESHOLD:g} {_family_label(f)}": rows[f] for f in families},
+        }
+    )
+
+
+def _oracle_section(doc: Document, an: Analysis, display: Mapping[str, str], th: Any) -> None:
+    """(c) The single modules per family and the two oracles; or why they are not there."""
     s = doc.section("Single modules by family, and oracles")
     o = an.oracle
     if o is None or not o.available:
@@ -413,49 +472,25 @@ def add_family_sections(
         s.alert(note)
     pref = o.preference
     s.table(
-        pd.DataFrame(
-            {
-                "Family": pref["family"].map(_family_label),
-                f"val {display.get(e, e)}": pref[f"val_{e}"],
-                f"val {display.get(x, x)}": pref[f"val_{x}"],
-                "prefers on val": pref["val_prefers"].map(lambda m: display.get(m, m)),
-                f"test {display.get(e, e)}": pref[f"test_{e}"],
-                f"test {display.get(x, x)}": pref[f"test_{x}"],
-                "prefers on test": pref["test_prefers"].map(lambda m: display.get(m, m)),
-                "oracle sends to": pref["oracle_routes_to"].map(lambda m: display.get(m, m)),
-            }
-        ),
+        _preference_table(pref, display),
         caption=f"R@1 IoU≥{ORACLE_THRESHOLD:g} per family and module, percent (mean over seeds)",
     )
     for rec in pref.to_dict(orient="records"):
-        fam = _family_label(rec["family"])
-        val_pref, test_pref = _opt(rec["val_prefers"]), _opt(rec["test_prefers"])
-        routed = _opt(rec["oracle_routes_to"])
-        said = (
-            f"{fam}: prefers {display.get(val_pref, val_pref)} on validation"
-            if val_pref
-            else f"{fam}: no validation preference"
-            + (f" (the oracle sends it to {display.get(routed, routed)})" if routed else "")
-        )
-        said += f", {display.get(test_pref, test_pref) if test_pref else 'none'} on test"
-        if val_pref and test_pref and val_pref != test_pref:
-            said += " (they disagree: the family-routing oracle follows validation)"
-        s.text(said + ".")
-    labels = {
-        "family_routing_oracle": "family-routing oracle (chosen on val)",
-        "per_query_oracle": "per-query oracle (upper bound)",
-    }
-    rows = o.rows
-    families = [c for c in rows.columns if c in set(pref["family"])]
+        s.text(_preference_sentence(rec, display))
     s.table(
-        pd.DataFrame(
-            {
-                "Row": rows["row"].map(lambda r: labels.get(r, display.get(r, r))),
-                "Seeds": rows["seeds"],
-                "Queries": rows["queries"],
-                **{label: rows[key] for key, label in r1_columns(th)},
-                **{f"R@1 IoU≥{ORACLE_THRESHOLD:g} {_family_label(f)}": rows[f] for f in families},
-            }
-        ),
+        _oracle_table(o.rows, pref, display, th),
         caption="Test, queries with a family, percent (mean over seeds)",
     )
+
+
+def add_family_sections(
+    doc: Document, an: Analysis, results: Sequence[VariantResult], th: Any
+) -> None:
+    """(a) per family, (b) route x family, (c) single modules and oracles; or why not."""
+    display = {r.name: r.display for r in results}
+    if not an.families:
+        doc.section("Query families").text(an.no_families or "No query families.")
+        return
+    _per_family_section(doc, an, display, th)
+    _routes_by_family_section(doc, an, display)
+    _oracle_section(doc, an, display, th)

@@ -14,9 +14,11 @@ from typing import Any
 import pandas as pd
 
 from dynpath.config import Config
+from dynpath.engine.metrics import metric_key
 from dynpath.errors import DynpathError
 from dynpath.report.html import format_cell
-from dynpath.report.tables import ROUTES, VariantResult, metric_key, r1_columns
+from dynpath.report.results import ROUTES, VariantResult, non_finite_notes
+from dynpath.report.tables import r1_columns
 from dynpath.schemas import (
     REPORT_SUMMARY,
     ReportSummary,
@@ -115,7 +117,7 @@ def build_summary(
             "mlflow_url": links.get(r.name),
             "published": None if published is None else published.get(r.name),
         }
-    return {
+    out: ReportSummary = {
         "dataset": cfg.data.dataset,
         "name": cfg.data.name,
         "split": results[0].metrics.get("split", "test") if results else None,
@@ -127,6 +129,10 @@ def build_summary(
         "checks": list(checks),
         "checks_passed": None if not checks else all(c["passed"] for c in checks),
     }
+    notes = non_finite_notes(results)
+    if notes:  # only then, so that a report without any is unchanged
+        out["non_finite"] = notes
+    return out
 
 
 def pretrained_features(results: Sequence[VariantResult]) -> bool | None:

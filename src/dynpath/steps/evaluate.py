@@ -8,7 +8,10 @@ NMS at ``eval.nms_iou``), ``shuffled`` (the same metric keys for the shuffled-vi
 when ``eval.shuffled_control`` is off), ``routes`` (per pathway: ``share`` = fraction of queries
 in 0..1, ``n`` and the metric keys, null metrics for a route no query took; {} for variants
 without a selector), ``latency_ms`` (``p50``/``p95`` of batch-1 forward + decoding over a seeded
-sample of up to 50 queries, features already in memory) and ``mlflow_run_id``.
+sample of up to 50 queries, features already in memory), ``mlflow_run_id``, ``dataset``
+(``format``/``name``: the report refuses evaluations of two datasets) and ``checkpoint``
+(``path``/``sha256`` of the best.pt scored: the report refuses a file whose best.pt has since
+been replaced, e.g. seeds left stale by an evaluate stopped between them).
 
 The shuffled control (see :mod:`dynpath.engine.evaluator`): every query is scored against the
 features of ANOTHER video of the split (a seeded derangement of the videos), resampled to the
@@ -49,6 +52,7 @@ from dynpath.data.dataset import MomentDataset, collate
 from dynpath.data.features import FeatureStore
 from dynpath.data.vocab import load_vocab
 from dynpath.engine.checkpoint import check_features, check_vocab, load_checkpoint
+from dynpath.engine.distributed import amp_dtype, train_device
 from dynpath.engine.evaluator import (
     Prediction,
     derangement,
@@ -59,14 +63,15 @@ from dynpath.engine.evaluator import (
     swap_videos,
 )
 from dynpath.engine.from_config import eval_loader, ranking_ks
-from dynpath.engine.trainer import BEST, amp_dtype, train_device
+from dynpath.engine.resume import BEST
 from dynpath.errors import CheckpointError, DataError
-from dynpath.io import atomic_path, write_json
+from dynpath.io import atomic_path, file_sha256, write_json
 from dynpath.schemas import (
     METRICS,
     PREDICTIONS,
     TRAIN_SUMMARY,
     VAL_PREDICTIONS,
+    CheckpointRef,
     EvalHeader,
     LatencyMs,
     eval_header,
@@ -236,6 +241,11 @@ def _evaluate(
     model_dir, out_dir, vocab_dir = Path(model_dir), Path(out_dir), Path(vocab_dir)
     t0 = time.perf_counter()
     device = train_device(vcfg.train.device)
+    # the checkpoint's identity, so the report can tell this file from a stale one
+    scored: CheckpointRef = {
+        "path": str(model_dir / BEST),
+        "sha256": file_sha256(model_dir / BEST) if (model_dir / BEST).is_file() else "",
+    }
     ckpt, model_cfg = _checkpoint(vcfg, variant, arch, model_dir)
     splits, _report = load_splits(vcfg)
     if split not in splits:
@@ -268,6 +278,8 @@ def _evaluate(
         "routes": routes,
         "latency_ms": _latency(model, ds, vcfg, device, amp),
         "mlflow_run_id": run_id,
+        "dataset": {"format": vcfg.data.dataset, "name": vcfg.data.name},
+        "checkpoint": scored,
     }
     result = metrics_json(header, metrics)
 

@@ -41,6 +41,7 @@ from dynpath.report import plots
 from dynpath.report.analysis import analyse, analysis_summary, synthetic_checks
 from dynpath.report.document import build_document
 from dynpath.report.html import render_html, render_markdown
+from dynpath.report.results import VariantResult, load_results
 from dynpath.report.summary import (
     HTML,
     MARKDOWN,
@@ -50,7 +51,7 @@ from dynpath.report.summary import (
     pretrained_features,
     published_numbers,
 )
-from dynpath.report.tables import VariantResult, ablation_csv, load_results
+from dynpath.report.tables import ablation_csv
 from dynpath.schemas import ReportSummary, VariantSummary
 
 log = logging.getLogger(__name__)

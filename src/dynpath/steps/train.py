@@ -49,17 +49,17 @@ from dynpath.data.dataset import MomentDataset, collate
 from dynpath.data.features import FeatureStore
 from dynpath.data.vocab import load_vocab
 from dynpath.engine.checkpoint import load_checkpoint, make_meta, seed_everything
-from dynpath.engine.evaluator import predict, score
-from dynpath.engine.from_config import eval_loader, ranking_ks, train_options
-from dynpath.engine.trainer import (
-    LAST,
+from dynpath.engine.distributed import (
     DistInfo,
-    Trainer,
     amp_dtype,
     init_distributed,
     shutdown_distributed,
     train_device,
 )
+from dynpath.engine.evaluator import predict, score
+from dynpath.engine.from_config import eval_loader, ranking_ks, train_options
+from dynpath.engine.resume import LAST
+from dynpath.engine.trainer import Trainer
 from dynpath.errors import CheckpointError
 from dynpath.io import write_json
 from dynpath.model.output import ModelOutput
