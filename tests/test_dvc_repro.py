@@ -49,7 +49,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
 
 def test_full_repro_runs_every_stage_and_reports(project: Project) -> None:
     ran = set(RAN.findall(project.first))
-    expected = {"data", "extract", "vocab", "report"}
+    expected = {"check", "data", "extract", "vocab", "report"}
     expected |= {f"{s}@{v}" for s in ("train", "evaluate") for v in VARIANT_NAMES}
     assert ran == expected
     repo = project.repo
@@ -93,7 +93,7 @@ def test_eval_change_reevaluates_without_training(project: Project) -> None:
     try:
         status = run(repo, "dvc", "status")
         assert "modified:           eval" in status and "train@" not in status, status
-        assert would_run(repo) == {f"evaluate@{v}" for v in VARIANT_NAMES} | {"report"}
+        assert would_run(repo) == {f"evaluate@{v}" for v in VARIANT_NAMES} | {"check", "report"}
     finally:
         run(repo, "git", "checkout", "--", "params.yaml")
 
@@ -102,7 +102,7 @@ def test_edited_variant_reruns_that_variant_alone(project: Project) -> None:
     repo = project.repo
     set_params(repo, **{"variants/sum_fusion": {"model.dropout": 0.1}})
     try:
-        assert would_run(repo) == {"train@sum_fusion", "evaluate@sum_fusion", "report"}
+        assert would_run(repo) == {"check", "train@sum_fusion", "evaluate@sum_fusion", "report"}
         assert "variants.sum_fusion.model.dropout" in run(repo, "dvc", "params", "diff")
     finally:
         run(repo, "git", "checkout", "--", "params.yaml")
@@ -116,7 +116,8 @@ def test_exp_run_with_a_variant_override(project: Project, tmp_path: Path) -> No
     repo = own_copy(project.repo, tmp_path / "repo")
     assert run(repo, "dvc", "status").strip().endswith("Data and pipelines are up to date.")
     out = run(repo, "dvc", "exp", "run", "-S", "+variants.sum_fusion={model.dropout:0.2}")
-    assert set(RAN.findall(out)) == {"train@sum_fusion", "evaluate@sum_fusion", "report"}, out
+    ran = {"check", "train@sum_fusion", "evaluate@sum_fusion", "report"}
+    assert set(RAN.findall(out)) == ran, out
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["variants"]["sum_fusion"] == {"model.dropout": 0.2}
     assert "variants.sum_fusion.model.dropout" in run(repo, "dvc", "params", "diff")

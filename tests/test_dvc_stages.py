@@ -15,9 +15,11 @@ import pytest
 import yaml
 from import_graph import SOURCES, closure, import_graph, module_files
 
-from dynpath.stages import BY_NAME, STAGES
+from dynpath.stages import BY_NAME, DVC_ONLY, PARAMS_CHECK, STAGES
 
 REPO = Path(__file__).resolve().parents[1]
+#: Every stage of dvc.yaml: the Kubeflow ones and the DVC-only check.
+ALL = {s.name: s for s in (*DVC_ONLY, *STAGES)}
 
 
 def dvc_stage(dvc: dict[str, Any], name: str) -> dict[str, Any]:
@@ -28,7 +30,7 @@ def dvc_stage(dvc: dict[str, Any], name: str) -> dict[str, Any]:
 
 def stage_code(name: str, graph: dict[str, set[str]], files: dict[str, Path]) -> dict[str, str]:
     """Module -> repository-relative file of the code stage ``name`` runs."""
-    stage = BY_NAME[name]
+    stage = ALL[name]
     modules = closure(graph, stage.entry)
     skipped = {m for m in modules for prefix, _why in stage.not_run if m.startswith(prefix)}
     return {m: files[m].relative_to(REPO).as_posix() for m in sorted(modules - skipped)}
@@ -56,7 +58,18 @@ def graph() -> dict[str, set[str]]:
 
 
 def test_the_table_and_dvc_yaml_have_the_same_stages(dvc: dict[str, Any]) -> None:
-    assert [s.name for s in STAGES] == list(dvc["stages"])
+    assert [s.name for s in (*DVC_ONLY, *STAGES)] == list(dvc["stages"])
+
+
+def test_the_check_stage_runs_first_on_the_whole_params_file(dvc: dict[str, Any]) -> None:
+    """DVC deletes a stage's outputs before running it: a bad params value must stop the DAG in
+    the check stage, which every other stage depends on, before any output is removed."""
+    check = dvc_stage(dvc, "check")
+    assert check["params"] == [{"params.yaml": None}]  # the whole file, every key
+    assert check["cmd"] == f"python -m dynpath.steps.check --out {PARAMS_CHECK}"
+    assert [next(iter(o)) if isinstance(o, dict) else o for o in check["outs"]] == [PARAMS_CHECK]
+    for stage in STAGES:
+        assert PARAMS_CHECK in dvc_stage(dvc, stage.name)["deps"], stage.name
 
 
 @pytest.mark.parametrize("name", [s.name for s in STAGES])
@@ -69,7 +82,7 @@ def test_dvc_yaml_lists_the_params_the_stage_reads(dvc: dict[str, Any], name: st
     )
 
 
-@pytest.mark.parametrize("name", [s.name for s in STAGES])
+@pytest.mark.parametrize("name", list(ALL))
 def test_dvc_yaml_lists_the_code_the_stage_runs(
     dvc: dict[str, Any], graph: dict[str, set[str]], name: str
 ) -> None:

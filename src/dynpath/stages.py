@@ -109,6 +109,13 @@ STAGES: tuple[Stage, ...] = (
     ),
 )
 
+#: The stages of dvc.yaml that are no Kubeflow step: ``check`` validates the whole params file
+#: before DVC deletes any output (dynpath.steps.check); a pipeline is compiled from validated
+#: params, so Kubeflow needs no such step. Every stage of :data:`STAGES` depends on its output.
+DVC_ONLY: tuple[Stage, ...] = (Stage("check", ("dynpath.steps.check", _CONFIG), ()),)
+#: The file the check stage writes and every other stage depends on.
+PARAMS_CHECK = "outputs/params_check.json"
+
 #: Stage name -> stage.
 BY_NAME: dict[str, Stage] = {s.name: s for s in STAGES}
 

@@ -590,17 +590,22 @@ def download_model(uri: str, tracking_uri: str | None = None) -> Path:
     """Download an MLflow model URI into a temporary directory (short HTTP timeouts)."""
     import mlflow
 
-    from dynpath.tracking.mlflow_env import configure_mlflow_env, mlflow_uris
+    from dynpath.tracking.mlflow_env import configure_mlflow_env, existing_store, mlflow_uris
 
     configure_mlflow_env()
     uri_store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _params_tracking_uri()
+    if uri.startswith(("models:/", "runs:/")):  # read through a store: it must exist
+        uri_store = existing_store(uri_store, f"cannot download model {uri}")
     dst = Path(tempfile.mkdtemp(prefix="dynpath-model-"))
     try:
         # models:/ URIs resolve through MLflow's global registry URI: set it for this download
         # only (mlflow_uris puts the previous globals and their variables back)
         with mlflow_uris(uri_store):
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
-    except Exception as err:
+    except BaseException as err:
+        shutil.rmtree(dst, ignore_errors=True)  # a failed download leaves no temp directory
+        if not isinstance(err, Exception):
+            raise
         raise DynpathError(f"cannot download model {uri}: {str(err).splitlines()[0]}") from None
     return Path(local)
 
@@ -655,10 +660,11 @@ def cached_registry_model(uri: str, tracking_uri: str | None = None) -> Path | N
     name, alias, version = ref
     import mlflow
 
-    from dynpath.tracking.mlflow_env import configure_mlflow_env, mlflow_uris
+    from dynpath.tracking.mlflow_env import configure_mlflow_env, existing_store, mlflow_uris
 
     configure_mlflow_env()
     uri_store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _params_tracking_uri()
+    uri_store = existing_store(uri_store, f"cannot download model {uri}")
     try:
         with mlflow_uris(uri_store):
             registry = mlflow.get_registry_uri()

@@ -21,7 +21,11 @@ def run(cfg: Config, version: str | None = None, variant: str | None = None) -> 
     model (default: the paper's model) if it beats that model's champion."""
     from mlflow.exceptions import MlflowException
 
-    from dynpath.tracking.mlflow_env import registered_model_name, resolve_tracking_uri
+    from dynpath.tracking.mlflow_env import (
+        existing_store,
+        registered_model_name,
+        resolve_tracking_uri,
+    )
     from dynpath.tracking.registry import client_for, higher_is_better, promote
     from dynpath.variants import PAPER_VARIANT
 
@@ -35,6 +39,7 @@ def run(cfg: Config, version: str | None = None, variant: str | None = None) -> 
     variant = variant or PAPER_VARIANT
     name = registered_model_name(cfg, variant)
     metric = cfg.tracking.promote_metric
+    existing_store(resolve_tracking_uri(cfg), "promote")  # a mistyped sqlite URI: no new file
     try:
         client = client_for(cfg)
         result = promote(

@@ -12,8 +12,10 @@ import contextlib
 import os
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+from dynpath.errors import TrackingError
 from dynpath.variants import PAPER_VARIANT
 
 if TYPE_CHECKING:
@@ -49,6 +51,29 @@ def registered_model_name(cfg: Config, variant: str = PAPER_VARIANT) -> str:
 def resolve_tracking_uri(cfg: Config) -> str:
     """``MLFLOW_TRACKING_URI`` wins over params (servers are configured by the environment)."""
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
+
+
+def existing_store(uri: str | None, what: str) -> str:
+    """The tracking URI a reader (``promote``, a ``models:/`` or ``runs:/`` download) may open.
+
+    Never None: MLflow would fall back to its default store and create ``./mlflow.db`` wherever
+    the command runs. Never a SQLite file that does not exist: opening one creates an empty store,
+    so a mistyped URI would leave a new database behind and report "no such model". Writers (the
+    trainer's tracker) create their store as before.
+    """
+    if not uri:
+        raise TrackingError(
+            f"{what}: no tracking store; set MLFLOW_TRACKING_URI or run from the project "
+            "directory (params.yaml tracking.uri)"
+        )
+    if uri.startswith("sqlite:///"):
+        path = Path(uri.removeprefix("sqlite:///").split("?", 1)[0])
+        if not path.is_file():
+            raise TrackingError(
+                f"{what}: tracking store {uri}: no such SQLite file {path} (check the URI; it "
+                "is not created)"
+            )
+    return uri
 
 
 def configure_mlflow_env() -> None:

@@ -16,6 +16,11 @@ another variant (a registry from before this scheme) is not a comparable baselin
 replaced. The decision is recorded in the candidate's version tags *before* touching any alias.
 The ``champion`` alias is written last, in a single call: a promotion that fails half-way
 (server gone, metric missing) leaves the previous champion exactly where it was.
+
+Two promotions at once are serialized by :func:`promotion_lock`, a lock held in the tracking store
+itself (a registered model ``<name>--promotion-lock`` that only one client can create): reading
+the champion, deciding and moving the alias is one compare-and-set, so the last promotion compares
+with what the first one crowned and the champion never ends on the worse version.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 from dynpath.errors import TrackingError
@@ -114,6 +119,53 @@ def version_identity(client: MlflowClient, name: str, version: str) -> dict[str,
         variant = variant or run_tags.get("dynpath.variant", "")
         dataset = dataset or run_tags.get("dynpath.dataset", "")
     return {"variant": variant, "dataset": dataset}
+
+
+#: The registered model that :func:`promotion_lock` creates next to ``name`` while it decides.
+LOCK_SUFFIX = "--promotion-lock"
+#: A lock older than this (seconds) is taken as left by a promote that died, and broken.
+LOCK_STALE_S = 120.0
+
+
+@contextlib.contextmanager
+def promotion_lock(
+    client: MlflowClient, name: str, timeout: float = 60.0, stale: float = LOCK_STALE_S
+) -> Iterator[None]:
+    """Hold the promotion lock of ``name`` in the tracking store, so that every client of that
+    store (other processes, other machines) sees it, whatever the backend: creating a registered
+    model is atomic (its name is unique in the store), so exactly one creator succeeds. Waits up
+    to ``timeout`` seconds for a holder, breaks a lock older than ``stale`` seconds (a promote
+    killed while holding it) and deletes the lock on the way out, error or not."""
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{name}{LOCK_SUFFIX}"
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            client.create_registered_model(
+                lock, description=f"held by `dynpath promote` while it decides on {name}"
+            )
+            break
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        with contextlib.suppress(MlflowException):
+            held_ms = time.time() * 1000 - client.get_registered_model(lock).creation_timestamp
+            if held_ms > stale * 1000:
+                log.warning("%s: breaking a promotion lock held %.0f s", lock, held_ms / 1000)
+                client.delete_registered_model(lock)
+                continue
+        if time.monotonic() > deadline:
+            raise TrackingError(
+                f"{name}: another `dynpath promote` holds the registry lock {lock!r} for over "
+                f"{timeout:.0f} s; retry later (champion unchanged)"
+            )
+        time.sleep(0.2)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            client.delete_registered_model(lock)
 
 
 def _alias_version(client: MlflowClient, name: str, alias: str) -> str | None:
@@ -213,6 +265,20 @@ def promote(
     already_champion), ``promotion_reason``, ``compared_to``, ``promotion_metric``,
     ``candidate_value``, ``champion_value``.
     """
+    with promotion_lock(client, name):
+        return _promote_locked(client, name, version, metric, higher_is_better, variant, dataset)
+
+
+def _promote_locked(
+    client: MlflowClient,
+    name: str,
+    version: str | None,
+    metric: str,
+    higher_is_better: bool,
+    variant: str | None,
+    dataset: str | None,
+) -> dict[str, Any]:
+    """:func:`promote` once its lock is held: read, decide and set as one step."""
     expected = {"variant": variant, "dataset": dataset}
     candidate = _candidate(client, name, version, expected)
     cand_value = version_metric(client, name, candidate, metric)
