@@ -457,6 +457,8 @@ def test_ctrl_c_during_training_exits_130_with_complete_checkpoints(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # a Ctrl-C reaches it even when this run inherited SIGINT ignored (a background job)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     deadline = time.monotonic() + 240
     while not (out / VARIANT / "last.pt").exists() and time.monotonic() < deadline:

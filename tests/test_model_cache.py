@@ -32,12 +32,14 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     arch, resolved = tiny_config().variant("dynamic")
     with mlflow_uris(store):  # the globals (and their variables) put back afterwards
         client = mlflow.MlflowClient()
+        # an experiment of this store: the fluent API may still hold another test's active id
+        experiment = client.create_experiment("model-cache")
         for seed in (0, 1):
             model_dir = make_model_dir(tmp_path / f"m{seed}", seed=seed)
             kwargs = build_pyfunc_kwargs(
                 model_dir, None, resolved, "dynamic", arch, tmp_path / f"stage{seed}"
             )
-            with mlflow.start_run():
+            with mlflow.start_run(experiment_id=experiment):
                 info = mlflow.pyfunc.log_model(name="model", **kwargs)
             mlflow.register_model(info.model_uri, NAME)
         client.set_registered_model_alias(NAME, "champion", "1")

@@ -163,7 +163,7 @@ def test_fetch_data_component_runs_in_kfp_local(
 
     comps = components.load("ghcr.io/dynpath/dynpath:test")
     local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path / "root"))
-    task = comps.fetch_data(
+    task = comps["fetch_data"](
         repo_url=str(project.repo),
         data_rev=project.revs["v1"],
         paths=[*TRACKED, "params.yaml"],

@@ -53,14 +53,22 @@ def resolve_tracking_uri(cfg: Config) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or cfg.tracking.uri
 
 
+#: The default store of params.yaml (``tracking.uri: sqlite:///mlflow.db``), relative to the
+#: project directory: a reader run there with no URI opens it, never creates it.
+DEFAULT_STORE_FILE = "mlflow.db"
+
+
 def existing_store(uri: str | None, what: str) -> str:
     """The tracking URI a reader (``promote``, a ``models:/`` or ``runs:/`` download) may open.
 
     Never None: MLflow would fall back to its default store and create ``./mlflow.db`` wherever
-    the command runs. Never a SQLite file that does not exist: opening one creates an empty store,
-    so a mistyped URI would leave a new database behind and report "no such model". Writers (the
-    trainer's tracker) create their store as before.
+    the command runs (an existing ``./mlflow.db``, the project's default store, is used). Never
+    a SQLite file that does not exist: opening one creates an empty store, so a mistyped URI
+    would leave a new database behind and report "no such model". Writers (the trainer's
+    tracker) create their store as before.
     """
+    if not uri and Path(DEFAULT_STORE_FILE).is_file():
+        uri = f"sqlite:///{DEFAULT_STORE_FILE}"  # the project's default store, where it exists
     if not uri:
         raise TrackingError(
             f"{what}: no tracking store; set MLFLOW_TRACKING_URI or run from the project "
