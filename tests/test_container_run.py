@@ -74,6 +74,16 @@ def image() -> str:
     return tag
 
 
+def run_on_host(ws: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """The same ``dynpath`` command on the host, with the workspace's params.yaml."""
+    return subprocess.run(
+        [HOST_DYNPATH, "--params", str(ws / "params.yaml"), *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 def run_in(
     image: str, *args: str, volume: Path | None = None, entrypoint: str | None = None
 ) -> subprocess.CompletedProcess[str]:
@@ -138,12 +148,7 @@ def test_model_info_as_on_the_host(image: str, tmp_path: Path) -> None:
     ws = _writable_dir(tmp_path / "ws")
     assert run_in(image, "profile", "tiny", volume=ws).returncode == 0
     inside = run_in(image, "model-info", volume=ws)
-    host = subprocess.run(
-        [HOST_DYNPATH, "--params", str(ws / "params.yaml"), "model-info"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    host = run_on_host(ws, "model-info")
     assert inside.returncode == host.returncode == 0, (inside.stderr, host.stderr)
     assert inside.stdout == host.stdout
     assert VARIANT in inside.stdout and len(inside.stdout.splitlines()) == 10
@@ -156,12 +161,7 @@ def test_a_bad_param_exits_2_with_one_line_as_on_the_host(image: str, tmp_path: 
     raw["train"]["epochs"] = -1
     (ws / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     inside = run_in(image, "model-info", volume=ws)
-    host = subprocess.run(
-        [HOST_DYNPATH, "--params", str(ws / "params.yaml"), "model-info"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    host = run_on_host(ws, "model-info")
     assert inside.returncode == host.returncode == 2, (inside.stderr, host.stderr)
     assert len(inside.stderr.strip().splitlines()) == 1, inside.stderr
     assert "train.epochs" in inside.stderr

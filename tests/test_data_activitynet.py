@@ -137,3 +137,14 @@ def test_data_stats_cli_bad_root_is_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "annotation directory not found" in lines[0], done.stderr
+
+
+def test_a_bool_or_a_quoted_number_is_not_a_time(tmp_path: Path) -> None:
+    """The readers' one rule for JSON times (annotations._json_time): `true` is not 1.0 and "5"
+    is not 5.0; such a record is reported unparsable, as in the TACoS and JSONL readers."""
+    write_slice(tmp_path)
+    odd = {"v_q": {"duration": 9, "timestamps": [[True, 5], ["1", "5"]], "sentences": ["a", "b"]}}
+    (tmp_path / "train.json").write_text(json.dumps({**TRAIN, **odd}))
+    splits, report = read_dataset("activitynet", tmp_path)
+    assert report.skipped_by_reason("train")["unparsable"] == 2
+    assert not [m for m in splits["train"] if m.vid == "v_q"]

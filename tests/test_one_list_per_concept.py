@@ -21,7 +21,6 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "dynpath"
 DATASET_LISTS = {
     "data/annotations.py": "the registry: one reader registered per dataset",
     "config.py": "DataConfig.dataset's Literal (checked equal to READERS below)",
-    "cli.py": "`dynpath data-stats --dataset` choices (checked equal to READERS below)",
 }
 
 

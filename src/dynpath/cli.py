@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from dynpath.config import (
+    DATASETS,
     DEFAULT_PARAMS,
     MAX_TOPK,
     Config,
@@ -499,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dataset",
         required=True,
-        choices=["charades_sta", "tacos", "activitynet", "jsonl", "synthetic"],
+        choices=DATASETS,
     )
     p.add_argument("--root", required=True)
     p.add_argument("--json", action="store_true")
@@ -515,7 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="HDF5 feature store to write (default: data.features)")
     p.add_argument(
         "--dataset",
-        choices=["charades_sta", "tacos", "activitynet", "jsonl", "synthetic"],
+        choices=DATASETS,
         help="annotation format whose videos must all be present (default: data.dataset)",
     )
     p.add_argument("--root", help="annotation directory (default: data.root)")
@@ -536,7 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("predictions", help="the .jsonl file, one JSON object per query")
     p.add_argument(
         "--dataset",
-        choices=["charades_sta", "tacos", "activitynet", "jsonl", "synthetic"],
+        choices=DATASETS,
         help="annotation format (default: data.dataset)",
     )
     p.add_argument("--root", help="annotation directory (default: data.root)")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import (
@@ -113,6 +113,11 @@ class DataConfig(_Section):
     features: str = "data/features/synthetic.h5"  # HDF5 feature store (extract output)
     max_len: int = Field(64, ge=2)  # feature positions after resampling (docs/design.md)
     val_fraction: float = Field(0.1, gt=0.0, lt=0.5)  # carved from train when no val split
+
+
+#: The dataset names params.yaml accepts, read off ``DataConfig.dataset`` (the CLI's
+#: ``--dataset`` choices come from here; tests/test_one_list_per_concept.py ties it to READERS).
+DATASETS: tuple[str, ...] = get_args(DataConfig.model_fields["dataset"].annotation)
 
 
 class SynthConfig(_Section):

@@ -297,12 +297,12 @@ READERS.add("synthetic", lambda root: read_charades_sta(root, dataset="synthetic
 # --------------------------------------------------------------------------- TACoS
 
 
-def _read_tacos_file(path: Path, split: str, report: DataReport) -> list[Moment]:
-    raw = _load_json(path)
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected an object keyed by video name (2D-TAN TACoS format)")
-    b = _SplitBuilder(report, split, path)
-    number = 0
+def _timestamped_videos(
+    raw: dict[Any, Any], path: Path
+) -> Iterator[tuple[Any, dict[str, Any], list[Any], list[Any]]]:
+    """(video, entry, timestamps, sentences) of a ``{video: {timestamps, sentences, ...}}`` file
+    (2D-TAN's TACoS, ActivityNet Captions), with the structure every record needs checked: a
+    malformed video entry is an error naming the file and the video, not a skipped line."""
     for vid, entry in raw.items():
         if not isinstance(entry, dict):
             kind = type(entry).__name__
@@ -314,6 +314,24 @@ def _read_tacos_file(path: Path, split: str, report: DataReport) -> list[Moment]
             raise DataError(
                 f"{path}: video {vid!r}: {len(stamps)} timestamps but {len(sentences)} sentences"
             )
+        yield vid, entry, stamps, sentences
+
+
+def _stamp_pair(stamp: Any, sentence: Any) -> tuple[float, float]:
+    """The (start, end) of one timestamped sentence, both JSON numbers (:func:`_json_time`: a
+    bool or a quoted string is not a time); ValueError/TypeError makes the record "unparsable"."""
+    if not isinstance(sentence, str) or len(stamp) != 2:
+        raise ValueError(f"not a [start, end] pair with a sentence: {stamp!r}")
+    return _json_time(stamp[0]), _json_time(stamp[1])
+
+
+def _read_tacos_file(path: Path, split: str, report: DataReport) -> list[Moment]:
+    raw = _load_json(path)
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected an object keyed by video name (2D-TAN TACoS format)")
+    b = _SplitBuilder(report, split, path)
+    number = 0
+    for vid, entry, stamps, sentences in _timestamped_videos(raw, path):
         fps = _as_duration(entry.get("fps"))
         frames = _as_duration(entry.get("num_frames"))
         duration: float | None
@@ -328,9 +346,7 @@ def _read_tacos_file(path: Path, split: str, report: DataReport) -> list[Moment]
             b.line()
             text = f"{vid}[{k}]: {stamp!r} {sentence!r}"
             try:
-                if not isinstance(sentence, str) or len(stamp) != 2:
-                    raise ValueError
-                s_frame, e_frame = _json_time(stamp[0]), _json_time(stamp[1])
+                s_frame, e_frame = _stamp_pair(stamp, sentence)
             except (TypeError, ValueError):
                 b.skip(number, "unparsable", text)
                 continue
@@ -384,17 +400,7 @@ def _read_activitynet_file(path: Path, split: str, report: DataReport) -> list[M
         )
     b = _SplitBuilder(report, split, path)
     number = 0
-    for vid, entry in raw.items():
-        if not isinstance(entry, dict):
-            kind = type(entry).__name__
-            raise DataError(f"{path}: video {vid!r}: expected an object, got {kind}")
-        stamps, sentences = entry.get("timestamps"), entry.get("sentences")
-        if not isinstance(stamps, list) or not isinstance(sentences, list):
-            raise DataError(f"{path}: video {vid!r}: needs lists 'timestamps' and 'sentences'")
-        if len(stamps) != len(sentences):
-            raise DataError(
-                f"{path}: video {vid!r}: {len(stamps)} timestamps but {len(sentences)} sentences"
-            )
+    for vid, entry, stamps, sentences in _timestamped_videos(raw, path):
         has_duration = entry.get("duration") is not None
         duration = _as_duration(entry.get("duration"))
         if has_duration and duration is None:
@@ -404,9 +410,7 @@ def _read_activitynet_file(path: Path, split: str, report: DataReport) -> list[M
             b.line()
             text = f"{vid}[{k}]: {stamp!r} {sentence!r}"
             try:
-                if not isinstance(sentence, str) or len(stamp) != 2:
-                    raise ValueError
-                start, end = float(stamp[0]), float(stamp[1])
+                start, end = _stamp_pair(stamp, sentence)
             except (TypeError, ValueError):
                 b.skip(number, "unparsable", text)
                 continue

@@ -16,7 +16,6 @@ stage finished is refused: the finished outputs would no longer match it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import signal
@@ -30,7 +29,7 @@ from types import FrameType
 
 from dynpath.config import Config, load_config
 from dynpath.errors import DynpathError
-from dynpath.io import write_text
+from dynpath.io import file_sha256, write_text
 from dynpath.profiles import use_profile
 
 log = logging.getLogger(__name__)
@@ -96,10 +95,6 @@ def stages(cfg: Config) -> list[StudyStage]:
         )
     )
     return out
-
-
-def _digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
 def prepare(workdir: Path, profile: str) -> Path:
@@ -174,7 +169,7 @@ def run(workdir: Path, profile: str, dynpath: tuple[str, ...] | None = None) -> 
     """
     params = prepare(workdir, profile)
     cfg = load_config(params)
-    digest = _digest(params)
+    digest = file_sha256(params)[:16]
     cmd = dynpath or (sys.executable, "-m", "dynpath.cli")
     ran: list[dict[str, object]] = []
     skipped: list[str] = []
