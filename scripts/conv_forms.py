@@ -12,6 +12,11 @@ Runs in ``runs/conv_forms/`` (its own synthetic data, generated once), one param
 
     python scripts/conv_forms.py --seeds 12345 7      # writes runs/conv_forms/results.json
     python scripts/conv_forms.py --forms prenorm --inner-average sample   # Eq. 19 averaging
+    python scripts/conv_forms.py --forms residual --dropout 0.5 \
+        --dropout-placements input ffn eamat                          # where dropout goes
+
+The default profile trains without dropout (docs/synthetic.md), so placements are compared at
+the paper's p = 0.5 (EAMAT's ``drop_rate``), with the chosen block form.
 """
 
 from __future__ import annotations
@@ -31,11 +36,17 @@ FORMS = ("plain", "residual", "prenorm")
 WORK = Path("runs/conv_forms")
 
 
-def _params(form: str, seeds: list[int], inner_average: str) -> dict[str, Any]:
+def _params(
+    form: str, seeds: list[int], inner_average: str, dropout: float | None, placement: str | None
+) -> dict[str, Any]:
     raw = resolve("synthetic")
     raw["seeds"] = seeds
     raw["variants"] = {"dynamic": {}}
     raw["model"].update(conv_blocks=3, conv_block_form=form)
+    if dropout is not None:
+        raw["model"]["dropout"] = dropout
+    if placement is not None:
+        raw["model"]["dropout_placement"] = placement
     raw["train"]["inner_average"] = inner_average
     raw["train"].update(parallel_seeds=min(2, len(seeds)))
     raw["tracking"]["enabled"] = False
@@ -52,15 +63,22 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[12345, 7])
     ap.add_argument("--forms", nargs="+", choices=FORMS, default=list(FORMS))
     ap.add_argument("--inner-average", choices=["batch", "sample"], default="batch")
+    ap.add_argument("--dropout", type=float, default=None, help="model.dropout (default: profile)")
+    ap.add_argument(
+        "--dropout-placements", nargs="+", choices=["input", "ffn", "eamat"], default=[None]
+    )
     args = ap.parse_args()
     WORK.mkdir(parents=True, exist_ok=True)
-    names = {form: f"{form}_{args.inner_average}" for form in args.forms}
-    for form, name in names.items():
-        path = WORK / f"params_{name}.yaml"
-        path.write_text(
-            yaml.safe_dump(_params(form, args.seeds, args.inner_average), sort_keys=False)
-        )
-    first = f"params_{names[args.forms[0]]}.yaml"
+    names: dict[tuple[str, str | None], str] = {}
+    for form in args.forms:
+        for placement in args.dropout_placements:
+            name = f"{form}_{args.inner_average}"
+            if placement is not None:
+                name += f"_p{args.dropout:g}_{placement}"
+            names[(form, placement)] = name
+            params = _params(form, args.seeds, args.inner_average, args.dropout, placement)
+            (WORK / f"params_{name}.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    first = f"params_{next(iter(names.values()))}.yaml"
     if not (WORK / "outputs/vocab/vocab.json").exists():
         _dynpath(first, "data")
         _dynpath(first, "extract")

@@ -196,8 +196,11 @@ class ModelConfig(_Section):
     # Where ``dropout`` applies (docs/design.md, "Dropout placement"). "input": the encoders'
     # inputs, the CQA similarity inputs, the attention weights and between text LSTM layers only.
     # "ffn": also after every FFN's ReLU (our first reading; the video signal then crosses ~7
-    # masks in a row, where EAMAT keeps dropout inside residual branches).
-    dropout_placement: Literal["ffn", "input"] = "input"
+    # masks in a row, where EAMAT keeps dropout inside residual branches). "eamat": "input" plus
+    # the other places the authors' EAMAT code drops (models/EAMAT/encoder.py MultiStepLSTMEncoder:
+    # each MS-LSTM scale's output; attention.py MultiConvAttention: the residual branch;
+    # layers.py Prediction: the heads' hidden layer).
+    dropout_placement: Literal["ffn", "input", "eamat"] = "input"
     # Standardise every clip-feature dimension with the training split's mean and std before
     # Eq. 2. Off for the paper's pretrained I3D/C3D features (the paper does not); on for the
     # synthetic default, whose parameter-free grid descriptor has a constant background in most
@@ -211,6 +214,12 @@ class ModelConfig(_Section):
     def ffn_dropout(self) -> float:
         """Dropout after each FFN's ReLU: ``dropout`` with placement "ffn", else none."""
         return self.dropout if self.dropout_placement == "ffn" else 0.0
+
+    @property
+    def eamat_dropout(self) -> float:
+        """Dropout at EAMAT's extra places (MS-LSTM scale outputs, the residual branch of a
+        "residual" conv block, the heads' hidden layer): ``dropout`` with placement "eamat"."""
+        return self.dropout if self.dropout_placement == "eamat" else 0.0
 
     @field_validator("kernels")
     @classmethod

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from dynpath.model.layers import MASK_VALUE, Masks
+from dynpath.model.layers import MASK_VALUE, Dropout, Masks
 
 
-def _branch(dim: int, last_bias: bool = True) -> nn.Sequential:
-    """FC(d -> d/2), ReLU, FC(d/2 -> 1): the two-layer branch of Eq. 15-16."""
+def _branch(dim: int, last_bias: bool = True, dropout: float = 0.0) -> nn.Sequential:
+    """FC(d -> d/2), ReLU, FC(d/2 -> 1): the two-layer branch of Eq. 15-16.
+
+    ``dropout`` follows the ReLU as in EAMAT's ``Prediction`` (``dropout_placement: eamat``). The
+    ReLU and the dropout share the Sequential's slot 1 (neither has parameters), so the
+    state-dict names of FC_4..FC_9 stay "0.*" and "2.*" whatever the placement and checkpoints
+    load either way."""
     return nn.Sequential(
-        nn.Linear(dim, dim // 2), nn.ReLU(), nn.Linear(dim // 2, 1, bias=last_bias)
+        nn.Linear(dim, dim // 2),
+        nn.Sequential(nn.ReLU(), Dropout(dropout)) if dropout > 0 else nn.ReLU(),
+        nn.Linear(dim // 2, 1, bias=last_bias),
     )
 
 
@@ -24,13 +31,13 @@ class PredictionHeads(nn.Module):
     writes the inner branch on "F^vm"; we read it as F_e like the boundary branches (EAMAT).
     """
 
-    def __init__(self, dim: int) -> None:
+    def __init__(self, dim: int, dropout: float = 0.0) -> None:
         super().__init__()
         # FC_5/FC_7 have no bias: a constant added to every position cancels in the softmax over
         # positions (Eq. 15), so it could never receive a gradient.
-        self.start = _branch(dim, last_bias=False)
-        self.end = _branch(dim, last_bias=False)
-        self.inner = _branch(dim)
+        self.start = _branch(dim, last_bias=False, dropout=dropout)
+        self.end = _branch(dim, last_bias=False, dropout=dropout)
+        self.inner = _branch(dim, dropout=dropout)
 
     def forward(self, fe: Tensor, masks: Masks) -> tuple[Tensor, Tensor, Tensor]:
         pad = masks.video_pad

@@ -188,11 +188,20 @@ class MultiScaleLSTM(nn.Module):
     a per-sample, per-subset Python loop on the same weights.
 
     Hidden size is d per scale (d/2 per direction when bidirectional), so FFN_3 maps S*d -> d as
-    Eq. 3 implies.
+    Eq. 3 implies. ``scale_dropout`` drops each scale's output before the concatenation, as
+    EAMAT's ``MultiStepLSTMEncoder`` does (``dropout_placement: eamat``; 0 otherwise).
     """
 
-    def __init__(self, dim: int, scales: int, dropout: float, bidirectional: bool = False) -> None:
+    def __init__(
+        self,
+        dim: int,
+        scales: int,
+        dropout: float,
+        bidirectional: bool = False,
+        scale_dropout: float = 0.0,
+    ) -> None:
         super().__init__()
+        self.scale_drop = Dropout(scale_dropout)
         self.scales = tuple(range(1, scales + 1))
         self.bidirectional = bidirectional
         hidden = dim // 2 if bidirectional else dim
@@ -229,7 +238,7 @@ class MultiScaleLSTM(nn.Module):
             ys = self._run(lstm, xs, s, masks)
             h = ys.shape[-1]
             ys = ys.reshape(b, s, n, h).transpose(1, 2).reshape(b, n * s, h)
-            outs.append(ys[:, :t])
+            outs.append(self.scale_drop(ys[:, :t]))
         return masks.zero_pad(self.ffn(torch.cat(outs, dim=-1)))
 
 
@@ -297,10 +306,11 @@ class GlobalMotion(nn.Module):
         dropout: float,
         ffn_dropout: float | None = None,
         bidirectional: bool = False,
+        scale_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         ffn_dropout = dropout if ffn_dropout is None else ffn_dropout
-        self.ms_lstm = MultiScaleLSTM(dim, scales, ffn_dropout, bidirectional)
+        self.ms_lstm = MultiScaleLSTM(dim, scales, ffn_dropout, bidirectional, scale_dropout)
         self.msab = MSAB(dim, heads, dropout, ffn_dropout)
 
     def forward(self, x: Tensor, masks: Masks) -> Tensor:
@@ -463,6 +473,9 @@ class ResidualConvBlock(nn.Module):
       (models/EAMAT/attention.py ``MultiConvAttention``: LayerNorm, the multi-kernel temporal
       convolutions of ``TemporalContextModule``, dropout on the branch, then the residual).
 
+    ``dropout`` is the branch's: "prenorm" always drops there (it is EAMAT's form); "residual"
+    drops there only with ``dropout_placement: eamat`` (:func:`conv_block` decides).
+
     The paper prints neither; docs/design.md ("Networks") gives the evidence for each reading.
     Padding: LayerNorm is position-wise and the block zeroes its own input and output at padding,
     so valid outputs never see padded positions; the output is zeroed at padding too.
@@ -472,7 +485,7 @@ class ResidualConvBlock(nn.Module):
         super().__init__()
         self.block = block
         self.norm = nn.LayerNorm(block.ffn[0].out_features) if prenorm else None
-        self.drop = Dropout(dropout if prenorm else 0.0)
+        self.drop = Dropout(dropout)
 
     def forward(self, x: Tensor, masks: Masks) -> Tensor:
         h = x if self.norm is None else self.norm(x)
@@ -480,13 +493,22 @@ class ResidualConvBlock(nn.Module):
 
 
 def conv_block(
-    dim: int, kernels: Sequence[int], ffn_dropout: float, form: str, dropout: float
+    dim: int,
+    kernels: Sequence[int],
+    ffn_dropout: float,
+    form: str,
+    dropout: float,
+    branch_dropout: float = 0.0,
 ) -> nn.Module:
-    """One LoL/SpL block in ``form`` "plain" | "residual" | "prenorm" (``ModelConfig``)."""
+    """One LoL/SpL block in ``form`` "plain" | "residual" | "prenorm" (``ModelConfig``).
+
+    The residual branch drops with ``dropout`` in the "prenorm" form (EAMAT's) and with
+    ``branch_dropout`` (``ModelConfig.eamat_dropout``) in the "residual" form."""
     block = MultiScaleTemporalConv(dim, kernels, ffn_dropout)
     if form == "plain":
         return block
-    return ResidualConvBlock(block, prenorm=form == "prenorm", dropout=dropout)
+    prenorm = form == "prenorm"
+    return ResidualConvBlock(block, prenorm=prenorm, dropout=dropout if prenorm else branch_dropout)
 
 
 class TemporalConvStack(nn.Sequential):

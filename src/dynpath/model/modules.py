@@ -42,13 +42,26 @@ NETWORKS: Registry[NetworkFactory] = Registry("network")
 
 def _global(cfg: ModelConfig) -> nn.Module:
     return GlobalMotion(
-        cfg.dim, cfg.heads, cfg.lstm_scales, cfg.dropout, cfg.ffn_dropout, cfg.lstm_bidirectional
+        cfg.dim,
+        cfg.heads,
+        cfg.lstm_scales,
+        cfg.dropout,
+        cfg.ffn_dropout,
+        cfg.lstm_bidirectional,
+        scale_dropout=cfg.eamat_dropout,
     )
 
 
 def _temporal_conv(cfg: ModelConfig) -> nn.Module:
     blocks = [
-        conv_block(cfg.dim, cfg.kernels, cfg.ffn_dropout, cfg.conv_block_form, cfg.dropout)
+        conv_block(
+            cfg.dim,
+            cfg.kernels,
+            cfg.ffn_dropout,
+            cfg.conv_block_form,
+            cfg.dropout,
+            branch_dropout=cfg.eamat_dropout,
+        )
         for _ in range(cfg.conv_blocks)
     ]
     # one block keeps the block itself (and its state-dict names)

@@ -86,7 +86,7 @@ class DynamicPathwayModel(nn.Module):
         )
         self.pathways = nn.ModuleDict({p.name: Pathway(p, cfg) for p in spec.pathways})
         self.fusion = fusion_cls(cfg)
-        self.heads = PredictionHeads(cfg.dim)
+        self.heads = PredictionHeads(cfg.dim, cfg.eamat_dropout)
         # per-pathway logits are only computed when a loss will use them (set by the train step)
         self.pathway_heads = False
 
