@@ -70,7 +70,7 @@ done
 [ -n "${CI_WHEELS:-}" ] || rm -rf "$wheels"
 
 phase "image tests"
-PYTEST_ADDOPTS= DYNPATH_CONTAINER_TESTS=1 "$python" -m pytest -q -rs -p no:randomly -m slow \
+PYTEST_ADDOPTS='' DYNPATH_CONTAINER_TESTS=1 "$python" -m pytest -q -rs -p no:randomly -m slow \
   tests/test_container_run.py tests/test_mlflow_image.py \
   -k "not tiny and not pipeline" || fail "the image tests"
 done_ "image tests"
