@@ -58,7 +58,7 @@ image:
 	infra/docker/build.sh cpu
 
 image-test: $(STAMP)
-	DYNPATH_CONTAINER_TESTS=1 $(BIN)/pytest -q -m slow tests/test_container_run.py
+	DYNPATH_CONTAINER_TESTS=1 $(BIN)/pytest -q -m slow tests/test_container_run.py tests/test_mlflow_image.py
 
 mlflow-ui: $(STAMP)
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000

@@ -178,10 +178,13 @@ SCRIPTS = sorted(DOCKER.glob("*.sh"))
 def test_the_build_scripts_exist_and_parse() -> None:
     assert [p.name for p in SCRIPTS] == [
         "build.sh",
+        "ci.sh",
+        "cuda-on-cpu.sh",
         "engine.sh",
         "local-base.sh",
         "pipeline-in-containers.sh",
         "podman.sh",
+        "wheelhouse.sh",
     ]
     for script in SCRIPTS:
         out = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True)

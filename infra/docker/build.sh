@@ -10,6 +10,9 @@
 #   DYNPATH_LOCAL_BASE=1  make that local base first when it is missing (infra/docker/local-base.sh)
 #   WHEELS       a wheel folder whose wheels the build may use (default: pip's find-links here)
 #   PIP_CA       the CA bundle pip needs inside the build (default: pip's `cert` here)
+#   BUILD_ARGS   more build args, NAME=VALUE separated by spaces
+#   WHEELS_ONLY=1  install from WHEELS only, no index (a wheel folder holding the whole lock:
+#                infra/docker/wheelhouse.sh)
 #   TORCH_INDEX  --build-arg TORCH_INDEX (default: PyTorch's CPU index; https://pypi.org/simple
 #                when WHEELS holds the torch wheel, for torch's own dependencies)
 # Wheels and CA bundle are staged in infra/docker/local/ for the build only (git-ignored;
@@ -54,7 +57,15 @@ if [ -z "$base" ] && [ "${DYNPATH_LOCAL_BASE:-0}" = 1 ] && ! has_image "$local_b
   "$here/local-base.sh" "$local_base"
 fi
 if [ -z "$base" ] && has_image "$local_base"; then base=$local_base; fi
-[ -n "$base" ] && args+=(--build-arg "PYTHON_IMAGE=$base")
+if [ "$kind" = cuda ]; then
+  # the CUDA image's base is CUDA_IMAGE, and only an explicit BASE_IMAGE replaces it
+  # (infra/docker/cuda-on-cpu.sh): never the local Debian base by default
+  base=${BASE_IMAGE:-}
+  [ -n "$base" ] && args+=(--build-arg "CUDA_IMAGE=$base")
+else
+  [ -n "$base" ] && args+=(--build-arg "PYTHON_IMAGE=$base")
+fi
+for arg in ${BUILD_ARGS:-}; do args+=(--build-arg "$arg"); done
 
 # stage the local wheels and CA bundle (hard links when the file system allows)
 stage="$here/local"
@@ -75,6 +86,7 @@ if [ -z "$torch_index" ] && compgen -G "$stage/torch-2.13.0+cpu-*.whl" >/dev/nul
   torch_index=https://pypi.org/simple
 fi
 [ -n "$torch_index" ] && args+=(--build-arg "TORCH_INDEX=$torch_index")
+[ "${WHEELS_ONLY:-0}" = 1 ] && args+=(--build-arg WHEELS_ONLY=1)
 
 echo "build.sh: $engine builds $tag from ${dockerfile#"$root"/}" \
      "(base: ${base:-the Dockerfile default}; staged: $(staged_files))" >&2

@@ -1,0 +1,1 @@
+"""Data layer: annotation readers, feature store, vocabulary, dataset and collate."""

@@ -1,0 +1,674 @@
+"""Annotation readers (Charades-STA, TACoS, ActivityNet, JSONL, synthetic); one ``load_splits``.
+
+Every reader turns its native format into :class:`~dynpath.data.types.Moment` records in SECONDS
+plus a :class:`~dynpath.data.types.DataReport`. The rules are the same for every format, so that a
+number in the report means the same thing whatever the dataset:
+
+* a record is checked in this order, and the first failing check names the skip reason:
+  ``unparsable`` (not UTF-8, missing ``##``, wrong field count, non-numeric or non-finite times,
+  bad JSON), ``empty query`` (no word token), ``unknown video`` (no entry in the duration source),
+  ``missing duration`` / ``invalid duration`` (entry without a usable positive duration),
+  ``negative start``; then the end is CLIPPED to the duration (counted in ``clipped``), and finally
+  ``start >= end`` is checked on the clipped span (so a start at or beyond the duration is caught
+  too). ``clipped`` therefore counts every end beyond the duration that was read, including the
+  few lines then skipped for ``start >= end`` (3 of the 1,805 in Charades-STA train);
+  ``clipped_kept`` counts only the kept ones.
+* exact duplicates (same video, start, end and sentence in one split) are counted in
+  ``duplicates`` and only the first one is kept: a duplicate would double a sample's weight in
+  training and in the metrics. Public TACoS copies have them.
+* every skipped line is logged as a warning with ``file:line`` and listed in the report; a line is
+  never silently changed or dropped. Whitespace-only lines are not records and are not counted.
+
+Datasets without a validation split (Charades-STA, synthetic, JSONL without ``val.jsonl``) get one
+carved from train by :func:`load_splits`: video-disjoint (scikit-learn ``GroupShuffleSplit`` on
+video ids), seeded by ``cfg.seed``, ``cfg.data.val_fraction`` of the training VIDEOS. Model
+selection must never look at test.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dynpath.data.types import DataReport, Moment, SkippedLine
+from dynpath.data.vocab import has_words, tokenize
+from dynpath.errors import DataError
+from dynpath.io import refuse_uri
+from dynpath.registry import Registry
+
+if TYPE_CHECKING:
+    from dynpath.config import Config
+
+log = logging.getLogger(__name__)
+
+Splits = dict[str, list[Moment]]
+Reader = Callable[[Path], tuple[Splits, DataReport]]
+
+READERS: Registry[Reader] = Registry("dataset")
+
+_MAX_LOGGED_SKIPS = 50  # per split; the report keeps them all
+
+
+class _SplitBuilder:
+    """Applies the common validation rules to the records of one split file."""
+
+    def __init__(self, report: DataReport, split: str, file: Path) -> None:
+        self.report = report
+        self.split = split
+        self.file = file
+        self.moments: list[Moment] = []
+        self._seen: set[tuple[str, float, float, str]] = set()
+        # qid -> (line, content): a qid names one moment; the same qid with other content would
+        # give two predictions under one id (and silently merged metrics)
+        self._qids: dict[str, tuple[int, tuple[str, float, float, str]]] = {}
+        self._logged = 0
+        for counter in (
+            report.lines,
+            report.kept,
+            report.clipped,
+            report.clipped_kept,
+            report.duplicates,
+        ):
+            counter.setdefault(split, 0)
+        report.sources[split] = str(file)
+
+    def line(self) -> None:
+        self.report.lines[self.split] += 1
+
+    def skip(self, line: int, reason: str, text: str) -> None:
+        self.report.skipped.append(SkippedLine(self.split, str(self.file), line, reason, text))
+        self._logged += 1
+        if self._logged <= _MAX_LOGGED_SKIPS:
+            log.warning("%s:%d: skipped (%s): %s", self.file, line, reason, text[:200])
+        elif self._logged == _MAX_LOGGED_SKIPS + 1:
+            log.warning("%s: more skipped lines not logged; see the data report", self.file)
+
+    def add(
+        self,
+        *,
+        line: int,
+        text: str,
+        qid: str,
+        vid: str,
+        query: str,
+        start: float,
+        end: float,
+        duration: float | None,
+        known_video: bool,
+    ) -> None:
+        """Validate one parsed record (see the module docstring for the order) and keep it."""
+        content = (vid, start, end, query.strip())
+        first = self._qids.setdefault(qid, (line, content))
+        if math.isfinite(start) and math.isfinite(end) and first[1] != content:
+            raise DataError(
+                f"{self.file}:{line}: qid {qid!r} was already used on line {first[0]} for a "
+                "different moment (video, times or query); qids must be unique, fix the file"
+            )
+        if not (math.isfinite(start) and math.isfinite(end)):
+            return self.skip(line, "unparsable", text)
+        query = query.strip()
+        if not has_words(query):
+            return self.skip(line, "empty query", text)
+        if not known_video:
+            return self.skip(line, "unknown video", text)
+        if duration is None:
+            return self.skip(line, "missing duration", text)
+        if not math.isfinite(duration) or duration <= 0:
+            return self.skip(line, "invalid duration", text)
+        if start < 0:
+            return self.skip(line, "negative start", text)
+        clipped = end > duration
+        if clipped:
+            self.report.clipped[self.split] += 1
+            end = duration
+        if start >= end:
+            return self.skip(line, "start >= end", text)
+        key = (vid, start, end, query)
+        if key in self._seen:
+            self.report.duplicates[self.split] += 1
+            return None
+        self._seen.add(key)
+        if clipped:
+            self.report.clipped_kept[self.split] += 1
+        self.moments.append(Moment(qid, vid, query, start, end, duration, self.split))
+        return None
+
+    def finish(self) -> list[Moment]:
+        self.report.kept[self.split] = len(self.moments)
+        self.report.videos[self.split] = len({m.vid for m in self.moments})
+        return self.moments
+
+
+_UTF8_BOM = b"\xef\xbb\xbf"
+_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str | None, bytes]]:
+    """(1-based line number, text or None when not UTF-8, raw bytes); blank lines omitted.
+
+    Every line ending counts (``\\n``, ``\\r\\n`` and the old Mac ``\\r``: a file saved with
+    CR-only endings is many records, not one), and a UTF-8 byte-order mark is not part of the
+    first record. A UTF-16 file (its BOM) is refused whole: read as UTF-8 every line would be
+    skipped as unparsable."""
+    data = path.read_bytes()
+    if data.startswith(_UTF16_BOMS):
+        raise DataError(f"{path}: UTF-16 text (byte-order mark); re-save the file as UTF-8")
+    data = data.removeprefix(_UTF8_BOM)
+    for number, raw in enumerate(data.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            yield number, raw.decode("utf-8"), raw
+        except UnicodeDecodeError:
+            yield number, None, raw
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.is_file():
+        raise DataError(f"{path}: {what} not found")
+    return path
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8-sig") as fh:  # a UTF-8 byte-order mark is allowed
+            return json.load(fh)
+    except UnicodeDecodeError as err:
+        raise DataError(f"{path}: not UTF-8 ({err})") from None
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
+
+
+def _json_time(value: Any) -> float:
+    """A time (seconds or frames) of a JSON record: a JSON number, never a bool (``true`` is
+    not 1.0) nor a quoted string; anything else raises ValueError (the line is "unparsable")."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError(f"not a number: {value!r}")
+    return float(value)
+
+
+def _as_duration(value: Any) -> float | None:
+    """A duration value as float, or None when absent / not a number (reported, not guessed)."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+# --------------------------------------------------------------------------- Charades-STA
+
+
+def load_charades_durations(root: Path) -> tuple[dict[str, float | None], str]:
+    """Video durations from ``charades.json`` or, failing that, the ``Charades_v1_*.csv`` files.
+
+    ``charades.json`` is ``{"VID": {"subset", "duration", "actions"}}``; the official CSVs have
+    ``id`` and ``length`` columns. Returns the mapping and a description of what was read.
+    """
+    js = root / "charades.json"
+    if js.is_file():
+        raw = _load_json(js)
+        if not isinstance(raw, dict):
+            raise DataError(f"{js}: expected an object keyed by video id")
+        out: dict[str, float | None] = {}
+        for vid, entry in raw.items():
+            out[str(vid)] = _as_duration(entry.get("duration")) if isinstance(entry, dict) else None
+        return out, str(js)
+    csvs = sorted(root.glob("Charades_v1_*.csv"))
+    if not csvs:
+        raise DataError(
+            f"{root}: no video durations: expected charades.json or Charades_v1_train.csv/"
+            "Charades_v1_test.csv (columns id, length)"
+        )
+    import pandas as pd
+
+    out = {}
+    for path in csvs:
+        try:
+            df = pd.read_csv(path, usecols=["id", "length"], dtype={"id": str})
+        except ValueError as err:
+            raise DataError(f"{path}: needs columns 'id' and 'length' ({err})") from None
+        for vid, length in zip(df["id"], df["length"], strict=True):
+            out.setdefault(str(vid), _as_duration(length))
+    return out, ", ".join(str(p) for p in csvs)
+
+
+def _read_charades_file(
+    path: Path, split: str, durations: dict[str, float | None], report: DataReport
+) -> list[Moment]:
+    b = _SplitBuilder(report, split, path)
+    for number, text, raw in _lines(path):
+        b.line()
+        if text is None:
+            b.skip(number, "unparsable", f"not UTF-8: {raw[:80]!r}")
+            continue
+        if "##" not in text:
+            b.skip(number, "unparsable", text)
+            continue
+        head, query = text.split("##", 1)
+        fields = head.split()
+        if len(fields) != 3:
+            b.skip(number, "unparsable", text)
+            continue
+        vid = fields[0]
+        try:
+            start, end = float(fields[1]), float(fields[2])
+        except ValueError:
+            b.skip(number, "unparsable", text)
+            continue
+        b.add(
+            line=number,
+            text=text,
+            qid=f"{split}-{number}",
+            vid=vid,
+            query=query,
+            start=start,
+            end=end,
+            duration=durations.get(vid),
+            known_video=vid in durations,
+        )
+    return b.finish()
+
+
+def read_charades_sta(root: Path, dataset: str = "charades_sta") -> tuple[Splits, DataReport]:
+    """``charades_sta_{train,test}.txt`` (``VID start end##sentence``, seconds) + durations."""
+    durations, source = load_charades_durations(root)
+    report = DataReport(dataset=dataset)
+    report.sources["durations"] = source
+    splits: Splits = {}
+    for split in ("train", "test"):
+        path = _require(root / f"charades_sta_{split}.txt", f"Charades-STA {split} annotations")
+        splits[split] = _read_charades_file(path, split, durations, report)
+    return splits, report
+
+
+READERS.add("charades_sta", read_charades_sta)
+# The synthetic benchmark writes Charades-STA files (dynpath.data.synthetic): same reader.
+READERS.add("synthetic", lambda root: read_charades_sta(root, dataset="synthetic"))
+
+
+# --------------------------------------------------------------------------- TACoS
+
+
+def _timestamped_videos(
+    raw: dict[Any, Any], path: Path
+) -> Iterator[tuple[Any, dict[str, Any], list[Any], list[Any]]]:
+    """(video, entry, timestamps, sentences) of a ``{video: {timestamps, sentences, ...}}`` file
+    (2D-TAN's TACoS, ActivityNet Captions), with the structure every record needs checked: a
+    malformed video entry is an error naming the file and the video, not a skipped line."""
+    for vid, entry in raw.items():
+        if not isinstance(entry, dict):
+            kind = type(entry).__name__
+            raise DataError(f"{path}: video {vid!r}: expected an object, got {kind}")
+        stamps, sentences = entry.get("timestamps"), entry.get("sentences")
+        if not isinstance(stamps, list) or not isinstance(sentences, list):
+            raise DataError(f"{path}: video {vid!r}: needs lists 'timestamps' and 'sentences'")
+        if len(stamps) != len(sentences):
+            raise DataError(
+                f"{path}: video {vid!r}: {len(stamps)} timestamps but {len(sentences)} sentences"
+            )
+        yield vid, entry, stamps, sentences
+
+
+def _stamp_pair(stamp: Any, sentence: Any) -> tuple[float, float]:
+    """The (start, end) of one timestamped sentence, both JSON numbers (:func:`_json_time`: a
+    bool or a quoted string is not a time); ValueError/TypeError makes the record "unparsable"."""
+    if not isinstance(sentence, str) or len(stamp) != 2:
+        raise ValueError(f"not a [start, end] pair with a sentence: {stamp!r}")
+    return _json_time(stamp[0]), _json_time(stamp[1])
+
+
+def _read_tacos_file(path: Path, split: str, report: DataReport) -> list[Moment]:
+    raw = _load_json(path)
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected an object keyed by video name (2D-TAN TACoS format)")
+    b = _SplitBuilder(report, split, path)
+    number = 0
+    for vid, entry, stamps, sentences in _timestamped_videos(raw, path):
+        fps = _as_duration(entry.get("fps"))
+        frames = _as_duration(entry.get("num_frames"))
+        duration: float | None
+        if fps is None or frames is None:
+            duration = None
+        elif fps <= 0 or not math.isfinite(fps):
+            duration = float("nan")  # reported as "invalid duration"
+        else:
+            duration = frames / fps
+        for k, (stamp, sentence) in enumerate(zip(stamps, sentences, strict=True)):
+            number += 1
+            b.line()
+            text = f"{vid}[{k}]: {stamp!r} {sentence!r}"
+            try:
+                s_frame, e_frame = _stamp_pair(stamp, sentence)
+            except (TypeError, ValueError):
+                b.skip(number, "unparsable", text)
+                continue
+            # Without a usable fps the record is skipped on its duration before times are used.
+            scale = fps if fps is not None and fps > 0 and math.isfinite(fps) else 1.0
+            b.add(
+                line=number,
+                text=text,
+                qid=f"{split}-{vid}-{k}",
+                vid=str(vid),
+                query=sentence,
+                start=s_frame / scale,
+                end=e_frame / scale,
+                duration=duration,
+                known_video=True,
+            )
+    return b.finish()
+
+
+@READERS.register("tacos")
+def read_tacos(root: Path) -> tuple[Splits, DataReport]:
+    """2D-TAN TACoS JSON: ``{"vid.avi": {"timestamps": [[f0, f1]], "sentences", "fps",
+    "num_frames"}}``; times in FRAMES (seconds = frame / fps, duration = num_frames / fps)."""
+    report = DataReport(dataset="tacos")
+    report.notes.append("exact duplicate (video, timestamps, sentence) entries counted and dropped")
+    splits: Splits = {}
+    for split in ("train", "val", "test"):
+        path = root / f"{split}.json"
+        if split == "val" and not path.is_file():
+            continue
+        _require(path, f"TACoS {split} annotations")
+        splits[split] = _read_tacos_file(path, split, report)
+    return splits, report
+
+
+# --------------------------------------------------------------------------- ActivityNet Captions
+
+#: The files of the ActivityNet Captions release and the split each one is. ``val_1`` is the
+#: validation split and ``val_2`` the test split, as EAMAT (``datasets/activitynet.py``: "val_1.json
+#: is renamed as val.json, val_2.json is renamed as test.json") and 2D-TAN use them; the official
+#: test annotations were never released.
+ACTIVITYNET_FILES = {"train": "train.json", "val": "val_1.json", "test": "val_2.json"}
+
+
+def _read_activitynet_file(path: Path, split: str, report: DataReport) -> list[Moment]:
+    raw = _load_json(path)
+    if not isinstance(raw, dict):
+        raise DataError(
+            f"{path}: expected an object keyed by video id (ActivityNet Captions format "
+            "{video: {duration, timestamps, sentences}})"
+        )
+    b = _SplitBuilder(report, split, path)
+    number = 0
+    for vid, entry, stamps, sentences in _timestamped_videos(raw, path):
+        has_duration = entry.get("duration") is not None
+        duration = _as_duration(entry.get("duration"))
+        if has_duration and duration is None:
+            duration = float("nan")  # present but not a number: "invalid duration"
+        for k, (stamp, sentence) in enumerate(zip(stamps, sentences, strict=True)):
+            number += 1
+            b.line()
+            text = f"{vid}[{k}]: {stamp!r} {sentence!r}"
+            try:
+                start, end = _stamp_pair(stamp, sentence)
+            except (TypeError, ValueError):
+                b.skip(number, "unparsable", text)
+                continue
+            b.add(
+                line=number,
+                text=text,
+                qid=f"{split}-{vid}-{k}",
+                vid=str(vid),
+                query=sentence,
+                start=start,
+                end=end,
+                duration=duration,
+                known_video=True,
+            )
+    return b.finish()
+
+
+@READERS.register("activitynet")
+def read_activitynet(root: Path) -> tuple[Splits, DataReport]:
+    """ActivityNet Captions JSON: ``{"v_xxx": {"duration": s, "timestamps": [[s0, s1], ...],
+    "sentences": [...]}}``, times in SECONDS; ``train.json``, ``val_1.json`` (validation,
+    optional: carved from train when absent) and ``val_2.json`` (test), see ACTIVITYNET_FILES.
+
+    A "line" of the report is one (timestamp, sentence) pair, numbered from 1 through the file in
+    its order; reversed spans (start > end, a few in the public release) are skipped as
+    ``start >= end`` and ends beyond the video's duration are clipped, as for every dataset.
+    """
+    report = DataReport(dataset="activitynet")
+    report.notes.append("splits: train.json = train, val_1.json = val, val_2.json = test")
+    splits: Splits = {}
+    for split, name in ACTIVITYNET_FILES.items():
+        path = root / name
+        if split == "val" and not path.is_file():
+            continue
+        _require(path, f"ActivityNet Captions {split} annotations ({name})")
+        splits[split] = _read_activitynet_file(path, split, report)
+    return splits, report
+
+
+# --------------------------------------------------------------------------- JSONL
+
+
+def _read_jsonl_file(path: Path, split: str, report: DataReport) -> list[Moment]:
+    b = _SplitBuilder(report, split, path)
+    multi = 0
+    for number, text, raw in _lines(path):
+        b.line()
+        if text is None:
+            b.skip(number, "unparsable", f"not UTF-8: {raw[:80]!r}")
+            continue
+        try:
+            rec = json.loads(text)
+            if not isinstance(rec, dict):
+                raise ValueError
+            qid, vid, query = str(rec["qid"]), str(rec["vid"]), rec["query"]
+            windows = rec["relevant_windows"]
+            if not isinstance(query, str) or not isinstance(windows, list) or not windows:
+                raise ValueError
+            spans = [(_json_time(w[0]), _json_time(w[1])) for w in windows if len(w) == 2]
+            if len(spans) != len(windows):
+                raise ValueError
+        except (ValueError, KeyError, TypeError, IndexError):
+            b.skip(number, "unparsable", text)
+            continue
+        has_duration = "duration" in rec and rec["duration"] is not None
+        duration = _as_duration(rec.get("duration"))
+        if has_duration and duration is None:
+            duration = float("nan")  # present but not a number: "invalid duration"
+        multi += len(spans) > 1
+        for k, (start, end) in enumerate(spans):
+            b.add(
+                line=number,
+                text=text,
+                qid=qid if len(spans) == 1 else f"{qid}#{k}",
+                vid=vid,
+                query=query,
+                start=start,
+                end=end,
+                duration=duration,
+                known_video=True,
+            )
+    if multi:
+        report.notes.append(
+            f"{path}: {multi} queries with several relevant windows became one moment per window "
+            "(qid#k)"
+        )
+    return b.finish()
+
+
+@READERS.register("jsonl")
+def read_jsonl(root: Path) -> tuple[Splits, DataReport]:
+    """Moment-DETR/Lighthouse JSONL: ``{"qid", "query", "vid", "duration",
+    "relevant_windows": [[s, e], ...]}`` in ``{train,val,test}.jsonl`` (val optional)."""
+    report = DataReport(dataset="jsonl")
+    splits: Splits = {}
+    for split in ("train", "val", "test"):
+        path = root / f"{split}.jsonl"
+        if split == "val" and not path.is_file():
+            continue
+        splits[split] = _read_jsonl_file(_require(path, f"JSONL {split} file"), split, report)
+    return splits, report
+
+
+# --------------------------------------------------------------------------- entry points
+
+
+def read_dataset(dataset: str, root: str | Path) -> tuple[Splits, DataReport]:
+    """The source splits of ``dataset`` under ``root`` exactly as the files define them."""
+    try:
+        reader = READERS.get(dataset)
+    except KeyError as err:
+        raise DataError(str(err.args[0])) from None
+    root = refuse_uri(root, "annotation directory")
+    if not root.is_dir():
+        raise DataError(f"{root}: annotation directory not found (data.root, dataset {dataset!r})")
+    return reader(root)
+
+
+def carve_validation(
+    train: list[Moment], fraction: float, seed: int
+) -> tuple[list[Moment], list[Moment]]:
+    """Split train into (train, val) by VIDEO: no video is in both (GroupShuffleSplit)."""
+    from sklearn.model_selection import GroupShuffleSplit
+
+    groups = [m.vid for m in train]
+    if len(set(groups)) < 2:
+        raise DataError(
+            f"cannot carve a validation split from {len(set(groups))} training video(s)"
+        )
+    splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+    _, val_idx = next(splitter.split(train, groups=groups))
+    val_set = set(val_idx.tolist())
+    kept = [m for i, m in enumerate(train) if i not in val_set]
+    val = [replace(m, split="val") for i, m in enumerate(train) if i in val_set]
+    return kept, val
+
+
+def load_splits(cfg: Config) -> tuple[Splits, DataReport]:
+    """train / val / test Moments of ``cfg.data`` and the report (val carved if none exists)."""
+    splits, report = read_dataset(cfg.data.dataset, cfg.data.root)
+    if "test" not in splits or not splits["test"]:
+        raise DataError(f"{cfg.data.root}: dataset {cfg.data.dataset!r} has no test moments")
+    if not splits.get("train"):
+        raise DataError(f"{cfg.data.root}: dataset {cfg.data.dataset!r} has no train moments")
+    if not splits.get("val"):
+        train, val = carve_validation(splits["train"], cfg.data.val_fraction, cfg.seed)
+        splits["train"], splits["val"] = train, val
+        report.carved = {
+            "from": "train",
+            "fraction": cfg.data.val_fraction,
+            "seed": cfg.seed,
+            "method": "sklearn GroupShuffleSplit by video id",
+            "train_moments": len(train),
+            "val_moments": len(val),
+            "train_videos": len({m.vid for m in train}),
+            "val_videos": len({m.vid for m in val}),
+        }
+        for name, ms in (("train", train), ("val", val)):
+            report.kept[name] = len(ms)
+            report.videos[name] = len({m.vid for m in ms})
+        log.info(
+            "carved val from train: %d moments / %d videos (fraction %.2f, seed %d)",
+            len(val),
+            report.videos["val"],
+            cfg.data.val_fraction,
+            cfg.seed,
+        )
+    return {k: splits[k] for k in ("train", "val", "test")}, report
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _describe(values: list[float]) -> dict[str, float]:
+    import pandas as pd
+
+    if not values:
+        return {}
+    d = pd.Series(values, dtype="float64").describe(percentiles=[0.5])
+    return {
+        "mean": round(float(d["mean"]), 4),
+        "std": round(float(d["std"]), 4) if len(values) > 1 else 0.0,
+        "min": round(float(d["min"]), 4),
+        "median": round(float(d["50%"]), 4),
+        "max": round(float(d["max"]), 4),
+    }
+
+
+def data_stats(dataset: str, root: Path) -> dict[str, Any]:
+    """JSON-able report of an annotation set as its files define it (no carving)."""
+    t0 = time.perf_counter()
+    splits, report = read_dataset(dataset, root)
+    seconds = time.perf_counter() - t0
+    out: dict[str, Any] = {
+        "dataset": dataset,
+        "root": str(root),
+        "parse_seconds": round(seconds, 4),
+        "sources": report.sources,
+        "notes": report.notes,
+        "splits": {},
+    }
+    for split, moments in splits.items():
+        video_durations = {m.vid: m.duration for m in moments}
+        out["splits"][split] = {
+            "lines": report.lines.get(split, 0),
+            "kept": report.kept.get(split, 0),
+            "skipped": report.skipped_by_reason(split),
+            "skipped_total": sum(report.skipped_by_reason(split).values()),
+            "clipped": report.clipped.get(split, 0),
+            "clipped_kept": report.clipped_kept.get(split, 0),
+            "duplicates": report.duplicates.get(split, 0),
+            "videos": report.videos.get(split, 0),
+            "query_words": _describe([float(len(tokenize(m.query))) for m in moments]),
+            "moment_seconds": _describe([m.end - m.start for m in moments]),
+            "moment_fraction": _describe([(m.end - m.start) / m.duration for m in moments]),
+            "video_seconds": _describe(list(video_durations.values())),
+        }
+    out["skipped_lines"] = [
+        {"split": s.split, "file": s.file, "line": s.line, "reason": s.reason, "text": s.text}
+        for s in report.skipped[:200]
+    ]
+    return out
+
+
+def format_report(d: dict[str, Any]) -> str:
+    """Human-readable text of :func:`data_stats` (a counts table, then the distributions)."""
+    import pandas as pd
+
+    rows = []
+    for split, s in d["splits"].items():
+        rows.append(
+            {
+                "split": split,
+                "lines": s["lines"],
+                "kept": s["kept"],
+                "skipped": s["skipped_total"],
+                "clipped": s["clipped"],
+                "duplicates": s["duplicates"],
+                "videos": s["videos"],
+                "words/query": s["query_words"].get("mean", float("nan")),
+                "moment s": s["moment_seconds"].get("mean", float("nan")),
+                "video s": s["video_seconds"].get("mean", float("nan")),
+            }
+        )
+    table = pd.DataFrame(rows).set_index("split")
+    lines = [
+        f"dataset {d['dataset']} at {d['root']} (parsed in {d['parse_seconds']:.2f} s)",
+        table.to_string(float_format=lambda x: f"{x:.2f}"),
+    ]
+    for split, s in d["splits"].items():
+        if s["skipped"]:
+            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s["skipped"].items()))
+            lines.append(f"{split} skipped by reason: {reasons}")
+    for entry in d.get("skipped_lines", [])[:20]:
+        lines.append(f"  {entry['file']}:{entry['line']} ({entry['reason']}) {entry['text'][:80]}")
+    lines.extend(d.get("notes", []))
+    lines.append(
+        "clipped = ends beyond the video duration cut to it (counted as read, incl. lines then "
+        "skipped); mean values shown, --json for the full distributions"
+    )
+    return "\n".join(lines)

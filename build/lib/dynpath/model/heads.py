@@ -1,0 +1,41 @@
+"""Prediction module (Sec. III-E): start/end boundary logits (Eq. 15) and inner logits (Eq. 16)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from dynpath.model.layers import MASK_VALUE, Masks
+
+
+def _branch(dim: int, last_bias: bool = True) -> nn.Sequential:
+    """FC(d -> d/2), ReLU, FC(d/2 -> 1): the two-layer branch of Eq. 15-16."""
+    return nn.Sequential(
+        nn.Linear(dim, dim // 2), nn.ReLU(), nn.Linear(dim // 2, 1, bias=last_bias)
+    )
+
+
+class PredictionHeads(nn.Module):
+    """Three independent branches over F_e: start (FC_4, FC_5), end (FC_6, FC_7) and inner
+    (FC_8, FC_9).
+
+    They return *logits*: P_s^b/P_e^b are their softmax over valid positions and P^in their
+    sigmoid, applied by the loss and the decoder. Logits are float32 (also under autocast) and
+    padded positions hold ``MASK_VALUE``, so a softmax gives them exactly zero probability. Eq. 16
+    writes the inner branch on "F^vm"; we read it as F_e like the boundary branches (EAMAT).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        # FC_5/FC_7 have no bias: a constant added to every position cancels in the softmax over
+        # positions (Eq. 15), so it could never receive a gradient.
+        self.start = _branch(dim, last_bias=False)
+        self.end = _branch(dim, last_bias=False)
+        self.inner = _branch(dim)
+
+    def forward(self, fe: Tensor, masks: Masks) -> tuple[Tensor, Tensor, Tensor]:
+        pad = masks.video_pad
+        start, end, inner = (
+            branch(fe).squeeze(-1).float().masked_fill(pad, MASK_VALUE)
+            for branch in (self.start, self.end, self.inner)
+        )
+        return start, end, inner
