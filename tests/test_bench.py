@@ -53,6 +53,8 @@ def test_quick_run_writes_every_section(quick: tuple[dict[str, Any], dict[str, A
         "data",
         "extraction",
         "dvc",
+        "default",
+        "localize",
         "targets",
     }
     assert r["env"]["quick"] is True and r["env"]["device"] == "cpu"
@@ -254,3 +256,42 @@ def test_sections_option_is_validated() -> None:
     assert bench.parse_sections("paper, charades") == ("paper", "charades")
     with pytest.raises(ValueError, match="unknown gpu"):
         bench.parse_sections("paper,gpu")
+
+
+def test_default_section_keys(quick: tuple[dict[str, Any], dict[str, Any]]) -> None:
+    """Every variant timed at 1 and 2 threads, dynamic beside its reference paths, and a
+    profiler split (operators vs overhead) with the top operators."""
+    d = quick[1]["default"]
+    assert set(d) >= {"shape", "variants", "threads"}
+    assert d["threads"] == [1, 2]
+    assert set(d["shape"]) == {"batch", "clips", "min_clips", "feature_dim", "words"}
+    assert {"dynamic", "dynamic[reference]", "exploitation_only"} <= set(d["variants"])
+    for row in d["variants"].values():
+        for n in (1, 2):
+            cell = row[f"threads_{n}"]
+            assert cell["samples_per_s"] > 0 and cell["samples_per_s_cpu_time"] > 0
+        prof = row["profile"]
+        assert prof["operator_ms"] > 0 and prof["operator_calls"] > 0
+        assert 0.0 <= prof["overhead_share"] <= 1.0
+        assert prof["top_operators"] and prof["top_operators"][0]["op"].startswith("aten::")
+    for n in (1, 2):
+        speedup = d[f"dynamic_speedup_vs_reference_threads_{n}"]
+        assert speedup["wall"] > 0 and speedup["cpu"] > 0
+
+
+def test_localize_section_without_a_model_says_why(
+    quick: tuple[dict[str, Any], dict[str, Any]],
+) -> None:
+    assert "outputs/models/dynamic" in quick[1]["localize"]["skipped"]
+
+
+def test_localize_probe_splits_a_call_into_stages(tmp_path: Path) -> None:
+    """The probe's stages on a model directory it can load: keys and non-negative seconds."""
+    from mlflow_server import make_model_dir
+
+    from dynpath.bench.localize import STAGES, probe
+
+    model = make_model_dir(tmp_path)
+    stages = probe(str(model), None, "person opens the door")
+    assert set(stages) == set(STAGES)
+    assert all(v >= 0.0 for v in stages.values())

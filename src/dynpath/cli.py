@@ -398,6 +398,7 @@ def _bench(args: argparse.Namespace) -> Any:
             device=args.device,
             sections=sections,
             charades_scale=args.charades_scale or 0.02,
+            localize_model=args.localize_model,
         )
 
 
@@ -593,8 +594,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sections",
         default=None,
-        help="comma-separated: paper,data,inference,mslstm,extraction,dvc,charades or 'all' "
-        "(default: all but charades)",
+        help="comma-separated: paper,data,inference,mslstm,extraction,dvc,default,localize,"
+        "charades or 'all' (default: all but charades)",
+    )
+    p.add_argument(
+        "--localize-model",
+        default=None,
+        help="the model the localize section loads: a training output directory or an MLflow "
+        "URI such as models:/dynpath-synthetic@champion (default: outputs/models/dynamic)",
     )
     p.add_argument(
         "--charades-scale",

@@ -35,18 +35,33 @@ QUICK_MODEL = {"dim": 32, "heads": 4, "text_lstm_layers": 1}
 
 
 def random_batch(
-    batch: int, clips: int, feature_dim: int, words: int, vocab: int, seed: int
+    batch: int,
+    clips: int,
+    feature_dim: int,
+    words: int,
+    vocab: int,
+    seed: int,
+    min_clips: int | None = None,
 ) -> Batch:
-    """A full-length random batch with valid labels (the paper's shape by default).
+    """A random batch with valid labels (the paper's shape by default).
 
-    Videos are full length (the timing must not depend on how a random batch happens to pad);
-    query lengths vary between ``words // 2`` and ``words`` as real queries do, so the text
-    encoder's packed path is exercised as in training.
+    Videos are full length unless ``min_clips`` is given (the timing must not depend on how a
+    random batch happens to pad); with it, video lengths are uniform in [min_clips, clips]
+    (the first one full), as a profile's real batches pad. Query lengths vary between
+    ``words // 2`` and ``words`` as real queries do, so the text encoder's packed path is
+    exercised as in training.
     """
     g = torch.Generator().manual_seed(seed)
     start = torch.randint(0, clips // 2, (batch,), generator=g)
     end = start + torch.randint(1, clips // 2, (batch,), generator=g)
+    lengths = torch.full((batch,), clips)
+    if min_clips is not None and min_clips < clips:
+        lengths = torch.randint(max(min_clips, 2), clips + 1, (batch,), generator=g)
+        lengths[0] = clips
+        end = torch.minimum(end, lengths - 1)
+        start = torch.minimum(start, end)
     pos = torch.arange(clips)
+    video_mask = pos[None, :] < lengths[:, None]
     inner = ((pos >= start[:, None]) & (pos <= end[:, None])).float()
     n_words = torch.randint(max(1, words // 2), words + 1, (batch,), generator=g)
     n_words[0] = words
@@ -55,7 +70,7 @@ def random_batch(
     dur = torch.full((batch,), 30.0)
     return Batch(
         video=torch.randn(batch, clips, feature_dim, generator=g),
-        video_mask=torch.ones(batch, clips, dtype=torch.bool),
+        video_mask=video_mask,
         words=ids,
         word_mask=word_mask,
         start=start,
@@ -63,7 +78,7 @@ def random_batch(
         inner=inner,
         durations=dur,
         gt_seconds=torch.stack([start * 30.0 / clips, (end + 1) * 30.0 / clips], 1),
-        num_positions=torch.full((batch,), clips),
+        num_positions=lengths,
         qids=[str(i) for i in range(batch)],
         vids=[str(i) for i in range(batch)],
         queries=["" for _ in range(batch)],
@@ -105,16 +120,39 @@ def model_forward(model: Any, batch: Batch) -> ModelOutput:
 
 
 def trainer_step(
-    model: nn.Module, cfg: Config, device: torch.device, batch: Batch, out_dir: Path
+    model: nn.Module,
+    cfg: Config,
+    device: torch.device,
+    batch: Batch,
+    out_dir: Path,
+    full_loss: bool = False,
 ) -> tuple[Callable[[], Any], Any]:
-    """The trainer's own step (``Trainer.train_step``) on ``batch``, and the trainer."""
+    """The trainer's own step (``Trainer.train_step``) on ``batch``, and the trainer.
+
+    ``full_loss``: the loss exactly as ``dynpath train`` builds it from ``cfg.train`` (the
+    per-pathway, route and balance terms too, and the per-pathway heads they need); otherwise
+    the paper's two terms only (the ``paper`` section's step)."""
     from dynpath.engine.from_config import train_options
     from dynpath.engine.trainer import Trainer
 
     options = train_options(cfg, epochs=1, batch_size=len(batch), compile=False, progress=False)
+    t = cfg.train
+    if full_loss and isinstance(model, DynamicPathwayModel):
+        model.pathway_heads = t.lambda_pathway > 0.0 or t.lambda_route > 0.0
 
     def loss_fn(out: ModelOutput, batch: Batch) -> tuple[torch.Tensor, Mapping[str, Any]]:
-        return localization_loss(out, batch, cfg.train.lambda_bound, cfg.train.lambda_inner)
+        if not full_loss:
+            return localization_loss(out, batch, t.lambda_bound, t.lambda_inner)
+        return localization_loss(
+            out,
+            batch,
+            t.lambda_bound,
+            t.lambda_inner,
+            t.lambda_pathway,
+            t.lambda_route,
+            t.lambda_balance,
+            t.inner_average,
+        )
 
     trainer = Trainer(
         model,

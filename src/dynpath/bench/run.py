@@ -61,7 +61,17 @@ def _env(device: torch.device, threads: int, quick: bool) -> dict[str, Any]:
 
 #: Sections of ``dynpath bench`` (``--sections``); ``charades`` runs only when asked for or
 #: when ``charades_scale`` is given.
-SECTIONS = ("paper", "data", "inference", "mslstm", "extraction", "dvc", "charades")
+SECTIONS = (
+    "paper",
+    "data",
+    "inference",
+    "mslstm",
+    "extraction",
+    "dvc",
+    "default",
+    "localize",
+    "charades",
+)
 
 
 DEFAULT_SECTIONS = SECTIONS[:-1]
@@ -105,6 +115,7 @@ def run_bench(
     device: str = "auto",
     sections: Sequence[str] = DEFAULT_SECTIONS,
     charades_scale: float = 0.02,
+    localize_model: str | None = None,
 ) -> dict[str, Any]:
     """Run the ``sections``, write ``output`` (JSON) and print the table; returns a summary."""
     dev = resolve_device(device, setting="--device")
@@ -128,6 +139,11 @@ def run_bench(
             log.info("bench: data loading and the default profile's training step")
             result["data"] = data_loading(cfg, dev, repeats, quick, peak)
             result["train_default"] = result["data"].pop("train_default")
+        if "default" in sections:
+            log.info("bench: every variant's training step on the params' profile")
+            from dynpath.bench.default import default_profile
+
+            result["default"] = default_profile(cfg, dev, 2 if quick else 5, quick)
         if "inference" in sections:
             log.info("bench: inference latency")
             result["inference"] = inference_latency(
@@ -162,6 +178,11 @@ def run_bench(
                 QUICK_SHAPE["feature_dim"] if quick else 1024,
                 peak=peak,
             )
+    if "localize" in sections:
+        log.info("bench: one `dynpath localize` call, stage by stage")
+        from dynpath.bench.localize import localize_stages
+
+        result["localize"] = localize_stages(cfg, localize_model)
     if "dvc" in sections:
         log.info("bench: dvc")
         result["dvc"] = dvc_timings(Path.cwd(), full=not quick)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
+from dynpath.model import fastpath
 from dynpath.model.layers import MASK_VALUE, Dropout, Masks
 
 
@@ -46,3 +48,26 @@ class PredictionHeads(nn.Module):
             for branch in (self.start, self.end, self.inner)
         )
         return start, end, inner
+
+    def forward_many(
+        self, feats: list[Tensor], masks: Masks
+    ) -> list[tuple[Tensor, Tensor, Tensor]]:
+        """:meth:`forward` of each of ``feats`` (F_e and the pathways' own outputs, all
+        [B, T, d] over the same batch), as one pass over the stacked [K*B, T, d].
+
+        Why: in training the heads run on F_e and on every pathway's output (the per-pathway
+        loss); the heads are the same weights for all, so K passes of 18 small ops (and their
+        backward) become one pass over K times the rows. Row-wise the same function (a linear
+        layer's row does not depend on the other rows); ``tests/test_fast_paths.py`` compares
+        both paths, values and gradients.
+        """
+        if not fastpath.enabled() or len(feats) == 1:
+            return [self(f, masks) for f in feats]
+        k = len(feats)
+        stacked = torch.cat(feats, dim=0)
+        pad = masks.video_pad.repeat(k, 1)
+        logits = [
+            branch(stacked).squeeze(-1).float().masked_fill(pad, MASK_VALUE).chunk(k, 0)
+            for branch in (self.start, self.end, self.inner)
+        ]
+        return list(zip(*logits, strict=True))

@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dynpath.data.batch import Batch
+from dynpath.model import fastpath
 from dynpath.model.output import ModelOutput
 
 
@@ -30,6 +31,32 @@ def _per_sample_terms(
     else:
         loss_inner = summed * (mask.shape[0] / mask.sum().clamp(min=1.0))
     return loss_start, loss_end, loss_inner
+
+
+def _per_sample_terms_many(
+    logit_sets: list[tuple[Tensor, Tensor, Tensor]], batch: Batch, inner_average: str
+) -> list[tuple[Tensor, Tensor, Tensor]]:
+    """:func:`_per_sample_terms` of each (start, end, inner) set over the same batch.
+
+    Fast path: the K sets stacked along the batch, one cross-entropy / BCE pass over K*B rows
+    instead of K passes (each term is per row, so the rows do not mix, and the inner term's
+    scale K*B / (K * valid) equals B / valid exactly: both are whole numbers in float32).
+    """
+    if not fastpath.enabled() or len(logit_sets) == 1:
+        return [_per_sample_terms(s, e, i, batch, inner_average) for s, e, i in logit_sets]
+    k = len(logit_sets)
+    start, end, inner = (torch.cat(parts, 0) for parts in zip(*logit_sets, strict=True))
+    mask = batch.video_mask.to(inner.dtype).repeat(k, 1)
+    loss_start = F.cross_entropy(start, batch.start.repeat(k), reduction="none")
+    loss_end = F.cross_entropy(end, batch.end.repeat(k), reduction="none")
+    target = batch.inner.to(inner.dtype).repeat(k, 1)
+    bce = F.binary_cross_entropy_with_logits(inner, target, reduction="none")
+    summed = (bce * mask).sum(1)
+    if inner_average == "sample":
+        loss_inner = summed / mask.sum(1).clamp(min=1.0)
+    else:
+        loss_inner = summed * (mask.shape[0] / mask.sum().clamp(min=1.0))
+    return list(zip(loss_start.chunk(k), loss_end.chunk(k), loss_inner.chunk(k), strict=True))
 
 
 def localization_loss(
@@ -68,17 +95,18 @@ def localization_loss(
 
     Returns the loss and its parts as floats for logging.
     """
-    ls, le, li = _per_sample_terms(
-        out.start_logits, out.end_logits, out.inner_logits, batch, inner_average
-    )
+    sets = [(out.start_logits, out.end_logits, out.inner_logits)]
+    per_pathway = bool(out.pathway_logits) and (lambda_pathway > 0.0 or lambda_route > 0.0)
+    if per_pathway and out.pathway_logits:
+        sets += out.pathway_logits
+    (ls, le, li), *path_terms = _per_sample_terms_many(sets, batch, inner_average)
     loss_start, loss_end, loss_inner = ls.mean(), le.mean(), li.mean()
     loss = lambda_bound * (loss_start + loss_end) + lambda_inner * loss_inner
     names = ["loss", "loss_start", "loss_end", "loss_inner"]
     parts = [loss_start, loss_end, loss_inner]
-    if out.pathway_logits and (lambda_pathway > 0.0 or lambda_route > 0.0):
+    if per_pathway:
         per_sample = []  # [B] per pathway
-        for start, end, inner in out.pathway_logits:
-            ps, pe, pi = _per_sample_terms(start, end, inner, batch, inner_average)
+        for ps, pe, pi in path_terms:
             per_sample.append(lambda_bound * (ps + pe) + lambda_inner * pi)
         path_losses = torch.stack(per_sample, dim=1)  # [B, K]
         if lambda_pathway > 0.0:

@@ -103,10 +103,13 @@ class DynamicPathwayModel(nn.Module):
         fq, fs = self.text(words, masks)
         fv = self.video(video, masks)
         res = self.fusion(list(self.pathways.values()), fv, fq, masks, fs, gumbel_noise)
-        start, end, inner = self.heads(res.features, masks)
-        per_path = None
+        per_path: list[tuple[Tensor, Tensor, Tensor]] | None = None
         if res.pathway_features is not None and self.pathway_heads:
-            per_path = [self.heads(f, masks) for f in res.pathway_features]
+            (start, end, inner), *per_path = self.heads.forward_many(
+                [res.features, *res.pathway_features], masks
+            )
+        else:
+            start, end, inner = self.heads(res.features, masks)
         return ModelOutput(start, end, inner, res.route, res.route_probs, per_path)
 
     def set_training_progress(self, fraction: float) -> None:
