@@ -136,7 +136,6 @@ class DynpathPyfunc(PythonModel):
             # with this reason; video_b64 and features still work.
             what = "does not exist" if not self.media_root.exists() else "is not a directory"
             self.media_error = f"{MEDIA_ROOT_ENV}={root} {what}"
-            log.error("dynpath: %s: this server refuses video paths", self.media_error)
             print(f"dynpath: {self.media_error}: this server refuses video paths", file=sys.stderr)
             self.media_root = None
         for path in arts.values():
