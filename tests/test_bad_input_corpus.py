@@ -53,9 +53,15 @@ from dynpath.errors import DynpathError
 CORPUS = Path(__file__).parent / "data" / "bad_inputs.yaml"
 # The second round of misuse (issue 26) in its own file, with its own classes; same keys.
 ROUND2 = Path(__file__).parent / "data" / "bad_inputs_round2.yaml"
+# Later rounds, one file each (same keys, classes of their own).
+LATER = [Path(__file__).parent / "data" / name for name in ("bad_inputs_round3_serve.yaml",)]
 FIRST = yaml.safe_load(CORPUS.read_text(encoding="utf-8"))
 SECOND = yaml.safe_load(ROUND2.read_text(encoding="utf-8"))
-DATA = {key: FIRST.get(key, []) + SECOND.get(key, []) for key in ("classes", "cli", "api", "serve")}
+FILES = [FIRST, SECOND, *(yaml.safe_load(p.read_text(encoding="utf-8")) for p in LATER)]
+DATA = {
+    key: [case for corpus in FILES for case in corpus.get(key, [])]
+    for key in ("classes", "cli", "api", "serve")
+}
 QUERY = "a person opens the door"
 
 pytestmark = pytest.mark.slow

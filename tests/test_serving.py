@@ -44,6 +44,10 @@ from mlflow_server import make_feature_store, make_model_dir, make_video, tiny_c
 CORPUS = yaml.safe_load(
     (Path(__file__).parent / "data" / "bad_inputs.yaml").read_text(encoding="utf-8")
 )
+# issue 26's third round: the other request forms (csv, inputs, instances) and wrapped base64
+CORPUS["serve"] += yaml.safe_load(
+    (Path(__file__).parent / "data" / "bad_inputs_round3_serve.yaml").read_text(encoding="utf-8")
+)["serve"]
 BIN = Path(sys.executable).parent
 NAME = "dynpath-serve"
 QUERY = "the person opens the door"
@@ -148,10 +152,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
             proc.wait()
 
 
-def invoke(served: Served, body: str | bytes) -> tuple[int, str]:
+def invoke(
+    served: Served, body: str | bytes, content_type: str = "application/json"
+) -> tuple[int, str]:
     data = body.encode() if isinstance(body, str) else body
     req = urllib.request.Request(
-        served.url + "/invocations", data=data, headers={"Content-Type": "application/json"}
+        served.url + "/invocations", data=data, headers={"Content-Type": content_type}
     )
     try:
         with urllib.request.urlopen(req, timeout=300) as resp:
@@ -177,6 +183,10 @@ def _value(value: Any, served: Served) -> Any:
         return np.full((12, DIM), 3e38).tolist()
     if value == "$video_b64":
         return base64.b64encode(served.video.read_bytes()).decode()
+    if value == "$video_b64_wrapped":  # what the `base64` tool prints: 76-column lines
+        return base64.encodebytes(served.video.read_bytes()).decode()
+    if value == "$video_b64_crlf":
+        return base64.encodebytes(served.video.read_bytes()).decode().replace("\n", "\r\n")
     if value.startswith("$b64:"):
         return base64.b64encode(value[5:].encode()).decode()
     if value == "$random_b64":
@@ -188,14 +198,35 @@ def _value(value: Any, served: Served) -> Any:
     raise AssertionError(f"unknown stand-in {value}")
 
 
-def request_body(spec: dict[str, Any], served: Served) -> str:
+def request_body(spec: dict[str, Any], served: Served) -> tuple[str, str]:
+    """The request's body and content type: a raw ``body``, or ``row`` (``rows`` times) in the
+    request ``form`` (records, split, inputs, instances or csv)."""
     if "body" in spec:
-        return str(spec["body"])
+        return str(spec["body"]), spec.get("content_type", "application/json")
     row = {k: _value(v, served) for k, v in spec["row"].items()}
-    payload: dict[str, Any] = {"dataframe_records": [row]}
+    rows = [row] * int(spec.get("rows", 1))
+    form = spec.get("form", "records")
+    if form == "csv":
+        import csv
+        import io
+
+        out = io.StringIO()
+        writer = csv.DictWriter(out, fieldnames=list(row))
+        writer.writeheader()
+        for r in rows:
+            writer.writerow({k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()})
+        return out.getvalue(), "text/csv"
+    payload: dict[str, Any] = {
+        "records": {"dataframe_records": rows},
+        "split": {
+            "dataframe_split": {"columns": list(row), "data": [list(r.values()) for r in rows]}
+        },
+        "inputs": {"inputs": {k: [r[k] for r in rows] for k in row}},
+        "instances": {"instances": rows},
+    }[form]
     if spec.get("params"):
         payload["params"] = spec["params"]
-    return json.dumps(payload)
+    return json.dumps(payload), "application/json"
 
 
 def server_paths(served: Served) -> list[str]:
@@ -210,7 +241,7 @@ def server_paths(served: Served) -> list[str]:
 
 @pytest.mark.parametrize("spec", CORPUS["serve"], ids=[c["id"] for c in CORPUS["serve"]])
 def test_served_model_case(spec: dict[str, Any], served: Served) -> None:
-    status, text = invoke(served, request_body(spec, served))
+    status, text = invoke(served, *request_body(spec, served))
     assert status == spec["status"], text[-3000:]
     body = json.loads(text)
     if status == 200:

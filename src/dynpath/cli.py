@@ -585,7 +585,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1: this machine)")
     p.add_argument("--port", type=int, default=7860)
     p.add_argument("--videos", help="directory of videos to list (default: data.videos)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--device", type=_device, default="auto", help="auto | cpu | cuda[:N]")
 
     p = add("bench", _bench, "benchmark suite (writes a JSON and prints a table)")
     p.add_argument("--output", default="outputs/bench.json")

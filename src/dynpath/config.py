@@ -315,6 +315,14 @@ def _gpu_node_selector() -> dict[str, str]:
     return {"nvidia.com/gpu.present": "true"}
 
 
+#: a Kubernetes toleration's fields (kfp's names) and the values Kubernetes accepts
+TOLERATION_KEYS = frozenset(
+    {"key", "operator", "value", "effect", "toleration_seconds", "tolerationSeconds"}
+)
+TOLERATION_OPERATORS = ("Exists", "Equal")
+TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
+
+
 def _gpu_tolerations() -> list[dict[str, str]]:
     # GPU node pools are usually tainted nvidia.com/gpu:NoSchedule (GKE, AKS, EKS' GPU AMIs
     # with the operator) so that CPU pods stay off them: without this a GPU pod never schedules
@@ -335,6 +343,35 @@ class GpuRequest(_Section):
     node_selector: dict[str, str] = Field(default_factory=_gpu_node_selector)
     tolerations: list[dict[str, str]] = Field(default_factory=_gpu_tolerations)
 
+    @field_validator("tolerations")
+    @classmethod
+    def _check_tolerations(cls, v: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Kubernetes' rules for a toleration, checked here: kfp compiles any string into the
+        pipeline and the cluster refuses the pod only when the task is scheduled."""
+        for n, tol in enumerate(v):
+            unknown = sorted(set(tol) - TOLERATION_KEYS)
+            if unknown:
+                raise ValueError(
+                    f"toleration {n}: unknown key(s) {unknown}; use {sorted(TOLERATION_KEYS)}"
+                )
+            operator = tol.get("operator", "Equal")
+            if operator not in TOLERATION_OPERATORS:
+                raise ValueError(
+                    f"toleration {n}: operator {operator!r} is not one Kubernetes allows "
+                    f"({', '.join(TOLERATION_OPERATORS)})"
+                )
+            if operator == "Exists" and tol.get("value"):
+                raise ValueError(f"toleration {n}: a value needs operator Equal, not Exists")
+            if not tol.get("key") and operator != "Exists":
+                raise ValueError(f"toleration {n}: without a key the operator must be Exists")
+            effect = tol.get("effect", "")
+            if effect and effect not in TOLERATION_EFFECTS:
+                raise ValueError(
+                    f"toleration {n}: effect {effect!r} is not one Kubernetes allows "
+                    f"({', '.join(TOLERATION_EFFECTS)}, or none for all)"
+                )
+        return v
+
 
 class PipelineConfig(_Section):
     """Kubeflow pipeline settings."""
@@ -350,6 +387,18 @@ class PipelineConfig(_Section):
     gpu: dict[str, GpuRequest] = Field(
         default_factory=lambda: {"extract": GpuRequest(), "train": GpuRequest()}
     )
+
+    @field_validator("image")
+    @classmethod
+    def _check_image(cls, v: str) -> str:
+        """Every pod runs this image: an empty or blank name compiles, and fails on the
+        cluster only (kfp does not check it)."""
+        if not v.strip() or any(c.isspace() for c in v):
+            raise ValueError(
+                f"must be a container image reference (e.g. ghcr.io/dynpath/dynpath:0.1.0), "
+                f"got {v!r}"
+            )
+        return v
 
 
 class Config(_Section):

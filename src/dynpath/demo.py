@@ -27,17 +27,20 @@ binds 127.0.0.1 unless told otherwise: the page runs models on files a visitor u
 
 from __future__ import annotations
 
+import contextlib
 import html
 import logging
 import os
 import re
+import signal
+import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dynpath.errors import DynpathError
+from dynpath.errors import DynpathError, UsageError
 
 if TYPE_CHECKING:
     from dynpath.config import Config
@@ -478,7 +481,20 @@ def serve(
     videos_dir: Path | None = None,
     device: str = "auto",
 ) -> None:
-    """Build the page and serve it until interrupted (Ctrl-C)."""
+    """Build the page and serve it until interrupted (Ctrl-C or SIGTERM).
+
+    The device and the host are checked before anything starts (a device this machine lacks
+    would otherwise fail every query, and an address it cannot bind was blamed on the port).
+    SIGTERM ends the page as Ctrl-C does, so that the models downloaded into temporary
+    directories (``runs:/``, ``models:/NAME/Stage``) are removed at exit, as after Ctrl-C.
+    """
+    from dynpath.config import ConfigError, check_device
+
+    try:
+        check_device(device, "--device")
+    except ConfigError as err:
+        raise UsageError(str(err)) from None
+    check_host(host)
     if not 0 <= port <= 65535:
         raise DynpathError(f"--port {port}: not a TCP port (0-65535)")
     gr = _import_gradio()
@@ -497,12 +513,57 @@ def serve(
         "demo on http://%s:%d (model %s, %d listed videos)", host, port, model, len(catalog.videos)
     )
     try:
-        _launch(app, host, port, allowed, theme)
-    except OSError as err:  # port taken, address not on this machine
+        with _sigterm_as_interrupt():
+            _launch(app, host, port, allowed, theme)
+    except OSError as err:  # port taken
         reason = str(err).split(". ")[0]  # Gradio's own advice names its env variables
         raise DynpathError(
             f"cannot serve on {host}:{port}: {reason}; pick another --port"
         ) from None
+
+
+def check_host(host: str) -> None:
+    """Refuse, naming ``--host``, an address that is not one (``999.1.1.1``), a name that does
+    not resolve, or an address that is not this machine's (it cannot be bound)."""
+    try:
+        infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise UsageError(
+            f"--host {host!r}: not an IP address nor a host name this machine resolves ({reason})"
+        ) from None
+    family, kind, _, _, address = infos[0]
+    with socket.socket(family, kind) as probe:
+        try:
+            probe.bind((address[0], 0))
+        except OSError as err:
+            raise UsageError(
+                f"--host {host}: not an address of this machine ({err.strerror}); use 127.0.0.1 "
+                "(this machine only) or 0.0.0.0 (every interface)"
+            ) from None
+
+
+class _Interrupted(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C (Gradio's launch loop closes the server on either)."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt in the main thread while the page is served: the
+    default action would end the process without running its exit handlers, leaving every
+    downloaded model in TMPDIR (measured: one ``dynpath-model-*`` directory per model)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(sig: int, frame: Any) -> None:
+        raise _Interrupted()
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _launch(app: Any, host: str, port: int, allowed: list[str], theme: Any) -> None:

@@ -173,24 +173,30 @@ def submit(cfg: Config, host: str | None, package: Path) -> dict[str, Any]:
 
     ``host`` None lets ``kfp.Client`` find the in-cluster endpoint. Authentication, when the
     deployment needs it, comes from kfp's own environment (e.g. ``KF_PIPELINES_SA_TOKEN_PATH``).
+    The package is compiled to a temporary file beside ``package`` and renamed to it only once
+    the run exists: a failed submission leaves no package behind (nor replaces an older one).
     """
     import kfp
 
-    compile_pipeline(cfg, package)
-    try:
-        client = kfp.Client(host=host)
-        run = client.create_run_from_pipeline_package(
-            str(package),
-            arguments={},
-            run_name=cfg.pipeline.run_name,
-            experiment_name=cfg.pipeline.experiment,
-        )
-    except Exception as err:  # kfp raises urllib3/ApiException/ValueError alike
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise DynpathError(
-            f"submitting {package} to the Kubeflow Pipelines API at {host or '(in-cluster)'} "
-            f"failed: {first}"
-        ) from err
+    package = Path(package)
+    if package.suffix not in (".yaml", ".yml"):
+        raise DynpathError(f"{package}: the pipeline package must end in .yaml or .yml")
+    with atomic_path(package, suffix=package.suffix) as tmp:
+        compile_pipeline(cfg, tmp)
+        try:
+            client = kfp.Client(host=host)
+            run = client.create_run_from_pipeline_package(
+                str(tmp),
+                arguments={},
+                run_name=cfg.pipeline.run_name,
+                experiment_name=cfg.pipeline.experiment,
+            )
+        except Exception as err:  # kfp raises urllib3/ApiException/ValueError alike
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise DynpathError(
+                f"submitting the pipeline to the Kubeflow Pipelines API at "
+                f"{host or '(in-cluster)'} failed: {first} (no package written to {package})"
+            ) from err
     base = (host or "").rstrip("/")
     return {
         "run_id": run.run_id,

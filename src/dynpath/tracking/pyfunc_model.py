@@ -24,7 +24,12 @@ Input (signature): a DataFrame with ``query`` (str) and one source of features p
 - ``features`` (a [T, D] list of lists) plus ``duration`` (seconds).
 
 Param ``topk`` (default 5). Rows of several kinds may share a frame if the absent cells are None
-(MLflow's schema check rejects the NaN that pandas puts in a missing list cell).
+(MLflow's schema check rejects the NaN that pandas puts in a missing list cell). Every request
+form of the scoring server is read the same way: JSON ``dataframe_split``/``dataframe_records``,
+``inputs`` and ``instances`` (which MLflow hands over as ONE row whose cells are the columns'
+arrays: :func:`_rows` spreads it back into rows), and ``text/csv`` (``features`` a JSON list of
+lists in its cell: :func:`parse_csv`). ``video_b64`` may be wrapped over lines, as the ``base64``
+tool writes it.
 Output: one dict per row ``{query, spans: [{start, end, score}], route, duration, ...}``.
 
 Errors: a bad row raises :class:`ServingInputError`, an ``MlflowException`` (the scoring server
@@ -32,6 +37,14 @@ answers HTTP 400 with ``{"error_code", "message"}``, no stack trace) that is als
 DynpathError; its message names the column and never a server path (upload and media-root
 paths are replaced by placeholders). Any other failure is logged on the server and answered 500
 with a fixed message.
+
+Served (``mlflow models serve``), :meth:`DynpathPyfunc.load_context` also adjusts the scoring
+server it runs in (:func:`_guard_scoring_server`): MLflow's own CSV parser cannot read this
+signature (it fails on the array column and answers with a traceback), and its parse errors carry
+a ``stack_trace`` with server paths; and SIGTERM (or Ctrl-C) stops a busy server within seconds
+(:class:`_Shutdown`) instead of after its last request. A ``DYNPATH_MEDIA_ROOT`` that is not a
+directory is one error line in the server log (video paths are then refused with that reason),
+not a crash of the server with MLflow's tracebacks.
 
 :func:`build_pyfunc_kwargs` (used by the tracker) assembles the ``log_model`` arguments; it runs
 only when logging, never when MLflow loads this file.
@@ -41,17 +54,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import mlflow
 import pandas as pd
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, INVALID_PARAMETER_VALUE
+from mlflow.protos.databricks_pb2 import (
+    INTERNAL_ERROR,
+    INVALID_PARAMETER_VALUE,
+    TEMPORARILY_UNAVAILABLE,
+)
 from mlflow.pyfunc import PythonModel, PythonModelContext
 
 from dynpath.errors import DynpathError
@@ -63,6 +84,9 @@ ROW_COLUMNS = ("query", "video", "video_b64", "features", "duration")
 MEDIA_ROOT_ENV = "DYNPATH_MEDIA_ROOT"
 MAX_VIDEO_BYTES_ENV = "DYNPATH_MAX_VIDEO_BYTES"
 DEFAULT_MAX_VIDEO_BYTES = 256 * 2**20
+#: seconds a served model may keep working on its requests after SIGTERM before it stops anyway
+SHUTDOWN_GRACE_S = 5.0
+_SCORING_SERVER = "mlflow.pyfunc.scoring_server"
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +113,8 @@ class DynpathPyfunc(PythonModel):
     def __init__(self) -> None:
         self.localizer: Any = None
         self.media_root: Path | None = None
+        self.media_error = ""  # why DYNPATH_MEDIA_ROOT is unusable, when it is
+        self.shutdown: _Shutdown | None = None  # set when served: SIGTERM received
         self._hide: dict[str, str] = {}  # server paths -> what error messages say instead
 
     def load_context(self, context: PythonModelContext) -> None:
@@ -105,11 +131,20 @@ class DynpathPyfunc(PythonModel):
         root = os.environ.get(MEDIA_ROOT_ENV, "").strip()
         self.media_root = Path(os.path.realpath(root)) if root else None
         if self.media_root is not None and not self.media_root.is_dir():
-            raise DynpathError(f"{MEDIA_ROOT_ENV}={root}: not a directory")
+            # One line in the server log, not a crash: raising here makes uvicorn and then
+            # `mlflow models serve` print two tracebacks (85 lines). Video paths are refused
+            # with this reason; video_b64 and features still work.
+            what = "does not exist" if not self.media_root.exists() else "is not a directory"
+            self.media_error = f"{MEDIA_ROOT_ENV}={root} {what}"
+            print(f"dynpath: {self.media_error}: this server refuses video paths", file=sys.stderr)
+            self.media_root = None
         for path in arts.values():
             self._hide[str(Path(path).resolve().parent)] = "<model>"
         if self.media_root is not None:
             self._hide[str(self.media_root)] = "<media>"
+        if _SCORING_SERVER + ".app" in sys.modules:  # being loaded by `mlflow models serve`
+            _guard_scoring_server(sys.modules[_SCORING_SERVER], self._hide)
+            self.shutdown = _Shutdown.install()
 
     def predict(
         self,
@@ -123,8 +158,12 @@ class DynpathPyfunc(PythonModel):
             raise RuntimeError("model context not loaded (use mlflow.pyfunc.load_model)")
         with tempfile.TemporaryDirectory(prefix="dynpath-upload-") as tmp:
             hide = {**self._hide, str(Path(tmp).resolve()): "<upload>", tmp: "<upload>"}
+            if self.shutdown is not None:
+                self.shutdown.uploads.add(tmp)
             try:
                 return self._predict(model_input, params or {}, Path(tmp))
+            except ShuttingDown:
+                raise
             except ServingInputError as err:
                 raise ServingInputError(
                     _scrub(err.message.removeprefix("dynpath: "), hide)
@@ -137,6 +176,9 @@ class DynpathPyfunc(PythonModel):
                     "dynpath: internal error while localizing (see the server log)",
                     error_code=INTERNAL_ERROR,
                 ) from None
+            finally:
+                if self.shutdown is not None:
+                    self.shutdown.uploads.discard(tmp)
 
     def _predict(
         self, model_input: pd.DataFrame, params: dict[str, Any], tmp: Path
@@ -144,12 +186,10 @@ class DynpathPyfunc(PythonModel):
         from dynpath.inference.localizer import check_topk
 
         topk = check_topk(params.get("topk", 5))
-        frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
-        unknown = sorted(set(map(str, frame.columns)) - set(ROW_COLUMNS))
-        if unknown:
-            raise ServingInputError(f"unknown column(s) {unknown}; expected {list(ROW_COLUMNS)}")
         out = []
-        for n, row in enumerate(frame.to_dict(orient="records")):
+        for n, row in enumerate(_rows(model_input)):
+            if self.shutdown is not None and self.shutdown.event.is_set():
+                raise ShuttingDown()
             video, b64 = _present(row.get("video")), _present(row.get("video_b64"))
             features = _present(row.get("features"))
             duration = _present(row.get("duration"))
@@ -178,6 +218,9 @@ class DynpathPyfunc(PythonModel):
         if not isinstance(value, str):
             raise ServingInputError(f"row {n}: video_b64 must be a base64 string")
         limit = _max_video_bytes()
+        if len(value) > 2 * ((limit * 4) // 3 + 4):  # before any copy: wrapping adds 1/38 at most
+            raise ServingInputError(f"row {n}: video_b64 is larger than {limit} bytes")
+        value = "".join(value.split())  # `base64` wraps at 76 columns; pasted text has CRLF
         if len(value) > (limit * 4) // 3 + 4:
             raise ServingInputError(f"row {n}: video_b64 is larger than {limit} bytes")
         try:
@@ -196,6 +239,11 @@ class DynpathPyfunc(PythonModel):
             f"row {n}: video paths are accepted only under the server's media root; send the "
             "file's bytes base64-encoded in video_b64 instead"
         )
+        if self.media_error:
+            raise ServingInputError(
+                f"row {n}: this server's media root ({MEDIA_ROOT_ENV}) is not a directory, so it "
+                "accepts no video paths; send the file's bytes base64-encoded in video_b64"
+            )
         if self.media_root is None:
             raise ServingInputError(
                 f"row {n}: this server accepts no video paths (no {MEDIA_ROOT_ENV}); send the "
@@ -213,11 +261,188 @@ class DynpathPyfunc(PythonModel):
         return real
 
 
-def _scrub(message: str, hide: dict[str, str]) -> str:
+class ShuttingDown(MlflowException, DynpathError):
+    """A request reached (or was still running) after SIGTERM: HTTP 503, retry elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "dynpath: the server is shutting down; send the request again",
+            error_code=TEMPORARILY_UNAVAILABLE,
+        )
+
+
+class _Shutdown:
+    """SIGTERM/SIGINT seen by the served model, through uvicorn's own exit handler.
+
+    Uvicorn's graceful shutdown waits for every running request, and a request runs in a worker
+    thread that the interpreter joins at exit: measured, a server busy with 40 video rows took
+    19 s to stop after SIGTERM (and a longer request, longer still). Here, the signal sets
+    :attr:`event` (the rows loop stops at its next row with HTTP 503) and a watchdog ends the
+    process :data:`SHUTDOWN_GRACE_S` seconds later if it is still alive, removing the upload
+    directories of the requests it cuts short (exit status 128 + the signal, as a shell reports
+    a process the signal ended).
+
+    The hook is uvicorn's ``Server.handle_exit``: uvicorn sets its signal handlers after it has
+    loaded the app (and this model), so a handler set here would be replaced.
+    """
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.uploads: set[str] = set()
+
+    @classmethod
+    def install(cls) -> _Shutdown | None:
+        server = getattr(sys.modules.get("uvicorn.server"), "Server", None)
+        original = getattr(server, "handle_exit", None)
+        if server is None or original is None:
+            log.warning("dynpath: not served by uvicorn: no fast stop on SIGTERM")
+            return None
+        self = cls()
+
+        @functools.wraps(original)
+        def handle_exit(uvicorn_server: Any, sig: int, frame: Any) -> None:
+            self.stop(sig)
+            original(uvicorn_server, sig, frame)
+
+        server.handle_exit = handle_exit
+        return self
+
+    def stop(self, sig: int) -> None:
+        if not self.event.is_set():
+            self.event.set()
+            threading.Thread(target=self._watchdog, args=(sig,), daemon=True).start()
+
+    def _watchdog(self, sig: int) -> None:
+        threading.Event().wait(SHUTDOWN_GRACE_S)
+        log.warning("dynpath: still busy %.0f s after signal %d: stopping", SHUTDOWN_GRACE_S, sig)
+        for path in list(self.uploads):
+            shutil.rmtree(path, ignore_errors=True)
+        sys.stderr.flush()
+        os._exit(128 + sig)
+
+
+def _rows(model_input: Any) -> list[dict[str, Any]]:
+    """The request's rows as dicts of cells.
+
+    The columnar forms (``{"inputs": {"query": [...], ...}}`` and ``{"instances": [...]}``)
+    reach the model as ONE row whose cells are whole columns (arrays); they are spread back into
+    one row per element, so that every form means the same rows.
+    """
+    import numpy as np
+
+    frame = model_input if isinstance(model_input, pd.DataFrame) else pd.DataFrame(model_input)
+    unknown = sorted(set(map(str, frame.columns)) - set(ROW_COLUMNS))
+    if unknown:
+        raise ServingInputError(f"unknown column(s) {unknown}; expected {list(ROW_COLUMNS)}")
+    rows: list[dict[str, Any]] = []
+    for record in frame.to_dict(orient="records"):
+        if not isinstance(record.get("query"), np.ndarray | list | tuple):
+            rows.append(record)
+            continue
+        columns = {k: v for k, v in record.items() if _present(v) is not None}
+        lengths = {k: len(v) for k, v in columns.items() if isinstance(v, np.ndarray | list)}
+        if len(set(lengths.values())) != 1 or len(lengths) != len(columns):
+            raise ServingInputError(
+                f"the columns of a columnar request must be lists of one length, got {lengths}"
+            )
+        for i in range(next(iter(lengths.values()))):
+            rows.append({k: _cell(v[i]) for k, v in columns.items()})
+    return rows
+
+
+def _cell(value: Any) -> Any:
+    """A numpy scalar or array cell of a columnar request as a plain Python value."""
+    import numpy as np
+
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def parse_csv(csv_input: Any, schema: Any = None) -> pd.DataFrame:
+    """A ``text/csv`` request as the frame the model reads (MLflow's parser cannot: it asks the
+    signature for a pandas dtype per column, which an array column has not).
+
+    Every cell is read as text (an empty cell is absent); ``features`` holds a JSON list of
+    lists, ``duration`` a number. A malformed table or cell is a 400 naming the row and column.
+    """
+    try:
+        frame = pd.read_csv(csv_input, dtype=str, keep_default_na=False)
+    except Exception as err:  # pandas' ParserError, EmptyDataError, UnicodeDecodeError, ...
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ServingInputError(f"text/csv: not a CSV table with a header row ({first})") from None
+    for column in frame.columns:
+        frame[column] = [
+            _csv_cell(str(column), n, text) for n, text in enumerate(frame[column].tolist())
+        ]
+    return frame
+
+
+def _csv_cell(column: str, n: int, text: str) -> Any:
+    if not text.strip():
+        return None
+    if column == "features":
+        try:
+            return json.loads(text)
+        except ValueError:
+            raise ServingInputError(
+                f"text/csv: row {n}: features must be a JSON list of lists of numbers"
+            ) from None
+    if column == "duration":
+        try:
+            return float(text)
+        except ValueError:
+            raise ServingInputError(
+                f"text/csv: row {n}: duration must be a number of seconds, got {text[:40]!r}"
+            ) from None
+    return text
+
+
+def _guard_scoring_server(server: Any, hide: dict[str, str]) -> None:
+    """Adjust MLflow's scoring server module this model is being served by (before its app is
+    built: ``init`` decorates the route with ``_async_catch_mlflow_exception`` after the model
+    is loaded).
+
+    - ``text/csv`` is parsed by :func:`parse_csv` (MLflow's parser fails on this signature);
+    - no error answer carries a ``stack_trace`` (MLflow adds one to its parse errors, with the
+      server's paths): the trace goes to the server log, the answer keeps the message, with
+      server paths replaced.
+    """
+    from fastapi.responses import Response
+
+    if getattr(server, "_dynpath_guarded", False):
+        return
+    server.parse_csv_input = parse_csv
+
+    def catch(func: Any) -> Any:
+        @functools.wraps(func)
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await func(*args, **kwargs)
+            except MlflowException as err:
+                trace = err.json_kwargs.pop("stack_trace", None)
+                if trace:
+                    log.error("dynpath model: %s\n%s", err.message, trace)
+                err.message = _scrub(str(err.message), hide, limit=2000)
+                return Response(
+                    content=err.serialize_as_json(),
+                    status_code=err.get_http_status_code(),
+                    media_type="application/json",
+                )
+
+        return wrapper
+
+    server._async_catch_mlflow_exception = catch
+    server._dynpath_guarded = True
+
+
+def _scrub(message: str, hide: dict[str, str], limit: int = 500) -> str:
     """``message`` with server paths replaced (longest first) and on one short line."""
     for path in sorted(hide, key=len, reverse=True):
         message = message.replace(path, hide[path])
-    return " ".join(message.split())[:500]
+    return " ".join(message.split())[:limit]
 
 
 def _present(value: Any) -> Any:
