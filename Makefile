@@ -60,7 +60,10 @@ image:
 image-test: $(STAMP)
 	DYNPATH_CONTAINER_TESTS=1 $(BIN)/pytest -q -m slow tests/test_container_run.py tests/test_mlflow_image.py
 
+# Prints the address of each experiment's training runs first: MLflow 3.17's UI opens an
+# experiment on its GenAI overview unless the address asks for the model-training workflow.
 mlflow-ui: $(STAMP)
+	$(BIN)/python -m dynpath.tracking.ui --store mlflow.db --url http://127.0.0.1:5000
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow.db --port 5000
 
 clean:

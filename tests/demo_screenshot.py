@@ -14,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from test_demo_browser import find_chromium
+from system_chromium import find_chromium
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -29,37 +28,14 @@ from typing import Any
 
 import pytest
 from reliability_workspace import child_env, cli_command, run_cli
+from system_chromium import chromium  # noqa: F401  (fixture)
 
 from dynpath.demo import ModelCache, VideoCatalog, localize
 from dynpath.profiles import use_profile
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 VIDEO = "S0006"  # a video of the tiny profile's test split (seeded: the same on every machine)
-
-
-def find_chromium() -> str | None:
-    """``$DYNPATH_CHROMIUM``, else the first of the usual names on PATH."""
-    explicit = os.environ.get("DYNPATH_CHROMIUM")
-    if explicit:
-        return explicit
-    for name in CHROMIUM_NAMES:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
-
-
-@pytest.fixture(scope="module")
-def chromium() -> str:
-    path = find_chromium()
-    if path is None:
-        pytest.skip(
-            "no Chromium: none of " + ", ".join(CHROMIUM_NAMES) + " is on PATH and "
-            "$DYNPATH_CHROMIUM is unset (.ci/run installs the Debian package `chromium`)"
-        )
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -170,7 +146,7 @@ def test_trained_models_answer_through_the_page_logic(
 
 
 @pytest.fixture(scope="module")
-def browser(chromium: str) -> Iterator[Any]:
+def browser(chromium: str) -> Iterator[Any]:  # noqa: F811
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

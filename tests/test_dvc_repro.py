@@ -7,6 +7,8 @@ Slow (a minute or two on 2 CPUs): the whole DAG runs, synth to report, once; the
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -123,3 +125,46 @@ def test_exp_run_with_a_variant_override(project: Project, tmp_path: Path) -> No
     assert "variants.sum_fusion.model.dropout" in run(repo, "dvc", "params", "diff")
     assert "sum_fusion" in run(repo, "dvc", "exp", "show", "--csv")
     assert run(repo, "dvc", "status").strip().endswith("Data and pipelines are up to date.")
+
+
+def test_a_fresh_clone_compares_with_the_committed_results(
+    project: Project, tmp_path: Path
+) -> None:
+    """Issue 23.6: what `git add -A` commits after a run (as for the default run's baseline) is
+    dvc.lock and the uncached results alone, and a fresh clone, with no DVC cache and nothing
+    pulled, shows them and compares a new result and a params change with them."""
+    clone = tmp_path / "clone"
+    run(tmp_path, "git", "clone", "-q", str(project.repo), str(clone))
+    tracked = set(run(clone, "git", "ls-files").split())
+    results = {
+        "dvc.lock",
+        "outputs/params_check.json",
+        "reports/summary.json",
+        "reports/ablation.csv",
+    }
+    for v in VARIANT_NAMES:
+        results |= {f"outputs/eval/{v}/metrics.json", f"outputs/models/{v}/history.json"}
+        results.add(f"outputs/models/{v}/train_summary.json")
+    assert results <= tracked
+    cached = {p for p in tracked if p.startswith(("outputs/", "reports/", "data/"))} - results
+    assert cached == set()  # checkpoints, features, predictions, pages: the DVC cache's
+    assert not (clone / ".dvc" / "cache").exists()
+
+    path = "outputs/eval/dynamic/metrics.json"
+    committed = json.loads((clone / path).read_text())
+    shown = json.loads(run(clone, "dvc", "metrics", "show", "--json"))
+    assert shown["workspace"]["data"][path]["data"]["r1_iou0.5"] == committed["r1_iou0.5"]
+
+    new = {**committed, "r1_iou0.5": committed["r1_iou0.5"] + 1.0}
+    (clone / path).write_text(json.dumps(new))
+    set_params(clone, **{"eval/nms_iou": 0.4})
+    diff = json.loads(run(clone, "dvc", "metrics", "diff", "--json"))[path]["r1_iou0.5"]
+    assert diff["old"] == committed["r1_iou0.5"] and diff["new"] == new["r1_iou0.5"]
+    params = json.loads(run(clone, "dvc", "params", "diff", "--json"))["params.yaml"]
+    assert params["eval.nms_iou"]["new"] == 0.4 and params["eval.nms_iou"]["old"] != 0.4
+    # dvc exp show: the committed run (its HEAD row) with the committed metric
+    table = run(clone, "dvc", "exp", "show", "--csv", "--no-pager", "--precision", "10")
+    rows = list(csv.DictReader(io.StringIO(table)))
+    (column,) = [c for c in rows[0] if c.endswith(f"{path}:r1_iou0.5")]
+    head = [r for r in rows if r["rev"] not in ("", "workspace")]
+    assert head and float(head[0][column]) == pytest.approx(committed["r1_iou0.5"]), table

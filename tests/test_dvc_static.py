@@ -241,3 +241,41 @@ def test_seed_runs_validation_predictions_and_meta_are_declared() -> None:
     report = stages["report"]
     assert {"seeds", "data.root"} <= set(_param_keys(report))
     assert {"${data.root}", "outputs/eval", "outputs/models"} <= set(_paths(report, "deps"))
+
+
+def _git_ignored(paths: list[str]) -> set[str]:
+    """The paths the repository's .gitignore ignores (whether they exist or not)."""
+    import subprocess
+
+    out = subprocess.run(
+        ["git", "check-ignore", "--no-index", "--stdin"],
+        cwd=REPO,
+        input="\n".join(paths),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    if out.returncode not in (0, 1):  # 1: none ignored
+        pytest.skip(f"not a git checkout: {out.stderr.strip()}")
+    return set(out.stdout.split())
+
+
+def test_git_keeps_dvc_lock_and_exactly_the_uncached_results() -> None:
+    """The default run's baseline is committed (docs/dvc.md, "The committed baseline"): dvc.lock
+    and every ``cache: false`` output, metric and plot (the only copy of those is the
+    workspace's, so a fresh clone has them from git alone), while every cached output (in the
+    DVC cache and a remote, never in git) stays ignored."""
+    uncached, cached = [], []
+    for stage in _stages(resolve("synthetic")).values():
+        for kind in ("outs", "metrics", "plots"):
+            for entry in stage.get(kind, []):
+                path, opts = (entry, {}) if isinstance(entry, str) else next(iter(entry.items()))
+                path = _render(path, resolve("synthetic"))
+                in_cache = (opts or {}).get("cache", kind == "outs")
+                (cached if in_cache else uncached).append(path)
+    assert "outputs/params_check.json" in uncached and "reports/summary.json" in uncached
+    ignored = _git_ignored(["dvc.lock", *uncached, *cached])
+    assert "dvc.lock" not in ignored
+    assert sorted(set(uncached) & ignored) == []
+    assert sorted(set(cached) - ignored) == []

@@ -123,6 +123,25 @@ def test_dvc_push_then_pull_through_s3(project: Project, s3_env: dict[str, str])
         assert (project.repo / rel).read_bytes() == body
 
 
+def test_a_fresh_clone_pulls_with_the_endpoint_from_the_environment(
+    project: Project,
+    s3_env: dict[str, str],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """docs/dvc.md, "A DVC remote on S3": `git clone` of the pushed project, the remote's
+    endpoint taken out of its config (AWS_ENDPOINT_URL alone says where the server is), then
+    `dvc pull` restores every tracked file byte for byte and `dvc status` is clean."""
+    clone = tmp_path / "clone"
+    _run(tmp_path, "git", "clone", "-q", str(project.repo), str(clone))
+    assert not (clone / "data/features/tiny.h5").exists() and not (clone / ".dvc/cache").exists()
+    _run(clone, "dvc", "remote", "modify", "--unset", "s3remote", "endpointurl")
+    assert "endpointurl" not in (clone / ".dvc" / "config").read_text()
+    _run(clone, "dvc", "pull", "-q")
+    for rel, body in project.files["v2"].items():
+        assert (clone / rel).read_bytes() == body, rel
+    assert "up to date" in _run(clone, "dvc", "status")
+
+
 def test_fetch_step_brings_data_at_a_revision(
     project: Project,
     s3_env: dict[str, str],  # noqa: F811

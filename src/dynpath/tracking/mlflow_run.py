@@ -26,8 +26,10 @@ log = logging.getLogger(__name__)
 STATUS_OK = "ok"
 STATUS_DEGRADED = "degraded"
 
-# The MLflow UI (3.x) opens an experiment in the view its kind names; an experiment without the
-# tag opens in the GenAI view (traces, token usage), one click away from the training runs.
+# The kind of experiment dynpath's are: MLflow 3 UIs before the GenAI/Model-training switch open
+# an experiment in the view its kind names. The 3.17 UI goes by its own workflow switch instead
+# (GenAI by default, whatever the tag): `make mlflow-ui` prints the address that opens the runs
+# (dynpath.tracking.ui). dynpath.tracking.ui also finds dynpath's experiments by this tag.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
 
