@@ -245,12 +245,12 @@ def _promote(args: argparse.Namespace) -> Any:
 
 
 def _data_stats(args: argparse.Namespace) -> Any:
-    from dynpath.data.annotations import data_stats
+    from dynpath.data.annotation_stats import data_stats
 
     report = data_stats(args.dataset, Path(args.root))
     if args.json:
         return report
-    from dynpath.data.annotations import format_report
+    from dynpath.data.annotation_stats import format_report
 
     print(format_report(report))
     return None
