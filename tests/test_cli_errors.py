@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from dynpath import cli
+from dynpath.cli import commands
 from dynpath.config import ConfigError
 from dynpath.errors import CheckpointError, DynpathError
 
@@ -56,7 +57,7 @@ def test_a_bug_is_exit_1_with_a_hint_and_no_traceback_unless_verbose(
     def broken(args: object) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr(cli, "_model_info", broken)  # looked up when the parser is built
+    monkeypatch.setattr(commands, "cmd_model_info", broken)  # looked up when the parser is built
     assert cli.main(["model-info"]) == 1
     err = capsys.readouterr().err
     assert "internal error (ZeroDivisionError: boom); rerun with -v" in err

@@ -11,7 +11,8 @@ import pytest
 
 from dynpath.cli import main
 from dynpath.config import load_config
-from dynpath.data.annotations import data_stats, read_dataset
+from dynpath.data.annotation_stats import data_stats
+from dynpath.data.annotations import read_dataset
 from dynpath.errors import DataError
 from dynpath.profiles import resolve, use_profile
 
@@ -140,7 +141,7 @@ def test_data_stats_cli_bad_root_is_one_line(tmp_path: Path) -> None:
 
 
 def test_a_bool_or_a_quoted_number_is_not_a_time(tmp_path: Path) -> None:
-    """The readers' one rule for JSON times (annotations._json_time): `true` is not 1.0 and "5"
+    """The readers' one rule for JSON times (records.json_time): `true` is not 1.0 and "5"
     is not 5.0; such a record is reported unparsable, as in the TACoS and JSONL readers."""
     write_slice(tmp_path)
     odd = {"v_q": {"duration": 9, "timestamps": [[True, 5], ["1", "5"]], "sentences": ["a", "b"]}}

@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 
 from dynpath.config import Config
-from dynpath.data.annotations import (
-    READERS,
-    data_stats,
-    format_report,
-    load_splits,
-    read_dataset,
-)
+from dynpath.data.annotation_stats import data_stats, format_report
+from dynpath.data.annotations import READERS, load_splits, read_dataset
 from dynpath.errors import DataError
 
 DURATIONS = {"AAAAA": 30.0, "BBBBB": 20.0, "CCCCC": 12.5, "DDDDD": 40.0, "EEEEE": 25.0}

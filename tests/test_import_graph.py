@@ -89,6 +89,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
         "dynpath",
         "dynpath.errors",
         "dynpath.io",
+        "dynpath.strict_yaml",
         "dynpath.registry",
         "dynpath.config",
         "dynpath.variants",

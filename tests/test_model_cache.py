@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from mlflow_server import FEATURE_DIM, make_model_dir, tiny_config
 
-from dynpath.inference.localizer import Localizer, cache_dir
+from dynpath.inference.download import cache_dir
+from dynpath.inference.localizer import Localizer
 
 pytestmark = [
     pytest.mark.slow,

@@ -105,7 +105,7 @@ def test_a_failed_download_leaves_no_temp_dir(
     import tempfile
 
     from dynpath.errors import DynpathError
-    from dynpath.inference.localizer import download_model
+    from dynpath.inference.download import download_model
 
     tmp = tmp_path / "tmp"
     tmp.mkdir()

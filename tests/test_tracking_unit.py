@@ -20,7 +20,8 @@ from mlflow_server import (
 from waiting import FakeClock
 
 from dynpath.errors import DataError, DynpathError
-from dynpath.inference.localizer import Localizer, format_spans, store_duration
+from dynpath.inference.inputs import store_duration
+from dynpath.inference.localizer import Localizer, format_spans
 from dynpath.tracking.mlflow_env import resolve_tracking_uri
 from dynpath.tracking.params import numeric_metrics, safe_params
 from dynpath.tracking.protocol import NullTracker
@@ -345,7 +346,7 @@ def test_video_file_is_localized_with_the_models_own_backbone(
     import pandas as pd
 
     from dynpath.extract import extract_video_features, num_clips
-    from dynpath.inference.localizer import video_duration
+    from dynpath.inference.inputs import video_duration
     from dynpath.tracking.pyfunc_model import build_pyfunc_kwargs
 
     model_dir = make_model_dir(tmp_path, feature_dim=1024)

@@ -332,6 +332,18 @@ def timeline_html(result: Mapping[str, Any], truth: tuple[float, float] | None =
             f'font-size="12">{tick:g} s</text>'
         )
     parts.append("</svg>")
+    caption = html.escape(str(result.get("query", "")))
+    return (
+        f'<div class="dynpath-timeline"><div class="dynpath-query">{caption}</div>'
+        + "".join(parts)
+        + _spans_table(spans, truth)
+        + "</div>"
+    )
+
+
+def _spans_table(spans: list[Any], truth: tuple[float, float] | None) -> str:
+    """The table under the timeline: one row per span (and the annotated moment), each with
+    ``data-start``/``data-end`` so that a click plays it."""
     rows = [
         "<table><thead><tr><th>#</th><th>start (s)</th><th>end (s)</th><th>score</th>"
         "<th></th></tr></thead><tbody>"
@@ -350,13 +362,7 @@ def timeline_html(result: Mapping[str, Any], truth: tuple[float, float] | None =
             f"<td>{truth[1]:.2f}</td><td>annotated</td><td>&#9654; play</td></tr>"
         )
     rows.append("</tbody></table>")
-    caption = html.escape(str(result.get("query", "")))
-    return (
-        f'<div class="dynpath-timeline"><div class="dynpath-query">{caption}</div>'
-        + "".join(parts)
-        + "".join(rows)
-        + "</div>"
-    )
+    return "".join(rows)
 
 
 def _ticks(duration: float) -> list[float]:

@@ -30,14 +30,20 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dynpath.data.types import DataReport, Moment, SkippedLine
-from dynpath.data.vocab import has_words, tokenize
+from dynpath.data.records import (
+    SplitBuilder,
+    as_duration,
+    json_time,
+    load_json,
+    read_lines,
+    require_file,
+)
+from dynpath.data.types import DataReport, Moment
 from dynpath.errors import DataError
 from dynpath.io import refuse_uri
 from dynpath.registry import Registry
@@ -52,157 +58,6 @@ Reader = Callable[[Path], tuple[Splits, DataReport]]
 
 READERS: Registry[Reader] = Registry("dataset")
 
-_MAX_LOGGED_SKIPS = 50  # per split; the report keeps them all
-
-
-class _SplitBuilder:
-    """Applies the common validation rules to the records of one split file."""
-
-    def __init__(self, report: DataReport, split: str, file: Path) -> None:
-        self.report = report
-        self.split = split
-        self.file = file
-        self.moments: list[Moment] = []
-        self._seen: set[tuple[str, float, float, str]] = set()
-        # qid -> (line, content): a qid names one moment; the same qid with other content would
-        # give two predictions under one id (and silently merged metrics)
-        self._qids: dict[str, tuple[int, tuple[str, float, float, str]]] = {}
-        self._logged = 0
-        for counter in (
-            report.lines,
-            report.kept,
-            report.clipped,
-            report.clipped_kept,
-            report.duplicates,
-        ):
-            counter.setdefault(split, 0)
-        report.sources[split] = str(file)
-
-    def line(self) -> None:
-        self.report.lines[self.split] += 1
-
-    def skip(self, line: int, reason: str, text: str) -> None:
-        self.report.skipped.append(SkippedLine(self.split, str(self.file), line, reason, text))
-        self._logged += 1
-        if self._logged <= _MAX_LOGGED_SKIPS:
-            log.warning("%s:%d: skipped (%s): %s", self.file, line, reason, text[:200])
-        elif self._logged == _MAX_LOGGED_SKIPS + 1:
-            log.warning("%s: more skipped lines not logged; see the data report", self.file)
-
-    def add(
-        self,
-        *,
-        line: int,
-        text: str,
-        qid: str,
-        vid: str,
-        query: str,
-        start: float,
-        end: float,
-        duration: float | None,
-        known_video: bool,
-    ) -> None:
-        """Validate one parsed record (see the module docstring for the order) and keep it."""
-        content = (vid, start, end, query.strip())
-        first = self._qids.setdefault(qid, (line, content))
-        if math.isfinite(start) and math.isfinite(end) and first[1] != content:
-            raise DataError(
-                f"{self.file}:{line}: qid {qid!r} was already used on line {first[0]} for a "
-                "different moment (video, times or query); qids must be unique, fix the file"
-            )
-        if not (math.isfinite(start) and math.isfinite(end)):
-            return self.skip(line, "unparsable", text)
-        query = query.strip()
-        if not has_words(query):
-            return self.skip(line, "empty query", text)
-        if not known_video:
-            return self.skip(line, "unknown video", text)
-        if duration is None:
-            return self.skip(line, "missing duration", text)
-        if not math.isfinite(duration) or duration <= 0:
-            return self.skip(line, "invalid duration", text)
-        if start < 0:
-            return self.skip(line, "negative start", text)
-        clipped = end > duration
-        if clipped:
-            self.report.clipped[self.split] += 1
-            end = duration
-        if start >= end:
-            return self.skip(line, "start >= end", text)
-        key = (vid, start, end, query)
-        if key in self._seen:
-            self.report.duplicates[self.split] += 1
-            return None
-        self._seen.add(key)
-        if clipped:
-            self.report.clipped_kept[self.split] += 1
-        self.moments.append(Moment(qid, vid, query, start, end, duration, self.split))
-        return None
-
-    def finish(self) -> list[Moment]:
-        self.report.kept[self.split] = len(self.moments)
-        self.report.videos[self.split] = len({m.vid for m in self.moments})
-        return self.moments
-
-
-_UTF8_BOM = b"\xef\xbb\xbf"
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str | None, bytes]]:
-    """(1-based line number, text or None when not UTF-8, raw bytes); blank lines omitted.
-
-    Every line ending counts (``\\n``, ``\\r\\n`` and the old Mac ``\\r``: a file saved with
-    CR-only endings is many records, not one), and a UTF-8 byte-order mark is not part of the
-    first record. A UTF-16 file (its BOM) is refused whole: read as UTF-8 every line would be
-    skipped as unparsable."""
-    data = path.read_bytes()
-    if data.startswith(_UTF16_BOMS):
-        raise DataError(f"{path}: UTF-16 text (byte-order mark); re-save the file as UTF-8")
-    data = data.removeprefix(_UTF8_BOM)
-    for number, raw in enumerate(data.splitlines(), 1):
-        if not raw.strip():
-            continue
-        try:
-            yield number, raw.decode("utf-8"), raw
-        except UnicodeDecodeError:
-            yield number, None, raw
-
-
-def _require(path: Path, what: str) -> Path:
-    if not path.is_file():
-        raise DataError(f"{path}: {what} not found")
-    return path
-
-
-def _load_json(path: Path) -> Any:
-    try:
-        with open(path, encoding="utf-8-sig") as fh:  # a UTF-8 byte-order mark is allowed
-            return json.load(fh)
-    except UnicodeDecodeError as err:
-        raise DataError(f"{path}: not UTF-8 ({err})") from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path}:{err.lineno}: not valid JSON: {err.msg}") from None
-
-
-def _json_time(value: Any) -> float:
-    """A time (seconds or frames) of a JSON record: a JSON number, never a bool (``true`` is
-    not 1.0) nor a quoted string; anything else raises ValueError (the line is "unparsable")."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValueError(f"not a number: {value!r}")
-    return float(value)
-
-
-def _as_duration(value: Any) -> float | None:
-    """A duration value as float, or None when absent / not a number (reported, not guessed)."""
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
-
-
 # --------------------------------------------------------------------------- Charades-STA
 
 
@@ -214,12 +69,12 @@ def load_charades_durations(root: Path) -> tuple[dict[str, float | None], str]:
     """
     js = root / "charades.json"
     if js.is_file():
-        raw = _load_json(js)
+        raw = load_json(js)
         if not isinstance(raw, dict):
             raise DataError(f"{js}: expected an object keyed by video id")
         out: dict[str, float | None] = {}
         for vid, entry in raw.items():
-            out[str(vid)] = _as_duration(entry.get("duration")) if isinstance(entry, dict) else None
+            out[str(vid)] = as_duration(entry.get("duration")) if isinstance(entry, dict) else None
         return out, str(js)
     csvs = sorted(root.glob("Charades_v1_*.csv"))
     if not csvs:
@@ -236,15 +91,15 @@ def load_charades_durations(root: Path) -> tuple[dict[str, float | None], str]:
         except ValueError as err:
             raise DataError(f"{path}: needs columns 'id' and 'length' ({err})") from None
         for vid, length in zip(df["id"], df["length"], strict=True):
-            out.setdefault(str(vid), _as_duration(length))
+            out.setdefault(str(vid), as_duration(length))
     return out, ", ".join(str(p) for p in csvs)
 
 
 def _read_charades_file(
     path: Path, split: str, durations: dict[str, float | None], report: DataReport
 ) -> list[Moment]:
-    b = _SplitBuilder(report, split, path)
-    for number, text, raw in _lines(path):
+    b = SplitBuilder(report, split, path)
+    for number, text, raw in read_lines(path):
         b.line()
         if text is None:
             b.skip(number, "unparsable", f"not UTF-8: {raw[:80]!r}")
@@ -284,7 +139,7 @@ def read_charades_sta(root: Path, dataset: str = "charades_sta") -> tuple[Splits
     report.sources["durations"] = source
     splits: Splits = {}
     for split in ("train", "test"):
-        path = _require(root / f"charades_sta_{split}.txt", f"Charades-STA {split} annotations")
+        path = require_file(root / f"charades_sta_{split}.txt", f"Charades-STA {split} annotations")
         splits[split] = _read_charades_file(path, split, durations, report)
     return splits, report
 
@@ -322,18 +177,18 @@ def _stamp_pair(stamp: Any, sentence: Any) -> tuple[float, float]:
     bool or a quoted string is not a time); ValueError/TypeError makes the record "unparsable"."""
     if not isinstance(sentence, str) or len(stamp) != 2:
         raise ValueError(f"not a [start, end] pair with a sentence: {stamp!r}")
-    return _json_time(stamp[0]), _json_time(stamp[1])
+    return json_time(stamp[0]), json_time(stamp[1])
 
 
 def _read_tacos_file(path: Path, split: str, report: DataReport) -> list[Moment]:
-    raw = _load_json(path)
+    raw = load_json(path)
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected an object keyed by video name (2D-TAN TACoS format)")
-    b = _SplitBuilder(report, split, path)
+    b = SplitBuilder(report, split, path)
     number = 0
     for vid, entry, stamps, sentences in _timestamped_videos(raw, path):
-        fps = _as_duration(entry.get("fps"))
-        frames = _as_duration(entry.get("num_frames"))
+        fps = as_duration(entry.get("fps"))
+        frames = as_duration(entry.get("num_frames"))
         duration: float | None
         if fps is None or frames is None:
             duration = None
@@ -377,7 +232,7 @@ def read_tacos(root: Path) -> tuple[Splits, DataReport]:
         path = root / f"{split}.json"
         if split == "val" and not path.is_file():
             continue
-        _require(path, f"TACoS {split} annotations")
+        require_file(path, f"TACoS {split} annotations")
         splits[split] = _read_tacos_file(path, split, report)
     return splits, report
 
@@ -392,17 +247,17 @@ ACTIVITYNET_FILES = {"train": "train.json", "val": "val_1.json", "test": "val_2.
 
 
 def _read_activitynet_file(path: Path, split: str, report: DataReport) -> list[Moment]:
-    raw = _load_json(path)
+    raw = load_json(path)
     if not isinstance(raw, dict):
         raise DataError(
             f"{path}: expected an object keyed by video id (ActivityNet Captions format "
             "{video: {duration, timestamps, sentences}})"
         )
-    b = _SplitBuilder(report, split, path)
+    b = SplitBuilder(report, split, path)
     number = 0
     for vid, entry, stamps, sentences in _timestamped_videos(raw, path):
         has_duration = entry.get("duration") is not None
-        duration = _as_duration(entry.get("duration"))
+        duration = as_duration(entry.get("duration"))
         if has_duration and duration is None:
             duration = float("nan")  # present but not a number: "invalid duration"
         for k, (stamp, sentence) in enumerate(zip(stamps, sentences, strict=True)):
@@ -445,7 +300,7 @@ def read_activitynet(root: Path) -> tuple[Splits, DataReport]:
         path = root / name
         if split == "val" and not path.is_file():
             continue
-        _require(path, f"ActivityNet Captions {split} annotations ({name})")
+        require_file(path, f"ActivityNet Captions {split} annotations ({name})")
         splits[split] = _read_activitynet_file(path, split, report)
     return splits, report
 
@@ -454,9 +309,9 @@ def read_activitynet(root: Path) -> tuple[Splits, DataReport]:
 
 
 def _read_jsonl_file(path: Path, split: str, report: DataReport) -> list[Moment]:
-    b = _SplitBuilder(report, split, path)
+    b = SplitBuilder(report, split, path)
     multi = 0
-    for number, text, raw in _lines(path):
+    for number, text, raw in read_lines(path):
         b.line()
         if text is None:
             b.skip(number, "unparsable", f"not UTF-8: {raw[:80]!r}")
@@ -469,14 +324,14 @@ def _read_jsonl_file(path: Path, split: str, report: DataReport) -> list[Moment]
             windows = rec["relevant_windows"]
             if not isinstance(query, str) or not isinstance(windows, list) or not windows:
                 raise ValueError
-            spans = [(_json_time(w[0]), _json_time(w[1])) for w in windows if len(w) == 2]
+            spans = [(json_time(w[0]), json_time(w[1])) for w in windows if len(w) == 2]
             if len(spans) != len(windows):
                 raise ValueError
         except (ValueError, KeyError, TypeError, IndexError):
             b.skip(number, "unparsable", text)
             continue
         has_duration = "duration" in rec and rec["duration"] is not None
-        duration = _as_duration(rec.get("duration"))
+        duration = as_duration(rec.get("duration"))
         if has_duration and duration is None:
             duration = float("nan")  # present but not a number: "invalid duration"
         multi += len(spans) > 1
@@ -510,7 +365,7 @@ def read_jsonl(root: Path) -> tuple[Splits, DataReport]:
         path = root / f"{split}.jsonl"
         if split == "val" and not path.is_file():
             continue
-        splits[split] = _read_jsonl_file(_require(path, f"JSONL {split} file"), split, report)
+        splits[split] = _read_jsonl_file(require_file(path, f"JSONL {split} file"), split, report)
     return splits, report
 
 
@@ -579,96 +434,3 @@ def load_splits(cfg: Config) -> tuple[Splits, DataReport]:
             cfg.seed,
         )
     return {k: splits[k] for k in ("train", "val", "test")}, report
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def _describe(values: list[float]) -> dict[str, float]:
-    import pandas as pd
-
-    if not values:
-        return {}
-    d = pd.Series(values, dtype="float64").describe(percentiles=[0.5])
-    return {
-        "mean": round(float(d["mean"]), 4),
-        "std": round(float(d["std"]), 4) if len(values) > 1 else 0.0,
-        "min": round(float(d["min"]), 4),
-        "median": round(float(d["50%"]), 4),
-        "max": round(float(d["max"]), 4),
-    }
-
-
-def data_stats(dataset: str, root: Path) -> dict[str, Any]:
-    """JSON-able report of an annotation set as its files define it (no carving)."""
-    t0 = time.perf_counter()
-    splits, report = read_dataset(dataset, root)
-    seconds = time.perf_counter() - t0
-    out: dict[str, Any] = {
-        "dataset": dataset,
-        "root": str(root),
-        "parse_seconds": round(seconds, 4),
-        "sources": report.sources,
-        "notes": report.notes,
-        "splits": {},
-    }
-    for split, moments in splits.items():
-        video_durations = {m.vid: m.duration for m in moments}
-        out["splits"][split] = {
-            "lines": report.lines.get(split, 0),
-            "kept": report.kept.get(split, 0),
-            "skipped": report.skipped_by_reason(split),
-            "skipped_total": sum(report.skipped_by_reason(split).values()),
-            "clipped": report.clipped.get(split, 0),
-            "clipped_kept": report.clipped_kept.get(split, 0),
-            "duplicates": report.duplicates.get(split, 0),
-            "videos": report.videos.get(split, 0),
-            "query_words": _describe([float(len(tokenize(m.query))) for m in moments]),
-            "moment_seconds": _describe([m.end - m.start for m in moments]),
-            "moment_fraction": _describe([(m.end - m.start) / m.duration for m in moments]),
-            "video_seconds": _describe(list(video_durations.values())),
-        }
-    out["skipped_lines"] = [
-        {"split": s.split, "file": s.file, "line": s.line, "reason": s.reason, "text": s.text}
-        for s in report.skipped[:200]
-    ]
-    return out
-
-
-def format_report(d: dict[str, Any]) -> str:
-    """Human-readable text of :func:`data_stats` (a counts table, then the distributions)."""
-    import pandas as pd
-
-    rows = []
-    for split, s in d["splits"].items():
-        rows.append(
-            {
-                "split": split,
-                "lines": s["lines"],
-                "kept": s["kept"],
-                "skipped": s["skipped_total"],
-                "clipped": s["clipped"],
-                "duplicates": s["duplicates"],
-                "videos": s["videos"],
-                "words/query": s["query_words"].get("mean", float("nan")),
-                "moment s": s["moment_seconds"].get("mean", float("nan")),
-                "video s": s["video_seconds"].get("mean", float("nan")),
-            }
-        )
-    table = pd.DataFrame(rows).set_index("split")
-    lines = [
-        f"dataset {d['dataset']} at {d['root']} (parsed in {d['parse_seconds']:.2f} s)",
-        table.to_string(float_format=lambda x: f"{x:.2f}"),
-    ]
-    for split, s in d["splits"].items():
-        if s["skipped"]:
-            reasons = ", ".join(f"{k}: {v}" for k, v in sorted(s["skipped"].items()))
-            lines.append(f"{split} skipped by reason: {reasons}")
-    for entry in d.get("skipped_lines", [])[:20]:
-        lines.append(f"  {entry['file']}:{entry['line']} ({entry['reason']}) {entry['text'][:80]}")
-    lines.extend(d.get("notes", []))
-    lines.append(
-        "clipped = ends beyond the video duration cut to it (counted as read, incl. lines then "
-        "skipped); mean values shown, --json for the full distributions"
-    )
-    return "\n".join(lines)

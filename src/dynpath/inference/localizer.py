@@ -20,10 +20,8 @@ eval mode, inference runs under ``torch.inference_mode`` and nothing on ``self``
 from __future__ import annotations
 
 import logging
-import math
 import os
 import shutil
-import tempfile
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,55 +31,25 @@ import numpy as np
 import torch
 import yaml
 
-from dynpath.config import MAX_TOPK, Config
+from dynpath.config import Config
 from dynpath.data.spans import indices_to_seconds
 from dynpath.device import resolve_device
 from dynpath.errors import CheckpointError, DataError, DynpathError, InputTypeError, UsageError
+from dynpath.inference.download import cached_registry_model, download_model
+from dynpath.inference.inputs import (
+    as_matrix,
+    check_duration,
+    check_query,
+    check_topk,
+    store_duration,
+    video_duration,
+)
 from dynpath.model.output import NO_ROUTE, ROUTE_NAMES
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "best.pt"
 VOCAB_FILES = ("vocab.json", "embeddings.npy", "vocab_report.json")
-# Longest video duration accepted (seconds, 31 days): beyond it a span in seconds is meaningless
-# and products with it may overflow to inf; 1e308 or inf is a typo, not a video.
-MAX_DURATION = 31 * 24 * 3600.0
-
-
-def check_duration(duration: Any, where: str = "duration") -> float:
-    """A duration in seconds: a real number (not a bool, not text), finite, > 0 and at most
-    :data:`MAX_DURATION`; anything else is a :class:`UsageError`/:class:`InputTypeError`."""
-    if isinstance(duration, bool) or not isinstance(
-        duration, int | float | np.integer | np.floating
-    ):
-        raise InputTypeError(f"{where} must be a number of seconds, got {duration!r}")
-    value = float(duration)
-    if not math.isfinite(value) or not 0 < value <= MAX_DURATION:
-        raise UsageError(
-            f"{where} must be a finite number of seconds in (0, {MAX_DURATION:.0f}], got {value}"
-        )
-    return value
-
-
-def check_topk(topk: Any) -> int:
-    """``topk``: an int in 1..:data:`~dynpath.config.MAX_TOPK` (a bool, a float or text such as
-    ``"5"`` is refused; so is 1e9, which would run for hours without an answer)."""
-    if isinstance(topk, bool) or not isinstance(topk, int | np.integer):
-        raise InputTypeError(f"topk must be an integer >= 1, got {topk!r}")
-    if topk < 1:
-        raise UsageError(f"topk must be >= 1, got {topk}")
-    if topk > MAX_TOPK:
-        raise UsageError(f"topk must be at most {MAX_TOPK}, got {topk}")
-    return int(topk)
-
-
-def check_query(query: Any) -> str:
-    """``query``: text (``bytes`` must be decoded by the caller, which knows the encoding)."""
-    if isinstance(query, bytes | bytearray):
-        raise InputTypeError("query must be text (str), got bytes; decode it first")
-    if not isinstance(query, str):
-        raise InputTypeError(f"query must be text (str), got {type(query).__name__}")
-    return query
 
 
 def find_vocab_dir(model_dir: Path) -> Path | None:
@@ -368,7 +336,7 @@ class Localizer:
         elif isinstance(features, str | os.PathLike):
             feats, dur = self._features_from_store(Path(features), video_id, duration)
         elif features is not None:
-            feats = _as_matrix(features)
+            feats = as_matrix(features)
             if duration is None:
                 raise DataError("features given as an array need `duration` (seconds, > 0)")
             dur = duration
@@ -420,86 +388,100 @@ class Localizer:
         (:mod:`dynpath.inference.windows`; its result has ``"windows"`` > 1), instead of being
         squeezed into ``max_len`` bins.
         """
-        from dynpath.data.dataset import collate
-        from dynpath.engine.evaluator import decode_batch
-        from dynpath.inference.windows import decode_windows
-
         topk = check_topk(topk)
         if not len(feats) == len(queries) == len(durations):
             raise UsageError(
                 f"{len(feats)} feature matrices, {len(queries)} queries and {len(durations)} "
                 "durations: give one of each per item"
             )
+        items = [self._item(f, q, d) for f, q, d in zip(feats, queries, durations, strict=True)]
         max_len = self.cfg.data.max_len
-        items: list[dict[str, Any]] = []
-        for f, q, d in zip(feats, queries, durations, strict=True):
-            q = check_query(q)
-            d = check_duration(d)
-            f = _as_matrix(f)
-            if f.shape[1] != self.feature_dim:
-                raise DataError(
-                    f"features have dimension {f.shape[1]}, the model expects {self.feature_dim} "
-                    f"({self.cfg.extract.backbone} features)"
-                )
-            if not d > 0:
-                raise DataError(f"duration must be > 0 seconds, got {d}")
-            words = np.asarray(self._encode(q), np.int64)
-            items.append(
-                {
-                    "video": f,
-                    "words": words,
-                    "start": 0.0,
-                    "end": float(d),
-                    "duration": float(d),
-                    "qid": "query",
-                    "vid": "video",
-                    "query": q,
-                }
-            )
-        results: list[dict[str, Any] | None] = [None] * len(items)
         short = [n for n, it in enumerate(items) if it["video"].shape[0] <= max_len]
-        if short:
-            batch = collate([items[n] for n in short]).to(self.device)
-            with torch.inference_mode():
-                out, preds = decode_batch(self.model, batch, k=topk, nms_iou=self.cfg.eval.nms_iou)
-                if not (
-                    torch.isfinite(out.start_logits).all() and torch.isfinite(out.end_logits).all()
-                ):
-                    raise DataError(
-                        "the model's scores are not finite for these features: their values are "
-                        "out of the range the model was trained on (e.g. 1e38); check the features"
-                    )
-            for b, (n, pred) in enumerate(zip(short, preds, strict=True)):
-                probs = None if out.route_probs is None else out.route_probs[b].float().cpu()
-                results[n] = self._result(
-                    items[n],
+        together = self._decode_together([items[n] for n in short], topk)
+        answers = dict(zip(short, together, strict=True))
+        return [
+            answers[n] if n in answers else self._decode_in_windows(item, topk)
+            for n, item in enumerate(items)
+        ]
+
+    def _item(self, feats: Any, query: Any, duration: Any) -> dict[str, Any]:
+        """One checked (features, query, duration) triple as a dataset item (what ``collate``
+        batches); the errors name what the model cannot take."""
+        query = check_query(query)
+        duration = check_duration(duration)
+        feats = as_matrix(feats)
+        if feats.shape[1] != self.feature_dim:
+            raise DataError(
+                f"features have dimension {feats.shape[1]}, the model expects "
+                f"{self.feature_dim} ({self.cfg.extract.backbone} features)"
+            )
+        if not duration > 0:
+            raise DataError(f"duration must be > 0 seconds, got {duration}")
+        return {
+            "video": feats,
+            "words": np.asarray(self._encode(query), np.int64),
+            "start": 0.0,
+            "end": float(duration),
+            "duration": float(duration),
+            "qid": "query",
+            "vid": "video",
+            "query": query,
+        }
+
+    def _decode_together(self, items: list[dict[str, Any]], topk: int) -> list[dict[str, Any]]:
+        """The answers of items of at most ``data.max_len`` clips, in one forward pass."""
+        from dynpath.data.dataset import collate
+        from dynpath.engine.evaluator import decode_batch
+
+        if not items:
+            return []
+        batch = collate(items).to(self.device)
+        with torch.inference_mode():
+            out, preds = decode_batch(self.model, batch, k=topk, nms_iou=self.cfg.eval.nms_iou)
+            if not (
+                torch.isfinite(out.start_logits).all() and torch.isfinite(out.end_logits).all()
+            ):
+                raise DataError(
+                    "the model's scores are not finite for these features: their values are "
+                    "out of the range the model was trained on (e.g. 1e38); check the features"
+                )
+        answers = []
+        for b, (item, pred) in enumerate(zip(items, preds, strict=True)):
+            probs = None if out.route_probs is None else out.route_probs[b].float().cpu()
+            answers.append(
+                self._result(
+                    item,
                     [(s, e, score) for s, e, score in pred.spans],
                     pred.route,
                     None if probs is None else probs.tolist(),
                     windows=1,
                 )
-        for n, item in enumerate(items):
-            if results[n] is not None:
-                continue
-            video, duration = item["video"], item["duration"]
-            answer = decode_windows(
-                self.model,
-                video,
-                item["words"],
-                topk,
-                self.cfg.eval.nms_iou,
-                max_len,
-                self.device,
             )
-            t = video.shape[0]
-            spans = []
-            for c in answer.spans:
-                start, end = indices_to_seconds(c.start, c.end, duration, t)
-                spans.append((start, end, c.score))
-            results[n] = self._result(
-                item, spans, answer.route, answer.route_probs, windows=len(answer.starts)
-            )
-        return [r for r in results if r is not None]
+        return answers
+
+    def _decode_in_windows(self, item: dict[str, Any], topk: int) -> dict[str, Any]:
+        """The answer for a video longer than ``data.max_len`` clips: overlapping windows of
+        ``max_len`` clips, their spans merged (:mod:`dynpath.inference.windows`)."""
+        from dynpath.inference.windows import decode_windows
+
+        video, duration = item["video"], item["duration"]
+        answer = decode_windows(
+            self.model,
+            video,
+            item["words"],
+            topk,
+            self.cfg.eval.nms_iou,
+            self.cfg.data.max_len,
+            self.device,
+        )
+        t = video.shape[0]
+        spans = []
+        for c in answer.spans:
+            start, end = indices_to_seconds(c.start, c.end, duration, t)
+            spans.append((start, end, c.score))
+        return self._result(
+            item, spans, answer.route, answer.route_probs, windows=len(answer.starts)
+        )
 
     def _result(
         self,
@@ -526,202 +508,6 @@ class Localizer:
                 n: round(p, 4) for n, p in zip(ROUTE_NAMES, route_probs, strict=True)
             }
         return result
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def _as_matrix(features: Any) -> np.ndarray:
-    """Array-likes (nested lists, object arrays of rows) to a float32 [T, D] matrix."""
-    if isinstance(features, str | bytes):
-        raise InputTypeError("features must be a [T, D] array of numbers, got text")
-    try:
-        arr = np.asarray(features)
-        if arr.dtype == object:
-            arr = np.stack([np.asarray(row, dtype=np.float32) for row in arr])
-        if arr.dtype == bool or arr.dtype.kind not in "biuf":
-            raise TypeError(arr.dtype)
-        with np.errstate(over="ignore"):
-            arr = arr.astype(np.float32, copy=False)
-    except (TypeError, ValueError):
-        raise InputTypeError("features must be a [T, D] array of numbers") from None
-    if arr.ndim != 2 or arr.shape[0] == 0:
-        raise DataError(f"features must be a non-empty [T, D] matrix, got shape {arr.shape}")
-    if not np.isfinite(arr).all():
-        raise DataError("features contain NaN/Inf")
-    return arr
-
-
-def video_duration(path: Path) -> float:
-    """Duration in seconds from the container (stream duration, else container duration)."""
-    import av
-
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        if stream.duration is not None and stream.time_base is not None:
-            return float(stream.duration * stream.time_base)
-        if container.duration is not None:
-            return float(container.duration) / 1_000_000
-    raise DataError(f"{path}: the container declares no duration")
-
-
-def store_duration(attrs: dict[str, Any], positions: int, store: str, video_id: str) -> float:
-    """Duration of a video in a feature store, from the best metadata available.
-
-    ``attrs["video"]`` (the video's dataset attributes written by ``dynpath extract``):
-    ``n_frames / fps`` (frames fed to the backbone at their rate); else a file-level
-    ``durations`` mapping; else ``T * stride / fps`` from the file attributes (``fps`` 0 means
-    "each video's own rate" and cannot be used). The annotation's duration, when the caller has
-    it, is better than all of these: pass ``duration``.
-    """
-    video = attrs.get("video") or {}
-    if video.get("n_frames") and video.get("fps"):
-        return float(video["n_frames"]) / float(video["fps"])
-    durations = attrs.get("durations")
-    if isinstance(durations, dict) and video_id in durations:
-        return float(durations[video_id])
-    fps, stride = attrs.get("fps"), attrs.get("stride")
-    if fps and stride:
-        return positions * float(stride) / float(fps)
-    raise DataError(f"{store}: no duration for {video_id!r}; pass the duration in seconds")
-
-
-def download_model(uri: str, tracking_uri: str | None = None) -> Path:
-    """Download an MLflow model URI into a temporary directory (short HTTP timeouts)."""
-    import mlflow
-
-    from dynpath.tracking.mlflow_env import configure_mlflow_env, existing_store, mlflow_uris
-
-    configure_mlflow_env()
-    uri_store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _params_tracking_uri()
-    if uri.startswith(("models:/", "runs:/")):  # read through a store: it must exist
-        uri_store = existing_store(uri_store, f"cannot download model {uri}")
-    dst = Path(tempfile.mkdtemp(prefix="dynpath-model-"))
-    try:
-        # models:/ URIs resolve through MLflow's global registry URI: set it for this download
-        # only (mlflow_uris puts the previous globals and their variables back)
-        with mlflow_uris(uri_store):
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
-    except BaseException as err:
-        shutil.rmtree(dst, ignore_errors=True)  # a failed download leaves no temp directory
-        if not isinstance(err, Exception):
-            raise
-        raise DynpathError(f"cannot download model {uri}: {str(err).splitlines()[0]}") from None
-    return Path(local)
-
-
-CACHE_ENV = "DYNPATH_CACHE"
-
-
-def cache_dir() -> Path:
-    """Where downloaded registry models are kept: ``$DYNPATH_CACHE``, else
-    ``$XDG_CACHE_HOME/dynpath``, else ``~/.cache/dynpath``."""
-    explicit = os.environ.get(CACHE_ENV, "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME", "").strip()
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "dynpath"
-
-
-def _registry_ref(uri: str) -> tuple[str, str | None, str | None] | None:
-    """``models:/NAME@ALIAS`` -> (NAME, ALIAS, None); ``models:/NAME/3`` -> (NAME, None, "3");
-    anything else (a stage such as ``models:/NAME/Production``, ``latest``, a sub-path): None."""
-    rest = uri.removeprefix("models:/").strip("/")
-    if not uri.startswith("models:/") or not rest:
-        return None
-    if "@" in rest and "/" not in rest:
-        name, alias = rest.rsplit("@", 1)
-        return (name, alias, None) if name and alias else None
-    parts = rest.split("/")
-    if len(parts) == 2 and parts[1].isdigit():
-        return parts[0], None, parts[1]
-    return None
-
-
-def cached_registry_model(uri: str, tracking_uri: str | None = None) -> Path | None:
-    """The pyfunc directory of a registry model version, downloaded once into
-    :func:`cache_dir` and reused by later calls; None when ``uri`` does not name a version or
-    an alias (stages, runs, artifact URIs: downloaded each time) or when the cache cannot be
-    written (then the caller downloads to a temporary directory, as before).
-
-    The alias is resolved on every call (a promotion moves it), the download is not: a version
-    of a registered model never changes. The cache entry is keyed by the registry, the name,
-    the version, its run and its creation time, so a registry that was wiped and refilled (a
-    new ``version 1``) never reuses an old download. The download lands in a hidden temporary
-    directory beside the entry and is renamed into place: a crash leaves no half entry, and two
-    processes downloading at once both end with a complete one.
-    """
-    import hashlib
-    import json
-
-    ref = _registry_ref(uri)
-    if ref is None:
-        return None
-    name, alias, version = ref
-    import mlflow
-
-    from dynpath.tracking.mlflow_env import configure_mlflow_env, existing_store, mlflow_uris
-
-    configure_mlflow_env()
-    uri_store = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or _params_tracking_uri()
-    uri_store = existing_store(uri_store, f"cannot download model {uri}")
-    try:
-        with mlflow_uris(uri_store):
-            registry = mlflow.get_registry_uri()
-            client = mlflow.MlflowClient()
-            if alias is not None:
-                mv = client.get_model_version_by_alias(name, alias)
-            else:
-                mv = client.get_model_version(name, str(version))
-    except Exception as err:
-        raise DynpathError(f"cannot download model {uri}: {str(err).splitlines()[0]}") from None
-    ident = json.dumps([registry, name, str(mv.version), mv.run_id, mv.creation_timestamp])
-    key = hashlib.sha256(ident.encode("utf-8")).hexdigest()[:16]
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-    entry = cache_dir() / "models" / safe / f"v{mv.version}-{key}"
-    if (entry / "MLmodel").is_file():
-        log.debug("model %s: cached in %s", uri, entry)
-        return entry
-    try:
-        entry.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
-    except OSError as err:
-        log.warning("model cache %s not writable (%s): downloading without it", entry, err)
-        return None
-    try:
-        with mlflow_uris(uri_store):
-            local = Path(
-                mlflow.artifacts.download_artifacts(
-                    artifact_uri=f"models:/{name}/{mv.version}", dst_path=str(tmp / "model")
-                )
-            )
-        if not (local / "MLmodel").is_file():
-            raise DynpathError(f"{uri}: the download has no MLmodel file")
-        try:
-            local.rename(entry)
-        except OSError:
-            if not (entry / "MLmodel").is_file():  # not another process's complete entry
-                raise
-    except DynpathError:
-        raise
-    except Exception as err:
-        raise DynpathError(f"cannot download model {uri}: {str(err).splitlines()[0]}") from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log.info("model %s (version %s) cached in %s", uri, mv.version, entry)
-    return entry
-
-
-def _params_tracking_uri() -> str | None:
-    """``tracking.uri`` of ./params.yaml when present (the project's default store)."""
-    from dynpath.config import DEFAULT_PARAMS, ConfigError, load_config
-
-    if not DEFAULT_PARAMS.is_file():
-        return None
-    try:
-        return load_config(DEFAULT_PARAMS).tracking.uri
-    except ConfigError:
-        return None
 
 
 def format_spans(result: dict[str, Any]) -> str:

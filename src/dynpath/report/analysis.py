@@ -229,6 +229,36 @@ def analysis_summary(an: Analysis, thresholds: Sequence[float]) -> dict[str, Any
     """summary.json's analysis keys: ``seeds``, ``families``, ``routes_by_family``, ``oracle``,
     ``analysis_notes`` (top level) and, per variant, ``seeds``, ``vs_dynamic``,
     ``still_rising`` and ``still_rising_seeds`` (under ``variants``)."""
+    out: dict[str, Any] = {
+        "seeds": _seeds_method(an),
+        "families": None,
+        "routes_by_family": None,
+        "oracle": _oracle_summary(an),
+        "analysis_notes": [n for n in (an.no_reference, an.no_families) if n],
+        "variants": _per_variant_summary(an, thresholds),
+    }
+    if an.families:
+        out["families"] = {
+            "meta_file": str(an.meta_path),
+            "labels": {f: FAMILY_LABELS.get(f, f) for f in an.family["family"].unique()},
+            "unmatched_test_queries": an.unmatched,
+            "variants": _records(an.family, ["variant", "family"]),
+        }
+        routes = an.routes.assign(scope=an.routes["scope"].str.replace(" ", "_"))
+        out["routes_by_family"] = _records(routes, ["variant", "scope", "family"])
+        if not an.route_seeds.empty:
+            out["routes_by_seed"] = {
+                "collapse_share": COLLAPSE_SHARE,
+                "family_gap_points": FAMILY_GAP_POINTS,
+                "summary": route_seed_summary(an.route_seeds),
+                "seeds": _records(an.route_seeds, ["variant", "seed"]),
+            }
+    return _jsonable(out)
+
+
+def _per_variant_summary(an: Analysis, thresholds: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """Per variant: its seeds' mean and sd, the bootstrap against the paper's model and whether
+    it was still rising (summary.json's ``variants.<name>`` analysis keys)."""
     keys = [metric_key(1, t) for t in thresholds] + ["miou"]
     per_variant: dict[str, dict[str, Any]] = {}
     for rec in an.seed_table.to_dict(orient="records"):
@@ -253,61 +283,47 @@ def analysis_summary(an: Analysis, thresholds: Sequence[float]) -> dict[str, Any
             still_rising_seeds=flag["seeds"],
             stops=flag.get("stops"),
         )
-    oracle: dict[str, Any] | None = None
-    if an.oracle is not None:
-        o = an.oracle
-        oracle = {
-            "available": o.available,
-            "modules": dict(SINGLE_MODULES),
-            "metric": metric_key(1, ORACLE_THRESHOLD),
-            "seeds": o.seeds,
-            "val_choice": o.val_choice,
-            "test_preference": o.test_preference,
-            "preference": _records(o.preference, ["family"]) if o.available else {},
-            "rows": _oracle_rows(o) if o.available else {},
-            "notes": o.notes,
-        }
-    out = {
-        "seeds": {
-            "configured": an.seeds,
-            "primary": an.seeds[0],
-            "bootstrap": {
-                "metric": metric_key(1, ORACLE_THRESHOLD),
-                "reference": MAIN_VARIANT,
-                "resamples": BOOTSTRAP_RESAMPLES,
-                "rng_seed": BOOTSTRAP_SEED,
-                "level": BOOTSTRAP_LEVEL,
-                "method": "paired percentile bootstrap over test queries; per query the R@1 hit "
-                "averaged over each variant's seeds; difference = variant - reference, points",
-            },
-            "still_rising": {
-                "key": "val_<eval.selection_metric> in history.json",
-                "window_fraction": PLATEAU_FRACTION,
-                "rule": "best value in the last ceil(fraction x epochs) epochs > best before; "
-                "a run stopped early (train.patience) is never still rising",
-                "max_epochs": an.max_epochs,
-            },
-        },
-        "families": None,
-        "routes_by_family": None,
-        "oracle": oracle,
-        "analysis_notes": [n for n in (an.no_reference, an.no_families) if n],
-        "variants": per_variant,
+    return per_variant
+
+
+def _oracle_summary(an: Analysis) -> dict[str, Any] | None:
+    """summary.json's ``oracle``: the single-module oracle, None when it was not computed."""
+    if an.oracle is None:
+        return None
+    o = an.oracle
+    return {
+        "available": o.available,
+        "modules": dict(SINGLE_MODULES),
+        "metric": metric_key(1, ORACLE_THRESHOLD),
+        "seeds": o.seeds,
+        "val_choice": o.val_choice,
+        "test_preference": o.test_preference,
+        "preference": _records(o.preference, ["family"]) if o.available else {},
+        "rows": _oracle_rows(o) if o.available else {},
+        "notes": o.notes,
     }
-    if an.families:
-        out["families"] = {
-            "meta_file": str(an.meta_path),
-            "labels": {f: FAMILY_LABELS.get(f, f) for f in an.family["family"].unique()},
-            "unmatched_test_queries": an.unmatched,
-            "variants": _records(an.family, ["variant", "family"]),
-        }
-        routes = an.routes.assign(scope=an.routes["scope"].str.replace(" ", "_"))
-        out["routes_by_family"] = _records(routes, ["variant", "scope", "family"])
-        if not an.route_seeds.empty:
-            out["routes_by_seed"] = {
-                "collapse_share": COLLAPSE_SHARE,
-                "family_gap_points": FAMILY_GAP_POINTS,
-                "summary": route_seed_summary(an.route_seeds),
-                "seeds": _records(an.route_seeds, ["variant", "seed"]),
-            }
-    return _jsonable(out)
+
+
+def _seeds_method(an: Analysis) -> dict[str, Any]:
+    """summary.json's ``seeds``: the seeds configured and how the seed statistics were made (the
+    bootstrap and the still-rising rule, with their constants)."""
+    return {
+        "configured": an.seeds,
+        "primary": an.seeds[0],
+        "bootstrap": {
+            "metric": metric_key(1, ORACLE_THRESHOLD),
+            "reference": MAIN_VARIANT,
+            "resamples": BOOTSTRAP_RESAMPLES,
+            "rng_seed": BOOTSTRAP_SEED,
+            "level": BOOTSTRAP_LEVEL,
+            "method": "paired percentile bootstrap over test queries; per query the R@1 hit "
+            "averaged over each variant's seeds; difference = variant - reference, points",
+        },
+        "still_rising": {
+            "key": "val_<eval.selection_metric> in history.json",
+            "window_fraction": PLATEAU_FRACTION,
+            "rule": "best value in the last ceil(fraction x epochs) epochs > best before; "
+            "a run stopped early (train.patience) is never still rising",
+            "max_epochs": an.max_epochs,
+        },
+    }

@@ -19,6 +19,6 @@ def run(cfg: Config, root: Path) -> dict[str, Any]:
         from dynpath.steps import synth
 
         return {"generated": True, **synth.run(cfg, out_dir=root)}
-    from dynpath.data.annotations import data_stats
+    from dynpath.data.annotation_stats import data_stats
 
     return {"generated": False, **data_stats(cfg.data.dataset, root)}

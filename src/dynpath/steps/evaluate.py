@@ -289,25 +289,52 @@ def _evaluate(
         val_ds = MomentDataset(
             splits["val"], store, vocab, vcfg.data.max_len, vcfg.vocab.max_query_len
         )
-        val_preds = predict(model, eval_loader(val_ds, vcfg, device), device, k, nms, amp)
-        _write_predictions(out_dir / VAL_PREDICTIONS, val_preds)
+        _write_val_predictions(model, val_ds, vcfg, device, amp, out_dir / VAL_PREDICTIONS)
     if track:
         result["mlflow_run_id"] = _log_to_mlflow(
             vcfg, variant, arch, run_id, split, result, out_dir
         )
     write_json(out_dir / METRICS, result)
+    _log_scores(variant, split, len(preds), time.perf_counter() - t0, device, metrics, shuffled)
+    return result
+
+
+def _write_val_predictions(
+    model: torch.nn.Module,
+    val_ds: MomentDataset,
+    vcfg: Config,
+    device: torch.device,
+    amp: torch.dtype | None,
+    path: Path,
+) -> None:
+    """The validation split's predictions beside the test's (the single-module oracle chooses a
+    module per family on them, never on test)."""
+    k, nms = vcfg.eval.topk, vcfg.eval.nms_iou
+    val_preds = predict(model, eval_loader(val_ds, vcfg, device), device, k, nms, amp)
+    _write_predictions(path, val_preds)
+
+
+def _log_scores(
+    variant: str,
+    split: str,
+    n: int,
+    seconds: float,
+    device: torch.device,
+    metrics: dict[str, float],
+    shuffled: dict[str, float],
+) -> None:
+    """One log line of an evaluation: the headline scores and the shuffled-video control."""
     log.info(
         "%s on %s (%d queries, %.1fs on %s): R@1 IoU0.5 %.2f, mIoU %.2f; shuffled R@1 IoU0.5 %s",
         variant,
         split,
-        len(preds),
-        time.perf_counter() - t0,
+        n,
+        seconds,
         device,
         metrics.get("r1_iou0.5", float("nan")),
         metrics["miou"],
         f"{shuffled['r1_iou0.5']:.2f}" if "r1_iou0.5" in shuffled else "-",
     )
-    return result
 
 
 def _training_run_id(model_dir: Path) -> str | None:

@@ -183,7 +183,7 @@ class DynpathPyfunc(PythonModel):
     def _predict(
         self, model_input: pd.DataFrame, params: dict[str, Any], tmp: Path
     ) -> list[dict[str, Any]]:
-        from dynpath.inference.localizer import check_topk
+        from dynpath.inference.inputs import check_topk
 
         topk = check_topk(params.get("topk", 5))
         out = []
