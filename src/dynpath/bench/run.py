@@ -108,6 +108,44 @@ def _train_paper(
     return row
 
 
+def _workload_sections(
+    result: dict[str, Any],
+    sections: Sequence[str],
+    cfg: Config,
+    dev: torch.device,
+    paper_model: ModelConfig,
+    paper_shape: dict[str, int],
+    repeats: int,
+    quick: bool,
+    charades_scale: float,
+    peak: MatmulPeak,
+) -> None:
+    """The MS-LSTM, extraction and Charades-STA-shaped sections, into ``result``."""
+    if "mslstm" in sections:
+        log.info("bench: MS-LSTM batched vs looped")
+        result["mslstm"] = mslstm_ratio(
+            paper_shape, paper_model.dim, paper_model.lstm_scales, dev, repeats
+        )
+    if "extraction" in sections:
+        log.info("bench: extraction")
+        result["extraction"] = extraction(cfg, dev, 2 if quick else 3, quick)
+        projected = extraction_projection(
+            result, cfg.extract.frame_rate or 24.0, cfg.extract.stride
+        )
+        if projected is not None:
+            result["charades_extraction"] = projected
+    if "charades" in sections:
+        log.info("bench: Charades-STA-shaped workload (scale %s)", charades_scale)
+        result["charades"] = charades_workload(
+            cfg,
+            dev,
+            charades_scale,
+            paper_model,
+            QUICK_SHAPE["feature_dim"] if quick else 1024,
+            peak=peak,
+        )
+
+
 def run_bench(
     cfg: Config,
     output: Path,
@@ -155,29 +193,18 @@ def run_bench(
                 repeats,
                 8 if quick else 64,
             )
-        if "mslstm" in sections:
-            log.info("bench: MS-LSTM batched vs looped")
-            result["mslstm"] = mslstm_ratio(
-                paper_shape, paper_model.dim, paper_model.lstm_scales, dev, repeats
-            )
-        if "extraction" in sections:
-            log.info("bench: extraction")
-            result["extraction"] = extraction(cfg, dev, 2 if quick else 3, quick)
-            projected = extraction_projection(
-                result, cfg.extract.frame_rate or 24.0, cfg.extract.stride
-            )
-            if projected is not None:
-                result["charades_extraction"] = projected
-        if "charades" in sections:
-            log.info("bench: Charades-STA-shaped workload (scale %s)", charades_scale)
-            result["charades"] = charades_workload(
-                cfg,
-                dev,
-                charades_scale,
-                paper_model,
-                QUICK_SHAPE["feature_dim"] if quick else 1024,
-                peak=peak,
-            )
+        _workload_sections(
+            result,
+            sections,
+            cfg,
+            dev,
+            paper_model,
+            paper_shape,
+            repeats,
+            quick,
+            charades_scale,
+            peak,
+        )
     if "localize" in sections:
         log.info("bench: one `dynpath localize` call, stage by stage")
         from dynpath.bench.localize import localize_stages
