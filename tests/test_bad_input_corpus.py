@@ -53,14 +53,16 @@ from dynpath.errors import DynpathError
 CORPUS = Path(__file__).parent / "data" / "bad_inputs.yaml"
 # The second round of misuse (issue 26) in its own file, with its own classes; same keys.
 ROUND2 = Path(__file__).parent / "data" / "bad_inputs_round2.yaml"
-# Later rounds, one file each (same keys, classes of their own).
-LATER = [Path(__file__).parent / "data" / name for name in ("bad_inputs_round3_serve.yaml",)]
 FIRST = yaml.safe_load(CORPUS.read_text(encoding="utf-8"))
 SECOND = yaml.safe_load(ROUND2.read_text(encoding="utf-8"))
-FILES = [FIRST, SECOND, *(yaml.safe_load(p.read_text(encoding="utf-8")) for p in LATER)]
+# Later rounds: one file per part (issue 26's third round: the CLI's, the served model's).
+LATER = [
+    Path(__file__).parent / "data" / name
+    for name in ("bad_inputs_round3_cli.yaml", "bad_inputs_round3_serve.yaml")
+]
+ROUNDS = [FIRST, SECOND, *(yaml.safe_load(p.read_text(encoding="utf-8")) for p in LATER)]
 DATA = {
-    key: [case for corpus in FILES for case in corpus.get(key, [])]
-    for key in ("classes", "cli", "api", "serve")
+    key: [c for r in ROUNDS for c in r.get(key) or []] for key in ("classes", "cli", "api", "serve")
 }
 QUERY = "a person opens the door"
 
@@ -252,6 +254,21 @@ class Case:
                 value = f.attrs.get(name, "")
                 f.attrs[name] = value * 2 if not isinstance(value, str | bytes) else "other"
 
+    def _setup_storeattr(self, video: str, name: str, value: str) -> None:
+        """A copy of the store with attribute ``name`` of ``video`` (``file``: of the store)
+        set to ``value``: a number, ``true``/``false``, or else that text."""
+        import h5py
+
+        store = self.dir / "features.h5"
+        self.vars["store"] = str(store)
+        if not store.exists():
+            shutil.copy(self.ws.features, store)
+        parsed: Any = {"true": True, "false": False}.get(value, value)
+        with contextlib.suppress(ValueError):
+            parsed = float(value)
+        with h5py.File(store, "a") as f:
+            (f if video == "file" else f[video]).attrs[name] = parsed
+
     def _setup_vocab(self, kind: str, dst: str) -> None:
         """A copy of the workspace's vocabulary at ``dst`` of the SAME size, changed by
         ``kind``: two word ids swapped, all ids reversed, one word renamed, the case rule
@@ -372,6 +389,7 @@ def test_cli_case(
         argv = case.argv()
         before, base = snapshot(tmp_path), snapshot(ws.models)
         code, out, err = run_cli(argv, tmp_path, bool(spec.get("subprocess")), capsys)
+        after = snapshot(tmp_path)  # before the holders stop (they remove their lock files)
     finally:
         case.teardown()
     expected = spec["code"]
@@ -388,7 +406,6 @@ def test_cli_case(
         assert "weights_only" not in lines[0]  # never torch's advice to disable the safe load
     else:
         assert re.search(message, out), out[-2000:]
-    after = snapshot(tmp_path)
     if expected != 0:
         assert after == before, sorted(set(after.items()) ^ set(before.items()))
     assert snapshot(ws.models) == base  # the shared model is never touched

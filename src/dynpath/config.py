@@ -532,7 +532,7 @@ def load_config(
     :func:`dynpath.strict_yaml.strict_yaml_load`), applying optional dotted overrides."""
     path = Path(path)
     try:
-        raw = strict_yaml_load(path.read_text(encoding="utf-8")) or {}
+        raw = strict_yaml_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: params file not found") from None
     except IsADirectoryError:
@@ -549,6 +549,11 @@ def load_config(
         raise ConfigError(f"{path}: {err}") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {_one_line(str(err))}") from None
+    if raw is None or raw == {}:  # empty, only comments, `---`, `~` or `{}`: no params at all
+        raise ConfigError(
+            f"{path}: the params file is empty (no keys); write the params into it, e.g. "
+            "`dynpath --params FILE profile synthetic` writes a complete one"
+        )
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
     cfg = validate_config(raw, source=str(path))

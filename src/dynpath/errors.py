@@ -124,20 +124,42 @@ EXIT_INTERNAL = 1
 EXIT_INTERRUPTED = 130
 
 
-def error_message(err: BaseException) -> tuple[int, str]:
+# What to do after a Ctrl-C, by command: only ``train`` has a --resume; ``extract`` keeps the
+# videos already done in its partial store and skips them when rerun; every other step writes
+# its outputs at the end (or atomically), so rerunning it is all there is to do.
+_INTERRUPT_ADVICE = {
+    "train": "`train --resume` continues from the last checkpoint",
+    "extract": "rerun the same command: it resumes from the partial store, skipping the videos "
+    "already extracted",
+    "evaluate": "results are replaced only when complete, so the previous ones are unchanged; "
+    "rerun the same command",
+    "report": "the report is replaced only when complete, so the previous one is unchanged; "
+    "rerun the same command",
+}
+_RERUN = "rerun the same command"
+
+
+def interrupt_message(command: str | None = None) -> str:
+    """The one line of a Ctrl-C in ``command`` (``None``: a step not known, e.g. a pod)."""
+    if command is None:
+        advice = "rerun the step (a training continues with `train --resume`)"
+    else:
+        advice = _INTERRUPT_ADVICE.get(command, _RERUN)
+    return f"interrupted; outputs are written atomically, so every file left is complete ({advice})"
+
+
+def error_message(err: BaseException, command: str | None = None) -> tuple[int, str]:
     """The exit code and the one-line message of a failure: the ONE mapping the CLI
     (``dynpath.cli.main``) and the Kubeflow pods (``dynpath.kfp.runtime.component_errors``)
     share, so that a failure reads and exits the same way wherever a step runs.
 
     :class:`DynpathError` (ConfigError is one), an OSError (mapped by errno), a decoding error
     and a MemoryError are the user's to fix: exit 2. A Ctrl-C, also wrapped, is 130. Anything
-    else is a bug: exit 1, with a message that asks for the traceback.
+    else is a bug: exit 1, with a message that asks for the traceback. ``command`` (the CLI's
+    sub-command) picks the advice after a Ctrl-C (:func:`interrupt_message`).
     """
     if interrupted(err):
-        return EXIT_INTERRUPTED, (
-            "interrupted; outputs are written atomically, so every file left is complete "
-            "(`train --resume` continues from the last checkpoint)"
-        )
+        return EXIT_INTERRUPTED, interrupt_message(command)
     if isinstance(err, DynpathError):
         return EXIT_BAD_INPUT, one_line(str(err))
     if isinstance(err, UnicodeDecodeError):

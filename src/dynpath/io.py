@@ -133,7 +133,46 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
         code = None if isinstance(err, OutputError) else space_errno(err)
         if code is not None:
             raise OutputError(code, os.strerror(code), str(path)) from err
+        if isinstance(err, OSError) and not isinstance(err, OutputError) and not err.filename:
+            # a short write reported without a file (numpy: "11400 requested and 992 written",
+            # a full disk): name the output rather than "(unknown file)"
+            strerror = err.strerror or str(err) or type(err).__name__
+            raise OutputError(err.errno or errno.EIO, strerror, str(path)) from err
         raise
+
+
+@contextlib.contextmanager
+def staged_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Yield an empty staging directory beside ``out_dir``; when the block succeeds, move every
+    file written there into ``out_dir`` (same relative path, replacing a previous file of that
+    name, keeping the others), else remove it.
+
+    For steps that write several files into one directory (evaluate, report): a failure or a
+    Ctrl-C part-way leaves the previous outputs as they were instead of a mix of new and old
+    files, and no empty ``out_dir`` when there was none. The moves are renames on one file
+    system (the staging directory shares the parent), done only after all the work.
+    """
+    out_dir = Path(refuse_uri(out_dir, output=True))
+    created = _missing_dirs(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(
+        tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".staging", dir=out_dir.parent)
+    )
+    done = False
+    try:
+        yield stage
+        out_dir.mkdir(exist_ok=True)
+        for src in sorted(stage.rglob("*")):
+            dst = out_dir / src.relative_to(stage)
+            if src.is_dir():
+                dst.mkdir(exist_ok=True)
+            else:
+                os.replace(src, dst)
+        done = True
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+        if not done:
+            remove_empty_dirs(created)
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -158,13 +197,41 @@ def write_text(path: str | Path, text: str) -> None:
 # --------------------------------------------------------------------------- output locks
 
 _HELD: set[str] = set()  # outputs this process holds (nested steps, e.g. pipeline run-local)
+LOCK_SUFFIX = ".dynpath-lock"
 
 
-def _lock_dir() -> Path:
-    """Where output locks live: one per user in the temp directory, never in the output itself
-    (a lock file left in an output directory would be an output: DVC would track it, a failed
-    run would leave it behind)."""
-    return Path(tempfile.gettempdir()) / f"dynpath-locks-{os.getuid()}"
+def lock_path(path: str | Path) -> Path:
+    """The lock file of the output ``path``: ``.<name>.dynpath-lock`` beside the output's REAL
+    path (symlinks resolved), in its parent directory.
+
+    Every process that writes the output sees that directory, whatever its ``TMPDIR``, its user
+    or its working directory, and two spellings of one output (a symlinked parent, ``..``) name
+    one lock. Not inside the output: a lock file there would be an output (DVC would track it).
+    """
+    real = Path(os.path.realpath(path))
+    return real.parent / f".{real.name}{LOCK_SUFFIX}"
+
+
+def _missing_dirs(path: Path) -> list[Path]:
+    """``path`` and its ancestors that do not exist yet, deepest first (to remove them again)."""
+    missing = []
+    probe = Path(os.path.abspath(path))
+    while not probe.exists() and probe.parent != probe:
+        missing.append(probe)
+        probe = probe.parent
+    return missing
+
+
+def remove_empty_dirs(dirs: list[Path]) -> None:
+    """Remove each directory of ``dirs`` (deepest first) that is empty: those a failed step
+    created, so that it leaves no empty output directory behind."""
+    for d in dirs:
+        try:
+            d.rmdir()
+        except FileNotFoundError:  # never made (the step failed before)
+            continue
+        except OSError:  # not empty: a file was kept, so are its parents
+            break
 
 
 def check_writable(path: str | Path) -> None:
@@ -206,12 +273,16 @@ def output_lock(path: str | Path) -> Iterator[None]:
 
     A second dynpath process writing the same output fails at once with a :class:`LockedError`
     naming the output and the PID holding it, instead of interleaving its files with the first
-    one's (best.pt of one run, summary of the other). The lock is :mod:`filelock`'s (``flock``:
-    released by the kernel when the holder dies, so a killed run never leaves a stale lock),
-    keyed by the output's real path. Re-entrant within a process. The output is also checked
-    for writability first (:func:`check_writable`).
+    one's (best.pt of one run, summary of the other). The lock is an ``flock`` on
+    :func:`lock_path` (beside the output's real path, so processes with different ``TMPDIR``
+    share it), released by the kernel when the holder dies: a killed run never leaves a stale
+    lock, only an unlocked file the next run takes over. The file is removed on release; a
+    run that locked a file since unlinked retries on the new one, so two runs never hold two
+    files of one path. Re-entrant within a process. The output is checked for writability
+    first (:func:`check_writable`); parent directories made for the lock are removed again
+    when the block leaves them empty.
     """
-    from filelock import FileLock, Timeout
+    import fcntl
 
     refuse_uri(path, output=True)
     key = os.path.realpath(path)
@@ -219,28 +290,39 @@ def output_lock(path: str | Path) -> Iterator[None]:
         yield
         return
     check_writable(key)
-    locks = _lock_dir()
-    locks.mkdir(mode=0o700, exist_ok=True)
-    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()[:32]
-    lock = FileLock(str(locks / f"{digest}.lock"), timeout=0)
-    owner = locks / f"{digest}.pid"
+    created = _missing_dirs(Path(key).parent)
+    Path(key).parent.mkdir(parents=True, exist_ok=True)
+    lock = lock_path(key)
     try:
-        lock.acquire()
-    except Timeout:
-        try:
-            pid = owner.read_text(encoding="utf-8").split()[0]
-        except (OSError, IndexError):
-            pid = "?"
-        raise LockedError(
-            f"{path}: in use by PID {pid} (another dynpath process is writing it); wait for it "
-            "to finish or choose another output"
-        ) from None
+        while True:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644 & ~_UMASK)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                pid = os.read(fd, 64).decode("utf-8", "replace").split() or ["?"]
+                os.close(fd)
+                raise LockedError(
+                    f"{path}: in use by PID {pid[0]} (another dynpath process is writing it); "
+                    "wait for it to finish or choose another output"
+                ) from None
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(lock))
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)  # its holder removed that file on release: lock the new one
+    except BaseException:
+        remove_empty_dirs(created)
+        raise
     try:
-        owner.write_text(f"{os.getpid()} {key}\n", encoding="utf-8")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {key}\n".encode("utf-8", "surrogateescape"))
         _HELD.add(key)
         yield
     finally:
         _HELD.discard(key)
         with contextlib.suppress(OSError):
-            owner.unlink()
-        lock.release()
+            lock.unlink()  # while still holding it: a waiter then sees a new file
+        os.close(fd)
+        remove_empty_dirs(created)

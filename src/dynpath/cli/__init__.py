@@ -93,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Exception, KeyboardInterrupt) as err:
         if args.verbose:
             traceback.print_exc(file=sys.stderr)
-        code, message = error_message(err)
+        code, message = error_message(err, args.command)
         print(f"dynpath {args.command}: error: {message}", file=sys.stderr)
         return code
     if text is not None and os.environ.get("RANK", "0") == "0":  # under torchrun: rank 0 only

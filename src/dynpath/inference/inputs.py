@@ -100,12 +100,55 @@ def store_duration(attrs: dict[str, Any], positions: int, store: str, video_id: 
     it, is better than all of these: pass ``duration``.
     """
     video = attrs.get("video") or {}
-    if video.get("n_frames") and video.get("fps"):
-        return float(video["n_frames"]) / float(video["fps"])
+    where = f"{store}: video {video_id!r}"
+    n_frames = _store_number(video.get("n_frames"), f"{where} attribute n_frames")
+    video_fps = _store_number(video.get("fps"), f"{where} attribute fps")
+    if n_frames and video_fps:
+        return _store_seconds(
+            n_frames / video_fps, f"{where}: n_frames {n_frames:g} / fps {video_fps:g}"
+        )
     durations = attrs.get("durations")
     if isinstance(durations, dict) and video_id in durations:
-        return float(durations[video_id])
-    fps, stride = attrs.get("fps"), attrs.get("stride")
+        value = _store_number(durations[video_id], f"{store}: durations[{video_id!r}]")
+        return _store_seconds(value or 0.0, f"{store}: durations[{video_id!r}]")
+    fps = _store_number(attrs.get("fps"), f"{store}: file attribute fps")
+    stride = _store_number(attrs.get("stride"), f"{store}: file attribute stride")
     if fps and stride:
-        return positions * float(stride) / float(fps)
+        return _store_seconds(
+            positions * stride / fps,
+            f"{where}: {positions} positions x stride {stride:g} / fps {fps:g}",
+        )
     raise DataError(f"{store}: no duration for {video_id!r}; pass the duration in seconds")
+
+
+def _store_number(value: Any, where: str) -> float | None:
+    """A frame count or rate read from a feature store: None when absent or 0 ("not known");
+    else a finite number > 0, or a :class:`DataError` naming the store, the video and the
+    attribute (a bool, a text, NaN, inf or a negative value is a damaged store, not a rate)."""
+    if value is None or (isinstance(value, str | bytes) and not value):
+        return None
+    if isinstance(value, np.ndarray) and value.shape == ():
+        value = value.item()
+    if isinstance(value, bool | np.bool_) or not isinstance(
+        value, int | float | np.integer | np.floating
+    ):
+        raise DataError(f"{where} must be a number > 0, got {value!r}; re-extract the features")
+    number = float(value)
+    if number == 0:
+        return None
+    if not math.isfinite(number) or number < 0:
+        raise DataError(
+            f"{where} must be a finite number > 0, got {number}; re-extract the features"
+        )
+    return number
+
+
+def _store_seconds(seconds: float, where: str) -> float:
+    """A duration computed from store attributes, in (0, MAX_DURATION], or a DataError naming
+    the attributes it came from (1e308 frames at 1e-308 fps is not a video length)."""
+    if not math.isfinite(seconds) or not 0 < seconds <= MAX_DURATION:
+        raise DataError(
+            f"{where} give a duration of {seconds:g} seconds, not in (0, {MAX_DURATION:.0f}]; "
+            "fix the store's attributes or pass the duration in seconds"
+        )
+    return seconds

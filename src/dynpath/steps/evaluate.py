@@ -65,7 +65,7 @@ from dynpath.engine.evaluator import (
 from dynpath.engine.from_config import eval_loader, ranking_ks
 from dynpath.engine.resume import BEST
 from dynpath.errors import CheckpointError, DataError
-from dynpath.io import atomic_path, file_sha256, write_json
+from dynpath.io import atomic_path, file_sha256, staged_dir, write_json
 from dynpath.schemas import (
     METRICS,
     PREDICTIONS,
@@ -283,18 +283,21 @@ def _evaluate(
     }
     result = metrics_json(header, metrics)
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    _write_predictions(out_dir / PREDICTIONS, preds)
-    if split != "val":
-        val_ds = MomentDataset(
-            splits["val"], store, vocab, vcfg.data.max_len, vcfg.vocab.max_query_len
-        )
-        _write_val_predictions(model, val_ds, vcfg, device, amp, out_dir / VAL_PREDICTIONS)
-    if track:
-        result["mlflow_run_id"] = _log_to_mlflow(
-            vcfg, variant, arch, run_id, split, result, out_dir
-        )
-    write_json(out_dir / METRICS, result)
+    # the seed's files are written into a staging directory and moved in together at the end:
+    # a failure or a Ctrl-C part-way (a full disk, the validation pass) leaves the previous
+    # results whole instead of new predictions beside old metrics, or an empty out_dir
+    with staged_dir(out_dir) as stage:
+        _write_predictions(stage / PREDICTIONS, preds)
+        if split != "val":
+            val_ds = MomentDataset(
+                splits["val"], store, vocab, vcfg.data.max_len, vcfg.vocab.max_query_len
+            )
+            _write_val_predictions(model, val_ds, vcfg, device, amp, stage / VAL_PREDICTIONS)
+        if track:
+            result["mlflow_run_id"] = _log_to_mlflow(
+                vcfg, variant, arch, run_id, split, result, stage
+            )
+        write_json(stage / METRICS, result)
     _log_scores(variant, split, len(preds), time.perf_counter() - t0, device, metrics, shuffled)
     return result
 
@@ -354,7 +357,8 @@ def _log_to_mlflow(
     result: dict[str, Any],
     out_dir: Path,
 ) -> str | None:
-    """Log test metrics into the variant's training run (a new run if it had none)."""
+    """Log test metrics into the variant's training run (a new run if it had none);
+    ``out_dir`` holds the files to log (the staging directory of :func:`_evaluate`)."""
     if not cfg.tracking.enabled:
         return run_id
     from dynpath.engine.metrics import metric_keys

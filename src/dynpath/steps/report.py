@@ -36,7 +36,7 @@ from typing import Any, cast
 
 from dynpath.config import Config
 from dynpath.errors import DataError
-from dynpath.io import write_json, write_text
+from dynpath.io import staged_dir, write_json, write_text
 from dynpath.report import plots
 from dynpath.report.analysis import analyse, analysis_summary, synthetic_checks
 from dynpath.report.document import build_document
@@ -76,8 +76,8 @@ def _figures(
     published: Mapping[str, Mapping[str, float]] | None,
     plot_dir: Path,
 ) -> dict[str, Path | None]:
-    """The report's figures by file name (None: not drawn, and an earlier run's file removed so
-    that no stale figure is left)."""
+    """The report's figures by file name (None: not drawn; :func:`run` then removes an earlier
+    run's file so that no stale figure is left)."""
     th = cfg.eval.iou_thresholds
     figures: dict[str, Path | None] = {
         "ablation.png": plots.ablation_bars(results, th, published, plot_dir / "ablation.png"),
@@ -90,9 +90,6 @@ def _figures(
             else None
         ),
     }
-    for name, path in figures.items():
-        if path is None:
-            (plot_dir / name).unlink(missing_ok=True)
     return figures
 
 
@@ -130,30 +127,38 @@ def run(
         summary["variants"][name].update(cast(VariantSummary, entry))
     summary.update(cast(ReportSummary, extra))
 
-    figures = _figures(cfg, results, published, out_dir / PLOTS)
-    dr_path = data_report or eval_dir.parent / "vocab" / "data_report.json"
-    doc = build_document(
-        cfg,
-        results,
-        summary,
-        links,
-        published,
-        figures,
-        _read_optional(dr_path),
-        _read_optional(dr_path.parent / "vocab_report.json"),
-        analysis,
-    )
-    files = {
-        "html": str(out_dir / HTML),
-        "markdown": str(out_dir / MARKDOWN),
-        "csv": str(out_dir / CSV),
-        "plots": [str(p) for p in figures.values() if p is not None],
-    }
-    summary["files"] = files
-    write_text(out_dir / HTML, render_html(doc))
-    write_text(out_dir / MARKDOWN, render_markdown(doc, relative_to=out_dir))
-    write_text(out_dir / CSV, ablation_csv(results, th).to_csv(index=False, float_format="%.4f"))
-    write_json(out_dir / SUMMARY, summary)
+    # everything is written into a staging directory and moved into out_dir at the end: a
+    # failure or a Ctrl-C part-way (a full disk, a figure) leaves the previous report whole
+    # instead of a new page beside an old summary, or an empty out_dir
+    with staged_dir(out_dir) as stage:
+        figures = _figures(cfg, results, published, stage / PLOTS)
+        dr_path = data_report or eval_dir.parent / "vocab" / "data_report.json"
+        doc = build_document(
+            cfg,
+            results,
+            summary,
+            links,
+            published,
+            figures,
+            _read_optional(dr_path),
+            _read_optional(dr_path.parent / "vocab_report.json"),
+            analysis,
+        )
+        files = {
+            "html": str(out_dir / HTML),
+            "markdown": str(out_dir / MARKDOWN),
+            "csv": str(out_dir / CSV),
+            "plots": [str(out_dir / PLOTS / p.name) for p in figures.values() if p is not None],
+        }
+        summary["files"] = files
+        write_text(stage / HTML, render_html(doc))
+        # the images are linked relative to the page, the same in stage and in out_dir
+        write_text(stage / MARKDOWN, render_markdown(doc, relative_to=stage))
+        write_text(stage / CSV, ablation_csv(results, th).to_csv(index=False, float_format="%.4f"))
+        write_json(stage / SUMMARY, summary)
+    for name, path in figures.items():
+        if path is None:  # not drawn this time: no stale figure of an earlier run is left
+            (out_dir / PLOTS / name).unlink(missing_ok=True)
     log.info("report: %s (%d variants)", out_dir / HTML, len(results))
     return {
         "report": files["html"],
