@@ -1,1 +1,0 @@
-"""Data layer: annotation readers, feature store, vocabulary, dataset and collate."""
