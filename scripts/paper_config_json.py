@@ -58,6 +58,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", type=Path, default=Path("runs/paper-config"))
     ap.add_argument("--default", type=Path, default=Path("reports/summary.json"))
+    ap.add_argument(
+        "--default-models",
+        type=Path,
+        default=Path("outputs/models"),
+        help="the synthetic default's model dirs (their validation curves go beside)",
+    )
     ap.add_argument("--out", type=Path, default=Path("docs/study/paper-config.json"))
     args = ap.parse_args()
     params = yaml.safe_load((args.run / "params.yaml").read_text())
@@ -84,12 +90,23 @@ def main() -> None:
         for v, d in (default.get("variants") or {}).items()
         if v in params["variants"]
     }
+    curves = {
+        v: [
+            {k: e.get(k) for k in ("epoch", "val_r1_iou0.5", "val_miou")}
+            for e in _read(args.default_models / v / "history.json") or []
+        ]
+        for v in params["variants"]
+    }
     out = {
         "what": "the paper's model and optimiser (profile synthetic_paper) on the synthetic "
         "benchmark's data, beside the synthetic default's small model on the same data",
         "params": {k: params[k] for k in ("seeds", "model", "train")},
         "variants": variants,
-        "synthetic_default": {"source": str(args.default), "variants": beside},
+        "synthetic_default": {
+            "source": str(args.default),
+            "variants": beside,
+            "primary_seed_validation_curves": curves,
+        },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n")
