@@ -93,8 +93,7 @@ def probe(model: str, video: str | None, query: str) -> dict[str, float]:
         t = time.perf_counter()
     else:
         out["decode"] = 0.0
-        feats = np.random.default_rng(0).standard_normal((32, loc.feature_dim))
-        feats = feats.astype(np.float32)
+        feats = np.random.default_rng(0).standard_normal((32, loc.feature_dim), dtype=np.float32)
         duration = 32.0
         lap("features")
     result = loc.predict_features(feats, query, duration, topk=5)
