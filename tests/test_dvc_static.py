@@ -256,8 +256,8 @@ def _git_ignored(paths: list[str]) -> set[str]:
         timeout=60,
         check=False,
     )
-    if out.returncode not in (0, 1):  # 1: none ignored
-        pytest.skip(f"not a git checkout: {out.stderr.strip()}")
+    # 1: none ignored; anything else (not a checkout, no git) must fail, not hide the check
+    assert out.returncode in (0, 1), f"git check-ignore failed: {out.stderr.strip()}"
     return set(out.stdout.split())
 
 
