@@ -14,13 +14,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
+from small_model import FEAT, small_inputs, small_model
 from torch import Tensor, nn
 
-from dynpath.config import Config
-from dynpath.model import VARIANTS, build_model
+from dynpath.model import VARIANTS
 from dynpath.model.layers import GlobalMotion, Masks, MultiScaleTemporalConv, TemporalConvStack
 from dynpath.model.modules import Pathway
 from dynpath.model.network import DynamicPathwayModel
@@ -28,7 +27,6 @@ from dynpath.model.selection import DynamicSelection, annealed_tau, hard_gumbel_
 
 F64 = torch.float64
 TOL = {"rtol": 1e-9, "atol": 1e-10}
-FEAT, VOCAB = 6, 20
 
 # docs/design.md, "Ablation variants": the pathways of each variant, the networks of each pair in
 # the order they run, whether the pair is summed ("network parallel"), and the fusion.
@@ -52,39 +50,8 @@ def test_the_table_covers_every_registered_variant() -> None:
     assert sorted(TABLE) == sorted(VARIANTS.names())
 
 
-def _model(arch: str, **model: Any) -> DynamicPathwayModel:
-    cfg = Config.model_validate(
-        {
-            "model": {
-                "dim": 8,
-                "heads": 2,
-                "lstm_scales": 2,
-                "kernels": [3, 5],
-                "conv_blocks": 2,
-                "text_lstm_layers": 1,
-                "dropout": 0.0,
-                **model,
-            }
-        }
-    )
-    emb = np.random.default_rng(0).standard_normal((VOCAB, 5)).astype(np.float32)
-    emb[0] = 0.0
-    m = build_model(arch, cfg, emb, FEAT).double()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # every parameter redrawn: no zero bias hides a term
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=F64) * 0.5)
-    return m
-
-
-def _inputs() -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    g = torch.Generator().manual_seed(2)
-    lens, wlens = [6, 4, 5], [3, 2, 3]
-    vm = torch.arange(6)[None] < torch.tensor(lens)[:, None]
-    wm = torch.arange(3)[None] < torch.tensor(wlens)[:, None]
-    video = torch.randn(3, 6, FEAT, generator=g, dtype=F64) * vm[..., None]
-    words = torch.randint(1, VOCAB, (3, 3), generator=g) * wm
-    return video, vm, words, wm
+_model = small_model
+_inputs = small_inputs
 
 
 def _kind(net: nn.Module) -> str:

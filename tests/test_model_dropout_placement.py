@@ -4,60 +4,28 @@ parameters, is off in evaluation, and passes a float64 gradient check with its m
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import cast
 
-import numpy as np
 import pytest
 import torch
+from small_model import small_inputs, small_model
 from torch import Tensor, nn
 
-from dynpath.config import Config, ModelConfig
-from dynpath.model import build_model
+from dynpath.config import ModelConfig
 from dynpath.model.heads import PredictionHeads
 from dynpath.model.layers import FFN, Dropout, Masks, MultiScaleLSTM, ResidualConvBlock
 from dynpath.model.modules import NETWORKS
 from dynpath.model.network import DynamicPathwayModel
 
 F64 = torch.float64
-FEAT, VOCAB = 6, 20
 PLACEMENTS = ["input", "ffn", "eamat"]
 
 
-def _model(placement: str, form: str = "residual", **model: Any) -> DynamicPathwayModel:
-    cfg = Config.model_validate(
-        {
-            "model": {
-                "dim": 8,
-                "heads": 2,
-                "lstm_scales": 2,
-                "kernels": [3, 5],
-                "conv_blocks": 2,
-                "conv_block_form": form,
-                "text_lstm_layers": 1,
-                "dropout": 0.5,
-                "dropout_placement": placement,
-                **model,
-            }
-        }
-    )
-    emb = np.random.default_rng(0).standard_normal((VOCAB, 5)).astype(np.float32)
-    emb[0] = 0.0
-    m = build_model("dynamic", cfg, emb, FEAT).double()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for p in m.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=F64) * 0.5)
-    return m
+def _model(placement: str, form: str = "residual") -> DynamicPathwayModel:
+    return small_model("dynamic", conv_block_form=form, dropout=0.5, dropout_placement=placement)
 
 
-def _inputs() -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    g = torch.Generator().manual_seed(2)
-    lens, wlens = [6, 4, 5], [3, 2, 3]
-    vm = torch.arange(6)[None] < torch.tensor(lens)[:, None]
-    wm = torch.arange(3)[None] < torch.tensor(wlens)[:, None]
-    video = torch.randn(3, 6, FEAT, generator=g, dtype=F64) * vm[..., None]
-    words = torch.randint(1, VOCAB, (3, 3), generator=g) * wm
-    return video, vm, words, wm
+_inputs = small_inputs
 
 
 def _drops(model: nn.Module, kind: type[nn.Module]) -> list[float]:
