@@ -33,8 +33,9 @@ def torch_threads(n: int) -> Iterator[None]:
 
 @contextlib.contextmanager
 def trainer_determinism(device: torch.device) -> Iterator[None]:
-    """The flags ``Trainer.fit`` trains under (restored afterwards)."""
-    from dynpath.engine.distributed import configure_determinism
+    """The flags ``Trainer.fit`` trains under (restored afterwards), subnormal flushing
+    included."""
+    from dynpath.engine.distributed import configure_determinism, denormals_flushed
 
     previous = (
         torch.are_deterministic_algorithms_enabled(),
@@ -43,7 +44,8 @@ def trainer_determinism(device: torch.device) -> Iterator[None]:
     fill = torch.utils.deterministic.fill_uninitialized_memory  # type: ignore[attr-defined]
     configure_determinism(device)
     try:
-        yield
+        with denormals_flushed(device):
+            yield
     finally:
         torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
         torch.utils.deterministic.fill_uninitialized_memory = fill  # type: ignore[attr-defined]

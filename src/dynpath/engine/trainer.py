@@ -59,6 +59,7 @@ from dynpath.engine.distributed import (
     amp_dtype,
     configure_determinism,
     deferred_sigint,
+    denormals_flushed,
     init_distributed,  # noqa: F401  (re-exported: callers import it from here, as before)
     shutdown_distributed,  # noqa: F401  (re-exported)
     train_device,  # noqa: F401  (re-exported)
@@ -368,7 +369,8 @@ class Trainer:
         if self.opt.deterministic:
             configure_determinism(self.device)
         try:
-            return self._fit(resume)
+            with denormals_flushed(self.device):
+                return self._fit(resume)
         finally:
             torch.use_deterministic_algorithms(previous[0], warn_only=previous[1])
             torch.utils.deterministic.fill_uninitialized_memory = fill  # type: ignore[attr-defined]
