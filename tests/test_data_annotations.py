@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -310,30 +308,6 @@ def test_load_splits_carves_seeded_video_disjoint_val(tmp_path: Path) -> None:
     other, _ = load_splits(cfg.model_copy(update={"seed": 8}))
     assert {m.vid for m in other["val"]} != vv
     assert not {m.vid for m in splits["test"]} & (tv | vv)
-
-
-def test_test_only_returns_the_same_test_split_without_carving_or_scikit_learn(
-    tmp_path: Path,
-) -> None:
-    root = _many_videos(tmp_path)
-    cfg = Config.model_validate(
-        {"seed": 7, "data": {"dataset": "synthetic", "root": str(root), "val_fraction": 0.2}}
-    )
-    full, _ = load_splits(cfg)
-    only, report = load_splits(cfg, test_only=True)
-    assert list(only) == ["test"] and only["test"] == full["test"]
-    assert report.carved == {}
-    # in a fresh interpreter: the evaluate stage's load pays no scikit-learn import
-    code = (
-        "import sys; from pathlib import Path; from dynpath.config import Config; "
-        "from dynpath.data.annotations import load_splits; "
-        "cfg = Config.model_validate("
-        f"{{'data': {{'dataset': 'synthetic', 'root': {str(root)!r}}}}}); "
-        "load_splits(cfg, test_only=True); print('sklearn' in sys.modules); "
-        "load_splits(cfg); print('sklearn' in sys.modules)"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["False", "True"]
 
 
 # ----------------------------------------------------------------------------- stats

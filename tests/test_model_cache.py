@@ -34,7 +34,10 @@ def registry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     with mlflow_uris(store):  # the globals (and their variables) put back afterwards
         client = mlflow.MlflowClient()
         # an experiment of this store: the fluent API may still hold another test's active id
-        experiment = client.create_experiment("model-cache")
+        # its artifacts under tmp_path too (the default is ./mlruns of the working directory)
+        experiment = client.create_experiment(
+            "model-cache", artifact_location=(tmp_path / "artifacts").as_uri()
+        )
         for seed in (0, 1):
             model_dir = make_model_dir(tmp_path / f"m{seed}", seed=seed)
             kwargs = build_pyfunc_kwargs(
@@ -89,3 +92,52 @@ def test_unknown_alias_is_one_clear_error(registry: str) -> None:
 
     with pytest.raises(DynpathError, match=f"cannot download model models:/{NAME}@nope"):
         Localizer.load(f"models:/{NAME}@nope", device="cpu")
+
+
+def test_an_unchanged_registry_is_not_opened_again(
+    registry: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once resolved, a models:/ load from an unwritten SQLite registry opens no MLflow client;
+    any write to the registry (a promotion) makes the next load resolve again."""
+    import mlflow
+
+    first = Localizer.load(f"models:/{NAME}@champion", device="cpu")
+    opened: list[str] = []
+    real_client = mlflow.MlflowClient
+
+    def spying(*args: Any, **kwargs: Any) -> Any:
+        opened.append("client")
+        return real_client(*args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "MlflowClient", spying)
+    again = Localizer.load(f"models:/{NAME}@champion", device="cpu")
+    assert opened == [] and _answer(again) == _answer(first)
+
+    real_client(registry, registry).set_registered_model_alias(NAME, "champion", "2")
+    promoted = Localizer.load(f"models:/{NAME}@champion", device="cpu")
+    assert opened and _answer(promoted) != _answer(first)  # resolved (and downloaded) again
+    after = len(opened)
+    Localizer.load(f"models:/{NAME}@champion", device="cpu")
+    assert len(opened) == after  # remembered again, against the promoted registry
+
+
+def test_a_cached_load_in_a_fresh_interpreter_imports_no_mlflow(registry: str) -> None:
+    import subprocess
+    import sys
+
+    Localizer.load(f"models:/{NAME}@champion", device="cpu")
+    code = (
+        "import sys; from dynpath.inference.localizer import Localizer; "
+        f"Localizer.load('models:/{NAME}@champion', device='cpu'); "
+        "print('mlflow' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_damaged_resolution_index_is_resolved_again(registry: str) -> None:
+    first = Localizer.load(f"models:/{NAME}@champion", device="cpu")
+    (cache_dir() / "resolved.json").write_text("{not json", encoding="utf-8")
+    again = Localizer.load(f"models:/{NAME}@champion", device="cpu")
+    assert _answer(again) == _answer(first)
+    assert (cache_dir() / "resolved.json").read_text(encoding="utf-8").startswith("{\n")

@@ -403,21 +403,13 @@ def carve_validation(
     return kept, val
 
 
-def load_splits(cfg: Config, test_only: bool = False) -> tuple[Splits, DataReport]:
-    """train / val / test Moments of ``cfg.data`` and the report (val carved if none exists).
-
-    ``test_only``: only the test split is wanted (the evaluate stage's default), so no val is
-    carved and only ``test`` is returned. Why: carving imports scikit-learn, ~2.2 s of an
-    evaluate process's ~9 s on the 2-core machine, paid by each of ``make run``'s ten
-    evaluate stages; the test split never depends on the carve.
-    """
+def load_splits(cfg: Config) -> tuple[Splits, DataReport]:
+    """train / val / test Moments of ``cfg.data`` and the report (val carved if none exists)."""
     splits, report = read_dataset(cfg.data.dataset, cfg.data.root)
     if "test" not in splits or not splits["test"]:
         raise DataError(f"{cfg.data.root}: dataset {cfg.data.dataset!r} has no test moments")
     if not splits.get("train"):
         raise DataError(f"{cfg.data.root}: dataset {cfg.data.dataset!r} has no train moments")
-    if test_only:
-        return {"test": splits["test"]}, report
     if not splits.get("val"):
         train, val = carve_validation(splits["train"], cfg.data.val_fraction, cfg.seed)
         splits["train"], splits["val"] = train, val

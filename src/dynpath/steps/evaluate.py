@@ -247,9 +247,9 @@ def _evaluate(
         "sha256": file_sha256(model_dir / BEST) if (model_dir / BEST).is_file() else "",
     }
     ckpt, model_cfg = _checkpoint(vcfg, variant, arch, model_dir)
-    splits, _report = load_splits(vcfg, test_only=split == "test")
+    splits, _report = load_splits(vcfg)
     if split not in splits:
-        raise DataError(f"split {split!r} not found; available: ['test', 'train', 'val']")
+        raise DataError(f"split {split!r} not found; available: {sorted(splits)}")
     moments = splits[split]
     vocab = load_vocab(vocab_dir)
     _check_vocab(ckpt["meta"], vocab, vocab_dir, model_dir)
