@@ -40,7 +40,7 @@ test: $(STAMP) lint
 	$(BIN)/pytest -q
 
 test-fast: $(STAMP)
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -m "not slow" -n auto
 
 # Mutation testing of the equations (docs/testing.md); slow, not part of `make test` or CI.
 # `make mutation MUTANTS='dynpath.model.loss*'` restricts it to some mutants; mutmut resumes

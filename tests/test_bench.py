@@ -41,6 +41,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dic
     return summary, json.loads((tmp / "bench.json").read_text())
 
 
+@pytest.mark.slow  # a real benchmark run (the fast suite stays under a minute)
 def test_quick_run_writes_every_section(quick: tuple[dict[str, Any], dict[str, Any]]) -> None:
     summary, r = quick
     assert set(r) == {
@@ -116,6 +117,7 @@ def test_variant_latency_rows_and_balanced_routes() -> None:
         bench.balance_routes(bench.bench_model("soft_dynamic", cfg, 8, 0), batch)
 
 
+@pytest.mark.slow  # a real benchmark run (the fast suite stays under a minute)
 def test_flop_count_sees_the_lstms(quick: tuple[dict[str, Any], dict[str, Any]]) -> None:
     """The counting pass (oneDNN off) must see the LSTM matmuls: they match the analytic count
     from the sequences each LSTM received (biases and gate non-linearities not counted by
@@ -173,6 +175,7 @@ def test_random_batch_is_valid_with_varied_query_lengths() -> None:
     assert torch.equal(b.inner.sum(1), (b.end - b.start + 1).float())
 
 
+@pytest.mark.slow  # a real benchmark run (the fast suite stays under a minute)
 def test_cli_quick_writes_json(quick: tuple[dict[str, Any], dict[str, Any]]) -> None:
     """``dynpath bench --quick --output X`` (the module's run) wrote X, a quick run's JSON, and
     printed a summary of that file's figures."""
@@ -224,6 +227,7 @@ def _charades(tmp_path: Path, root: Path) -> dict[str, Any]:
     return bench.charades_workload(cfg, torch.device("cpu"), 1e-4, model, 16, peak=peak)
 
 
+@pytest.mark.slow  # a real benchmark run (the fast suite stays under a minute)
 def test_charades_workload_generated_list_has_the_real_counts(tmp_path: Path) -> None:
     r = _charades(tmp_path, tmp_path / "absent")
     assert r["source"].startswith("generated")
@@ -245,6 +249,7 @@ def test_charades_workload_generated_list_has_the_real_counts(tmp_path: Path) ->
     assert per["sum_fusion"] == per["soft_dynamic"]
 
 
+@pytest.mark.slow  # a real benchmark run (the fast suite stays under a minute)
 def test_charades_workload_reads_the_real_annotations(tmp_path: Path, shared_data: Path) -> None:
     r = _charades(tmp_path, shared_data / "charades_sta")
     assert r["source"].startswith("real annotations")
@@ -258,6 +263,7 @@ def test_sections_option_is_validated() -> None:
         bench.parse_sections("paper,gpu")
 
 
+@pytest.mark.slow  # a real benchmark run (the fast suite stays under a minute)
 def test_default_section_keys(quick: tuple[dict[str, Any], dict[str, Any]]) -> None:
     """Every variant timed at 1 and 2 threads, dynamic beside its reference paths, and a
     profiler split (operators vs overhead) with the top operators."""

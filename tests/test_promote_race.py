@@ -42,6 +42,7 @@ def _store(tmp_path: Path) -> str:
     return uri
 
 
+@pytest.mark.slow  # real promote processes racing
 def test_concurrent_promotions_end_on_the_better_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -82,6 +83,7 @@ def test_concurrent_promotions_end_on_the_better_version(
     assert names == {NAME}  # the lock is gone
 
 
+@pytest.mark.slow  # real promote processes racing
 def test_a_lock_left_by_a_dead_promote_is_broken(tmp_path: Path) -> None:
     from mlflow import MlflowClient
 
