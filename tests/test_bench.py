@@ -301,3 +301,18 @@ def test_localize_probe_splits_a_call_into_stages(tmp_path: Path) -> None:
     stages = probe(str(model), None, "person opens the door")
     assert set(stages) == set(STAGES)
     assert all(v >= 0.0 for v in stages.values())
+
+
+@pytest.mark.slow  # two fresh interpreters
+def test_localize_section_times_the_fresh_interpreters_torch_import(tmp_path: Path) -> None:
+    """The stage split's import_torch is the real import (it read ~0 s when the probe timed it
+    after its own package had already imported torch)."""
+    from mlflow_server import make_model_dir
+
+    from dynpath.bench.localize import localize_stages
+    from dynpath.config import Config
+
+    cfg = Config.model_validate({"data": {"videos": str(tmp_path / "no-videos")}})
+    out = localize_stages(cfg, str(make_model_dir(tmp_path)))
+    assert out["stages_s"]["import_torch"] > 0.05, out
+    assert out["probe_process_s"] >= out["stages_total_s"]

@@ -22,6 +22,7 @@ from dynpath.engine.checkpoint import load_checkpoint
 from dynpath.engine.metrics import iou
 from dynpath.errors import CheckpointError
 from dynpath.io import file_sha256
+from dynpath.model import gemm
 from dynpath.steps import evaluate, train
 from dynpath.steps import vocab as vocab_step
 
@@ -146,6 +147,8 @@ def test_train_outputs(workspace: Path, trained: dict[str, Any]) -> None:
         assert key in summary
     assert summary["pretrained_features"] is False and summary["feature_dim"] == 12
     assert summary["mlflow_run_id"] is None  # tracking disabled
+    # train.gemm: auto (the default) resolved and recorded: the library this CPU gets
+    assert summary["gemm"] == gemm.auto_backend()
     history = json.loads((out / "history.json").read_text())
     assert [e["epoch"] for e in history] == list(range(1, 16))
     assert {"train_loss", "train_loss_start", "train_loss_end", "train_loss_inner"} <= set(

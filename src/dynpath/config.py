@@ -265,10 +265,10 @@ class TrainConfig(_Section):
     # readers (PyYAML) turn an unquoted `off` that `dvc exp run -S` writes into the boolean False.
     autocast: Literal["fp32", "bf16"] = "fp32"
     # Library of the large fp32 CPU GEMMs (dynpath.model.gemm): "auto" = oneDNN on non-Intel
-    # AVX-512 CPUs (where MKL takes its AVX2 path), MKL otherwise; same fp32 function either way.
-    # Default "mkl": the gain of oneDNN at 2 threads is not shown yet (docs/performance.md), and
-    # the default keeps the published synthetic numbers bit-for-bit.
-    gemm: Literal["auto", "mkl", "onednn"] = "mkl"
+    # AVX-512 CPUs (where MKL takes its AVX2 path: the paper step 9.44 s with MKL, 7.19 s with
+    # oneDNN on the AMD EPYC machine), MKL otherwise; same fp32 function either way, up to
+    # summation order. train_summary.json records the library a run used ("gemm").
+    gemm: Literal["auto", "mkl", "onednn"] = "auto"
     compile: bool = False
     threads: int = Field(0, ge=0)  # torch CPU threads; 0 = torch default
     # Training seeds trained at once, each in its own process with threads // parallel_seeds

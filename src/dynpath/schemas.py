@@ -55,6 +55,7 @@ class TrainSummary(TypedDict, total=False):
     samples_per_s: float | None
     device: str
     amp: str | None
+    gemm: str  # the fp32 CPU GEMM library the run used (train.gemm, "auto" resolved)
     world_size: int
     global_batch: int
     resumed_from: Any

@@ -49,11 +49,21 @@ def default_shape(cfg: Config, feature_dim: int) -> dict[str, int]:
 
 
 @contextlib.contextmanager
-def _reference() -> Iterator[None]:
+def _reference(device: torch.device) -> Iterator[None]:
+    """The step as it ran before issue 24's work: the model's reference code paths
+    (``dynpath.model.fastpath``) and, on the CPU, subnormal floats not flushed (the timed steps
+    run inside ``trainer_determinism``, which flushes them as ``Trainer.fit`` does)."""
     from dynpath.model import fastpath
 
+    cpu = device.type == "cpu"
     with fastpath.reference():
-        yield
+        if cpu:
+            torch.set_flush_denormal(False)
+        try:
+            yield
+        finally:
+            if cpu:
+                torch.set_flush_denormal(True)
 
 
 def profile_split(step: Callable[[], Any], k: int = 10) -> dict[str, Any]:
@@ -118,7 +128,7 @@ def default_profile(
             if name == "dynamic":
 
                 def reference(step: Callable[[], Any] = step) -> Any:
-                    with _reference():
+                    with _reference(device):
                         return step()
 
                 steps["dynamic[reference]"] = reference

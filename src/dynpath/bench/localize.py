@@ -44,8 +44,13 @@ def _first_video(cfg: Config) -> Path | None:
     return videos[0] if videos else None
 
 
-def probe(model: str, video: str | None, query: str) -> dict[str, float]:
-    """Seconds of each stage of one localize call, in this (fresh) interpreter."""
+def probe(
+    model: str, video: str | None, query: str, import_torch_s: float | None = None
+) -> dict[str, float]:
+    """Seconds of each stage of one localize call, in this (fresh) interpreter.
+
+    ``import_torch_s``: the caller's own timing of ``import torch``, taken before importing
+    this module (whose package imports torch, so the lap here would only see a cache hit)."""
     out: dict[str, float] = {}
     t = time.perf_counter()
 
@@ -58,6 +63,8 @@ def probe(model: str, video: str | None, query: str) -> dict[str, float]:
     import torch  # noqa: F401
 
     lap("import_torch")
+    if import_torch_s is not None:
+        out["import_torch"] = import_torch_s
     from dynpath.inference import localizer as loc_mod
 
     lap("import_localizer")
@@ -111,9 +118,13 @@ def localize_stages(cfg: Config, model: str | None, query: str = QUERY) -> dict[
         return {"skipped": f"no model at {model} (train one, or pass --localize-model)"}
     video = _first_video(cfg)
     code = (
+        "import time\n"
+        "t0 = time.perf_counter()\n"
+        "import torch\n"
+        "torch_s = time.perf_counter() - t0\n"
         "import json, sys\n"
         "from dynpath.bench.localize import probe\n"
-        "print(json.dumps(probe(sys.argv[1], sys.argv[2] or None, sys.argv[3])))\n"
+        "print(json.dumps(probe(sys.argv[1], sys.argv[2] or None, sys.argv[3], torch_s)))\n"
     )
     argv = [sys.executable, "-c", code, model, str(video or ""), query]
     t0 = time.perf_counter()

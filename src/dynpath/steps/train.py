@@ -383,6 +383,7 @@ def _summary(
         "samples_per_s": _mean([e.get("samples_per_s") for e in result.history]),
         "device": str(trainer.device),
         "amp": str(trainer.amp_dtype) if trainer.amp_dtype else None,
+        "gemm": trainer.gemm,
         "world_size": world_size,
         "global_batch": trainer.local_batch * world_size,
         "resumed_from": result.resumed_from,
