@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The container part of CI (.ci/run): build the CPU and MLflow images on this machine and run
-# their tests (tests/test_container_run.py, tests/test_mlflow_image.py) as slow tests.
+# The container part of CI (.ci/run): build the CPU and MLflow images on this machine (and the
+# CUDA Dockerfile on a CPU base) and run their tests (tests/test_container_run.py,
+# tests/test_mlflow_image.py) as slow tests.
 #
 #   infra/docker/ci.sh          (after `make setup`: PYTHON, default .venv/bin/python)
 #
@@ -67,6 +68,13 @@ for kind in cpu mlflow; do
   "$here/build.sh" "$kind" || fail "the $kind image does not build"
   done_ "image $kind"
 done
+# Dockerfile.cuda up to the CUDA runtime: every instruction on the Debian base with the CPU torch
+# wheel (the CUDA base and wheel cannot be pulled here); it caught a `pip` the venv lacked
+phase "image cuda on a CPU base"
+PYTHON=$python "$here/cuda-on-cpu.sh" || fail "Dockerfile.cuda does not build on a CPU base"
+"$engine" run --rm localhost/dynpath:cuda-on-cpu dynpath model-info >"$log" 2>&1 ||
+  fail "the CUDA image (CPU base) does not run dynpath model-info"
+done_ "image cuda on a CPU base"
 [ -n "${CI_WHEELS:-}" ] || rm -rf "$wheels"
 
 phase "image tests"
