@@ -141,3 +141,23 @@ def test_a_damaged_resolution_index_is_resolved_again(registry: str) -> None:
     again = Localizer.load(f"models:/{NAME}@champion", device="cpu")
     assert _answer(again) == _answer(first)
     assert (cache_dir() / "resolved.json").read_text(encoding="utf-8").startswith("{\n")
+
+
+def test_a_promotion_is_seen_even_with_the_files_size_and_mtime_put_back(
+    registry: str,
+) -> None:
+    """A write within the file system's mtime granularity that keeps the size (coarse-mtime
+    file systems) still changes SQLite's header: the alias is resolved again."""
+    import os
+
+    import mlflow
+
+    first = Localizer.load(f"models:/{NAME}@champion", device="cpu")
+    db = Path(registry.removeprefix("sqlite:///"))
+    before = db.stat()
+    mlflow.MlflowClient(registry, registry).set_registered_model_alias(NAME, "champion", "2")
+    os.utime(db, ns=(before.st_atime_ns, before.st_mtime_ns))
+    if db.stat().st_size != before.st_size:
+        pytest.skip("the promotion grew the file: the size alone tells it apart")
+    promoted = Localizer.load(f"models:/{NAME}@champion", device="cpu")
+    assert _answer(promoted) != _answer(first)

@@ -170,12 +170,14 @@ RESOLVED_FILE = "resolved.json"
 
 
 def _store_fingerprint(store: str) -> str | None:
-    """Identity, size and modification time (ns) of a SQLite store's file and of its journal
-    and WAL files where present; None for any other store (an HTTP server, a database
+    """Identity, size, modification time (ns) and header of a SQLite store's file and of its
+    journal and WAL files where present; None for any other store (an HTTP server, a database
     server), whose aliases are then resolved on every call.
 
-    SQLite rewrites the main file (or its WAL) on every committed write, so an unchanged
-    fingerprint means an unchanged registry."""
+    Every committed write changes the main file's header (bytes 24-27, SQLite's file change
+    counter, in rollback-journal mode) or the WAL's size and header (WAL mode), so an unchanged
+    fingerprint means an unchanged registry even where a write keeps the size and lands within
+    the file system's mtime granularity."""
     if not store.startswith("sqlite:///"):
         return None
     path = Path(store.removeprefix("sqlite:///").split("?", 1)[0]).resolve()
@@ -183,11 +185,13 @@ def _store_fingerprint(store: str) -> str | None:
     for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-journal")):
         try:
             st = p.stat()
+            with p.open("rb") as fh:
+                head = fh.read(100)
         except FileNotFoundError:
             continue
         except OSError:
             return None
-        parts.append(f"{p.name}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}")
+        parts.append(f"{p.name}:{st.st_dev}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}:{head.hex()}")
     return "|".join(parts) if parts else None
 
 
