@@ -12,6 +12,9 @@ step with whatever ``dynpath`` is importable, on one pickled batch shared by bot
       PYTHONPATH=src python scripts/step_ab.py --batch /tmp/batch.pkl --variant dynamic
     done
 
+The loss is built here, not through ``bench.inputs.trainer_step(full_loss=True)``: the commit
+before issue 24 (6664d64) has no ``full_loss``, and both commits must time the same step.
+
 Each run prints one JSON line (the variant, the threads, every timed step in ms). The step is the
 trainer's own ``train_step`` with the full loss ``dynpath train`` builds from ``params.yaml``
 (``Trainer`` and ``localization_loss`` have the same signatures since 6664d64), under the

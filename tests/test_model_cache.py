@@ -157,7 +157,25 @@ def test_a_promotion_is_seen_even_with_the_files_size_and_mtime_put_back(
     before = db.stat()
     mlflow.MlflowClient(registry, registry).set_registered_model_alias(NAME, "champion", "2")
     os.utime(db, ns=(before.st_atime_ns, before.st_mtime_ns))
-    if db.stat().st_size != before.st_size:
-        pytest.skip("the promotion grew the file: the size alone tells it apart")
     promoted = Localizer.load(f"models:/{NAME}@champion", device="cpu")
     assert _answer(promoted) != _answer(first)
+
+
+def test_the_fingerprint_sees_a_same_size_write_with_its_mtime_put_back(tmp_path: Path) -> None:
+    """The header alone tells an in-place write apart (no MLflow: a bare SQLite file)."""
+    import os
+    import sqlite3
+
+    from dynpath.inference.download import _store_fingerprint
+
+    db = tmp_path / "r.db"
+    with sqlite3.connect(db) as con:
+        con.execute("CREATE TABLE t (v INTEGER)")
+        con.execute("INSERT INTO t VALUES (1)")
+    store = f"sqlite:///{db}"
+    before, st = _store_fingerprint(store), db.stat()
+    with sqlite3.connect(db) as con:
+        con.execute("UPDATE t SET v = 2")
+    os.utime(db, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert db.stat().st_size == st.st_size and db.stat().st_mtime_ns == st.st_mtime_ns
+    assert _store_fingerprint(store) != before
