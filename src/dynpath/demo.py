@@ -521,6 +521,10 @@ def serve(
     try:
         with _sigterm_as_interrupt():
             _launch(app, host, port, allowed, theme)
+    except _Interrupted:
+        # SIGTERM during Gradio's start-up (its own url check), before its serve loop, which
+        # handles the interrupt itself: end as it would, without a traceback
+        log.info("demo: stopped by SIGTERM while starting")
     except OSError as err:  # port taken
         reason = str(err).split(". ")[0]  # Gradio's own advice names its env variables
         raise DynpathError(
