@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dynpath.config import Config
 from dynpath.data.annotation_stats import data_stats, format_report
-from dynpath.data.annotations import READERS, load_splits, read_dataset
+from dynpath.data.annotations import READERS, load_splits, read_dataset, recorded_carve
 from dynpath.errors import DataError
 
 DURATIONS = {"AAAAA": 30.0, "BBBBB": 20.0, "CCCCC": 12.5, "DDDDD": 40.0, "EEEEE": 25.0}
@@ -308,6 +311,83 @@ def test_load_splits_carves_seeded_video_disjoint_val(tmp_path: Path) -> None:
     other, _ = load_splits(cfg.model_copy(update={"seed": 8}))
     assert {m.vid for m in other["val"]} != vv
     assert not {m.vid for m in splits["test"]} & (tv | vv)
+
+
+def _qids(splits: dict[str, list[Any]]) -> dict[str, list[str]]:
+    return {k: [m.qid for m in v] for k, v in splits.items()}
+
+
+def test_a_recorded_carve_gives_the_same_splits_as_scikit_learns(tmp_path: Path) -> None:
+    """train and evaluate take the vocab stage's recorded carve (data_report.json) instead of
+    importing scikit-learn: the moments must be the very ones GroupShuffleSplit draws."""
+    root = _many_videos(tmp_path)
+    for seed, fraction in ((7, 0.2), (12345, 0.1), (3, 0.35)):
+        cfg = Config.model_validate(
+            {
+                "seed": seed,
+                "data": {"dataset": "synthetic", "root": str(root), "val_fraction": fraction},
+            }
+        )
+        fresh, report = load_splits(cfg)
+        record = json.loads(json.dumps(report.carved))  # as data_report.json holds it
+        assert record["val_video_ids"] == sorted({m.vid for m in fresh["val"]})
+        taken, report2 = load_splits(cfg, record)
+        assert _qids(taken) == _qids(fresh)
+        assert [m.split for m in taken["val"]] == ["val"] * len(fresh["val"])
+        assert report2.carved == report.carved
+
+
+def test_a_recorded_carve_of_other_inputs_is_not_taken(tmp_path: Path) -> None:
+    root = _many_videos(tmp_path)
+    cfg = Config.model_validate(
+        {"seed": 7, "data": {"dataset": "synthetic", "root": str(root), "val_fraction": 0.2}}
+    )
+    fresh, report = load_splits(cfg)
+    record = dict(report.carved)
+    # the record of another seed, fraction or set of training videos would give other moments
+    for key, value in (
+        ("seed", 8),
+        ("fraction", 0.25),
+        ("groups_sha256", "0" * 64),
+        ("method", "something else"),
+    ):
+        bogus = {**record, key: value, "val_video_ids": ["V0000", "V0001"]}
+        taken, _ = load_splits(cfg, bogus)
+        assert _qids(taken) == _qids(fresh), key
+    # ids that are not training videos (a hand-edited file): carved afresh
+    taken, _ = load_splits(cfg, {**record, "val_video_ids": ["V0000", "NOPE"]})
+    assert _qids(taken) == _qids(fresh)
+    # a record that passes every check is what decides (the proof the record is used at all)
+    forced, _ = load_splits(cfg, {**record, "val_video_ids": ["V0000", "V0001"]})
+    assert {m.vid for m in forced["val"]} == {"V0000", "V0001"}
+
+
+def test_a_recorded_carve_does_not_import_scikit_learn(tmp_path: Path) -> None:
+    """The point of the record: a train worker or evaluate process skips the ~2 s import."""
+    root = _many_videos(tmp_path)
+    cfg = {"seed": 7, "data": {"dataset": "synthetic", "root": str(root), "val_fraction": 0.2}}
+    _, report = load_splits(Config.model_validate(cfg))
+    (tmp_path / "data_report.json").write_text(json.dumps({"carved": report.carved}))
+    code = (
+        "import sys, json\n"
+        "from dynpath.config import Config\n"
+        "from dynpath.data.annotations import load_splits, recorded_carve\n"
+        f"cfg = Config.model_validate(json.loads({json.dumps(json.dumps(cfg))}))\n"
+        f"splits, _ = load_splits(cfg, recorded_carve({str(tmp_path)!r}))\n"
+        "print(len(splits['val']), 'sklearn' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [str(report.kept["val"]), "False"]
+
+
+def test_recorded_carve_reads_the_vocab_stage_report(tmp_path: Path) -> None:
+    assert recorded_carve(tmp_path) is None  # no data_report.json
+    (tmp_path / "data_report.json").write_text("{not json", encoding="utf-8")
+    assert recorded_carve(tmp_path) is None
+    (tmp_path / "data_report.json").write_text('{"carved": {}}', encoding="utf-8")
+    assert recorded_carve(tmp_path) == {}
+    (tmp_path / "data_report.json").write_text('{"carved": {"seed": 1}}', encoding="utf-8")
+    assert recorded_carve(tmp_path) == {"seed": 1}
 
 
 # ----------------------------------------------------------------------------- stats

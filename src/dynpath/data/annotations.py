@@ -384,44 +384,97 @@ def read_dataset(dataset: str, root: str | Path) -> tuple[Splits, DataReport]:
     return reader(root)
 
 
-def carve_validation(
-    train: list[Moment], fraction: float, seed: int
-) -> tuple[list[Moment], list[Moment]]:
-    """Split train into (train, val) by VIDEO: no video is in both (GroupShuffleSplit)."""
-    from sklearn.model_selection import GroupShuffleSplit
+CARVE_METHOD = "sklearn GroupShuffleSplit by video id"
 
+
+def _groups_digest(vids: list[str]) -> str:
+    """What GroupShuffleSplit's draw depends on besides fraction and seed: the sorted distinct
+    video ids (it shuffles ``np.unique`` of the groups)."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(sorted(set(vids))).encode()).hexdigest()
+
+
+def carve_validation(
+    train: list[Moment], fraction: float, seed: int, recorded: dict[str, Any] | None = None
+) -> tuple[list[Moment], list[Moment]]:
+    """Split train into (train, val) by VIDEO: no video is in both (GroupShuffleSplit).
+
+    ``recorded`` is a carve written earlier (``DataReport.carved`` of the vocab stage's
+    ``data_report.json``): when its fraction, seed and training videos are these, its validation
+    videos are taken as they are. Why: the draw is a pure function of those three, and importing
+    scikit-learn costs ~2 s in every train worker and evaluate process of ``make run``."""
     groups = [m.vid for m in train]
     if len(set(groups)) < 2:
         raise DataError(
             f"cannot carve a validation split from {len(set(groups))} training video(s)"
         )
-    splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
-    _, val_idx = next(splitter.split(train, groups=groups))
-    val_set = set(val_idx.tolist())
-    kept = [m for i, m in enumerate(train) if i not in val_set]
-    val = [replace(m, split="val") for i, m in enumerate(train) if i in val_set]
+    val_vids = _recorded_val_videos(recorded, groups, fraction, seed)
+    if val_vids is None:
+        from sklearn.model_selection import GroupShuffleSplit
+
+        splitter = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        _, val_idx = next(splitter.split(train, groups=groups))
+        val_vids = {groups[i] for i in val_idx.tolist()}
+    kept = [m for m in train if m.vid not in val_vids]
+    val = [replace(m, split="val") for m in train if m.vid in val_vids]
     return kept, val
 
 
-def load_splits(cfg: Config) -> tuple[Splits, DataReport]:
-    """train / val / test Moments of ``cfg.data`` and the report (val carved if none exists)."""
+def _recorded_val_videos(
+    recorded: dict[str, Any] | None, groups: list[str], fraction: float, seed: int
+) -> set[str] | None:
+    """The validation videos of ``recorded`` if it is a carve of these inputs, else None."""
+    if not recorded or recorded.get("method") != CARVE_METHOD:
+        return None
+    ids = recorded.get("val_video_ids")
+    if (
+        recorded.get("fraction") != fraction
+        or recorded.get("seed") != seed
+        or recorded.get("groups_sha256") != _groups_digest(groups)
+        or not isinstance(ids, list)
+        or not ids
+    ):
+        return None
+    vids = {str(v) for v in ids}
+    return vids if vids <= set(groups) else None
+
+
+def recorded_carve(vocab_dir: str | Path) -> dict[str, Any] | None:
+    """The carve the vocab stage recorded in ``vocab_dir/data_report.json``, or None (no file,
+    unreadable, or a dataset with its own validation split): the caller then carves afresh."""
+    path = Path(vocab_dir) / "data_report.json"
+    try:
+        carved = json.loads(path.read_text(encoding="utf-8")).get("carved")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return carved if isinstance(carved, dict) else None
+
+
+def load_splits(cfg: Config, recorded: dict[str, Any] | None = None) -> tuple[Splits, DataReport]:
+    """train / val / test Moments of ``cfg.data`` and the report (val carved if none exists;
+    ``recorded``: a carve written before, see :func:`carve_validation`)."""
     splits, report = read_dataset(cfg.data.dataset, cfg.data.root)
     if "test" not in splits or not splits["test"]:
         raise DataError(f"{cfg.data.root}: dataset {cfg.data.dataset!r} has no test moments")
     if not splits.get("train"):
         raise DataError(f"{cfg.data.root}: dataset {cfg.data.dataset!r} has no train moments")
     if not splits.get("val"):
-        train, val = carve_validation(splits["train"], cfg.data.val_fraction, cfg.seed)
+        source_vids = [m.vid for m in splits["train"]]
+        train, val = carve_validation(splits["train"], cfg.data.val_fraction, cfg.seed, recorded)
         splits["train"], splits["val"] = train, val
         report.carved = {
             "from": "train",
             "fraction": cfg.data.val_fraction,
             "seed": cfg.seed,
-            "method": "sklearn GroupShuffleSplit by video id",
+            "method": CARVE_METHOD,
             "train_moments": len(train),
             "val_moments": len(val),
             "train_videos": len({m.vid for m in train}),
             "val_videos": len({m.vid for m in val}),
+            # the draw itself, so that train and evaluate take it without scikit-learn
+            "groups_sha256": _groups_digest(source_vids),
+            "val_video_ids": sorted({m.vid for m in val}),
         }
         for name, ms in (("train", train), ("val", val)):
             report.kept[name] = len(ms)

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from dynpath.data.annotations import load_splits
+from dynpath.data.annotations import load_splits, recorded_carve
 from dynpath.data.dataset import MomentDataset, collate
 from dynpath.data.features import FeatureStore
 from dynpath.data.vocab import load_vocab
@@ -247,7 +247,7 @@ def _evaluate(
         "sha256": file_sha256(model_dir / BEST) if (model_dir / BEST).is_file() else "",
     }
     ckpt, model_cfg = _checkpoint(vcfg, variant, arch, model_dir)
-    splits, _report = load_splits(vcfg)
+    splits, _report = load_splits(vcfg, recorded_carve(vocab_dir))
     if split not in splits:
         raise DataError(f"split {split!r} not found; available: {sorted(splits)}")
     moments = splits[split]

@@ -43,7 +43,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
 
-from dynpath.data.annotations import load_splits
+from dynpath.data.annotations import load_splits, recorded_carve
 from dynpath.data.batch import Batch
 from dynpath.data.dataset import MomentDataset, collate
 from dynpath.data.features import FeatureStore
@@ -242,7 +242,7 @@ class _TrainData:
 def _load_data(cfg: Config, vocab_dir: Path, info: DistInfo) -> _TrainData:
     """The splits, vocabulary and features of ``cfg``; warns (rank 0) when the features come
     from a backbone with random weights."""
-    splits, report = load_splits(cfg)
+    splits, report = load_splits(cfg, recorded_carve(vocab_dir))
     vocab = load_vocab(vocab_dir)
     store = FeatureStore(cfg.data.features)
     attrs = store.attrs
