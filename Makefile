@@ -7,11 +7,20 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run study paper-config test test-fast lint mutation mlflow-ui clean image image-test
 
+UV_VERSION ?= 0.13.9
+
+# torch with pip (pinned: pip takes the CPU build from the wheel folder of the pip configuration);
+# the rest with uv: the same versions (constraints.txt pins every package) in ~40 s instead of
+# ~110 s with pip on the 2-core machine. Where uv cannot be installed, pip installs the rest.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	if $(BIN)/pip install -q uv==$(UV_VERSION); then \
+	  $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[dev]'; \
+	else \
+	  $(BIN)/pip install -q -c constraints.txt -e '.[dev]'; \
+	fi
 	touch $(STAMP)
 
 setup: $(STAMP)

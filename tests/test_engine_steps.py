@@ -410,11 +410,12 @@ def test_seeds_train_and_evaluate_into_their_own_directories(
 def test_parallel_seeds_train_in_processes_like_one_after_the_other(
     workspace: Path, tmp_path: Path
 ) -> None:
-    """train.parallel_seeds=2: both seeds train at once in spawned processes, each with
-    threads // 2 threads, into the same layout and to the same weights as sequential 1-thread
-    runs (compared within float tolerance: another process may pick other kernels)."""
+    """train.parallel_seeds=2: two seeds train at once, the first in this process and the
+    others in a spawned one (round robin: 7 and 9 here, 8 there), each with threads // 2
+    threads, into the same layout and to the same weights as sequential 1-thread runs (compared
+    within float tolerance: another process may pick other kernels)."""
     raw = make_cfg(workspace, epochs=1).model_dump(mode="json")
-    raw["seeds"] = [7, 8]
+    raw["seeds"] = [7, 8, 9]
     vocab = workspace / "vocab"
     before = torch.get_num_threads()
     sequential = Config.model_validate({**raw, "train": {**raw["train"], "threads": 1}})
@@ -422,10 +423,12 @@ def test_parallel_seeds_train_in_processes_like_one_after_the_other(
     par_cfg = {**raw["train"], "threads": 2, "parallel_seeds": 2}
     parallel = Config.model_validate({**raw, "train": par_cfg})
     assert train.seed_threads(parallel, 2) == 1
+    torch.set_num_threads(3)  # any count: the run must put this process's own back
     summary = train.run(parallel, "dynamic", vocab, tmp_path / "par", resume=False)
+    assert torch.get_num_threads() == 3
     torch.set_num_threads(before)
     assert summary["seed"] == 7
-    for rel in ("best.pt", "seeds/8/best.pt"):
+    for rel in ("best.pt", "seeds/8/best.pt", "seeds/9/best.pt"):
         a = load_checkpoint(tmp_path / "seq" / rel)["model"]
         b = load_checkpoint(tmp_path / "par" / rel)["model"]
         assert a.keys() == b.keys()
