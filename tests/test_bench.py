@@ -286,9 +286,20 @@ def test_default_section_keys(quick: tuple[dict[str, Any], dict[str, Any]]) -> N
 
 
 def test_localize_section_without_a_model_says_why(
-    quick: tuple[dict[str, Any], dict[str, Any]],
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert "outputs/models/dynamic" in quick[1]["localize"]["skipped"]
+    """The section as the bench calls it, from a directory without a trained model (the quick
+    run's check, ``test_quick_run_writes_every_section``, covers its place in the JSON)."""
+    from dynpath.bench.localize import localize_stages
+    from dynpath.config import Config
+
+    monkeypatch.chdir(tmp_path)
+    cfg = Config.model_validate(resolve("tiny"))
+    assert "outputs/models/dynamic" in localize_stages(cfg, None)["skipped"]
+    missing = str(tmp_path / "nope")
+    assert localize_stages(cfg, missing) == {
+        "skipped": f"no model at {missing} (train one, or pass --localize-model)"
+    }
 
 
 def test_localize_probe_splits_a_call_into_stages(tmp_path: Path) -> None:
