@@ -59,6 +59,7 @@ def test_quick_run_writes_every_section(quick: tuple[dict[str, Any], dict[str, A
         "targets",
     }
     assert r["env"]["quick"] is True and r["env"]["device"] == "cpu"
+    assert "outputs/models/dynamic" in r["localize"]["skipped"]  # run where no model was trained
     assert r["env"]["cpu_flags"] and r["env"]["torch_cpu_capability"]  # instruction sets
     for key in ("train_paper", "train_default"):
         t = r[key]
