@@ -141,6 +141,7 @@ def test_flop_counter_misses_onednn_lstm_which_is_why_it_is_switched_off() -> No
     assert on < total
 
 
+@pytest.mark.slow  # a real benchmark run (the fast suite stays under a minute)
 def test_table_and_targets(
     quick: tuple[dict[str, Any], dict[str, Any]], capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -186,6 +187,7 @@ def test_cli_quick_writes_json(quick: tuple[dict[str, Any], dict[str, Any]]) -> 
     assert summary["targets"] == {k: v["status"] for k, v in r["targets"].items()}
 
 
+@pytest.mark.slow  # a real benchmark run (the fast suite stays under a minute)
 def test_peak_is_the_best_fp32_path_with_bf16_beside(
     quick: tuple[dict[str, Any], dict[str, Any]],
 ) -> None:
