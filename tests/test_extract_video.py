@@ -46,6 +46,26 @@ def test_decodes_real_videos_in_several_codecs(tmp_path: Path, ext: str, codec: 
         assert r.fps == pytest.approx(8.0)
 
 
+@pytest.mark.parametrize(("ext", "codec"), CODECS)
+@pytest.mark.parametrize("size", [32, 48, 20])  # same size, upscaled, downscaled
+def test_frames_equal_a_fresh_conversion_of_each_frame(
+    tmp_path: Path, ext: str, codec: str, size: int
+) -> None:
+    """The reader converts every frame with one reused swscale context: the pixels must be
+    exactly those of ``VideoFrame.reformat`` (a new context per frame, what it did before)."""
+    path = write_video(tmp_path / f"v.{ext}", n=12, codec=codec)
+    with av.open(str(path)) as c:
+        expected = []
+        for frame in c.decode(video=0):
+            w, h = resize_dims(frame.width, frame.height, size)
+            img = frame.reformat(
+                width=w, height=h, format="rgb24", interpolation="BILINEAR"
+            ).to_ndarray()
+            top, left = (h - size) // 2, (w - size) // 2
+            expected.append(img[top : top + size, left : left + size])
+    assert np.array_equal(read_frames(path, size=size), np.stack(expected))
+
+
 def test_short_side_resize_then_centre_crop(tmp_path: Path) -> None:
     # 48x32 (w x h): short side 32 -> 32, width 48 -> crop columns 8..40; the red half
     # (columns 0..24 of the source) then covers crop columns 0..16.

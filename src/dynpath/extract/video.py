@@ -25,6 +25,7 @@ from types import TracebackType
 
 import av
 import numpy as np
+from av.video.reformatter import VideoReformatter
 
 from dynpath.errors import DataError
 
@@ -91,6 +92,10 @@ class VideoReader:
                 f"{self.path}: the stream declares no frame rate; set extract.frame_rate"
             )
         self.fps = float(frame_rate) if frame_rate else self.source_fps
+        # one converter for all the frames: ``VideoFrame.reformat`` builds a new swscale
+        # context for every frame (~0.7 ms for a 64x64 frame here, against ~0.04 ms reused;
+        # the pixels are the same, tests/test_extract_video.py)
+        self._reformatter = VideoReformatter()
 
     def __enter__(self) -> VideoReader:
         return self
@@ -106,7 +111,9 @@ class VideoReader:
     def _to_rgb(self, frame: av.VideoFrame) -> np.ndarray:
         w, h = resize_dims(frame.width, frame.height, self.size)
         if (w, h) != (frame.width, frame.height) or frame.format.name != "rgb24":
-            frame = frame.reformat(width=w, height=h, format="rgb24", interpolation="BILINEAR")
+            frame = self._reformatter.reformat(
+                frame, width=w, height=h, format="rgb24", interpolation="BILINEAR"
+            )
         img = frame.to_ndarray()
         top, left = (h - self.size) // 2, (w - self.size) // 2
         return np.ascontiguousarray(img[top : top + self.size, left : left + self.size])
