@@ -11,16 +11,15 @@ UV_VERSION ?= 0.13.9
 
 # torch with pip (pinned: pip takes the CPU build from the wheel folder of the pip configuration);
 # the rest with uv: the same versions (constraints.txt pins every package) in ~40 s instead of
-# ~110 s with pip on the 2-core machine. Where uv cannot be installed, pip installs the rest.
+# ~110 s with pip on the 2-core machine. pip installs the rest where uv cannot be installed or
+# cannot install (uv reads no pip.conf: an offline wheel folder is pip's alone).
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	if $(BIN)/pip install -q uv==$(UV_VERSION); then \
-	  $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[dev]'; \
-	else \
-	  $(BIN)/pip install -q -c constraints.txt -e '.[dev]'; \
-	fi
+	{ $(BIN)/pip install -q uv==$(UV_VERSION) && \
+	  $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -c constraints.txt -e '.[dev]'; } || \
+	  $(BIN)/pip install -q -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
 setup: $(STAMP)
