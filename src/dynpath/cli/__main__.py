@@ -1,7 +1,5 @@
 """``python -m dynpath.cli``: the ``dynpath`` command, as DVC and the tests' subprocesses run it."""
 
-import sys
+from dynpath.cli import run
 
-from dynpath.cli import main
-
-sys.exit(main())
+run()
