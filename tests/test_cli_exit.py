@@ -66,8 +66,22 @@ def test_a_live_non_daemon_thread_gets_the_normal_exit(tmp_path: Path) -> None:
     assert (tmp_path / "p.teardown").read_text() == "ran"
 
 
-def test_python_dash_m_and_the_console_script_use_the_entry_point() -> None:
+def test_python_dash_m_and_the_console_script_use_the_entry_point(tmp_path: Path) -> None:
     main_py = Path(__file__).parents[1] / "src" / "dynpath" / "cli" / "__main__.py"
     assert "run()" in main_py.read_text()
     pyproject = (Path(__file__).parents[1] / "pyproject.toml").read_text()
     assert 'dynpath = "dynpath.cli:run"' in pyproject
+    # what DVC's stages run: `python -m dynpath.cli` skips the teardown too
+    probe = PROBE.replace(
+        "from dynpath.cli import run\nrun()",
+        "import runpy\nrunpy.run_module('dynpath.cli', run_name='__main__')",
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path / "p"), "-", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and done.stdout.startswith("usage: dynpath"), done.stderr
+    assert (tmp_path / "p.atexit").read_text() == "ran"
+    assert not (tmp_path / "p.teardown").exists()
