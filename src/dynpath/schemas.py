@@ -27,6 +27,9 @@ PREDICTIONS = "predictions.jsonl"
 VAL_PREDICTIONS = "val_predictions.jsonl"
 #: ``outputs/models/<variant>/``: the checkpoint the evaluate step scores.
 BEST_CHECKPOINT = "best.pt"
+#: ``outputs/vocab/``: the vocab step's DataReport (counts, skipped lines, the validation carve),
+#: which train, evaluate and the report read.
+DATA_REPORT = "data_report.json"
 #: ``reports/``: the report's machine-readable summary.
 REPORT_SUMMARY = "summary.json"
 

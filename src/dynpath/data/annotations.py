@@ -47,6 +47,7 @@ from dynpath.data.types import DataReport, Moment
 from dynpath.errors import DataError
 from dynpath.io import refuse_uri
 from dynpath.registry import Registry
+from dynpath.schemas import DATA_REPORT
 
 if TYPE_CHECKING:
     from dynpath.config import Config
@@ -396,20 +397,26 @@ def _groups_digest(vids: list[str]) -> str:
 
 
 def carve_validation(
-    train: list[Moment], fraction: float, seed: int, recorded: dict[str, Any] | None = None
+    train: list[Moment],
+    fraction: float,
+    seed: int,
+    recorded: dict[str, Any] | None = None,
+    *,
+    groups_sha256: str | None = None,
 ) -> tuple[list[Moment], list[Moment]]:
     """Split train into (train, val) by VIDEO: no video is in both (GroupShuffleSplit).
 
     ``recorded`` is a carve written earlier (``DataReport.carved`` of the vocab stage's
     ``data_report.json``): when its fraction, seed and training videos are these, its validation
     videos are taken as they are. Why: the draw is a pure function of those three, and importing
-    scikit-learn costs ~2 s in every train worker and evaluate process of ``make run``."""
+    scikit-learn costs ~2 s in every train worker and evaluate process of ``make run``.
+    ``groups_sha256``: the digest of ``train``'s video ids when the caller has it already."""
     groups = [m.vid for m in train]
     if len(set(groups)) < 2:
         raise DataError(
             f"cannot carve a validation split from {len(set(groups))} training video(s)"
         )
-    val_vids = _recorded_val_videos(recorded, groups, fraction, seed)
+    val_vids = _recorded_val_videos(recorded, groups, fraction, seed, groups_sha256)
     if val_vids is None:
         from sklearn.model_selection import GroupShuffleSplit
 
@@ -422,7 +429,11 @@ def carve_validation(
 
 
 def _recorded_val_videos(
-    recorded: dict[str, Any] | None, groups: list[str], fraction: float, seed: int
+    recorded: dict[str, Any] | None,
+    groups: list[str],
+    fraction: float,
+    seed: int,
+    digest: str | None = None,
 ) -> set[str] | None:
     """The validation videos of ``recorded`` if it is a carve of these inputs, else None."""
     if not recorded or recorded.get("method") != CARVE_METHOD:
@@ -431,7 +442,7 @@ def _recorded_val_videos(
     if (
         recorded.get("fraction") != fraction
         or recorded.get("seed") != seed
-        or recorded.get("groups_sha256") != _groups_digest(groups)
+        or recorded.get("groups_sha256") != (digest or _groups_digest(groups))
         or not isinstance(ids, list)
         or not ids
     ):
@@ -443,7 +454,7 @@ def _recorded_val_videos(
 def recorded_carve(vocab_dir: str | Path) -> dict[str, Any] | None:
     """The carve the vocab stage recorded in ``vocab_dir/data_report.json``, or None (no file,
     unreadable, or a dataset with its own validation split): the caller then carves afresh."""
-    path = Path(vocab_dir) / "data_report.json"
+    path = Path(vocab_dir) / DATA_REPORT
     try:
         carved = json.loads(path.read_text(encoding="utf-8")).get("carved")
     except (OSError, ValueError, AttributeError):
@@ -460,8 +471,10 @@ def load_splits(cfg: Config, recorded: dict[str, Any] | None = None) -> tuple[Sp
     if not splits.get("train"):
         raise DataError(f"{cfg.data.root}: dataset {cfg.data.dataset!r} has no train moments")
     if not splits.get("val"):
-        source_vids = [m.vid for m in splits["train"]]
-        train, val = carve_validation(splits["train"], cfg.data.val_fraction, cfg.seed, recorded)
+        digest = _groups_digest([m.vid for m in splits["train"]])
+        train, val = carve_validation(
+            splits["train"], cfg.data.val_fraction, cfg.seed, recorded, groups_sha256=digest
+        )
         splits["train"], splits["val"] = train, val
         report.carved = {
             "from": "train",
@@ -473,7 +486,7 @@ def load_splits(cfg: Config, recorded: dict[str, Any] | None = None) -> tuple[Sp
             "train_videos": len({m.vid for m in train}),
             "val_videos": len({m.vid for m in val}),
             # the draw itself, so that train and evaluate take it without scikit-learn
-            "groups_sha256": _groups_digest(source_vids),
+            "groups_sha256": digest,
             "val_video_ids": sorted({m.vid for m in val}),
         }
         for name, ms in (("train", train), ("val", val)):

@@ -40,6 +40,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -102,11 +103,12 @@ def run(
     _arch, vcfg = cfg.variant(variant)
     todo = selected_seeds(vcfg.seeds, seed)
     model_dir, out_dir = Path(model_dir), Path(out_dir)
+    inputs = _load_inputs(vcfg, Path(vocab_dir), split)  # once: every seed scores the same data
     results = [
         _evaluate(
             cfg,
             variant,
-            Path(vocab_dir),
+            inputs,
             seed_dir(model_dir, vcfg.seeds, s),
             seed_dir(out_dir, vcfg.seeds, s),
             split,
@@ -223,10 +225,28 @@ def _latency(
     return {"p50": round(latency["p50"], 3), "p95": round(latency["p95"], 3)}
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What every training seed's evaluation reads: the splits, the vocabulary and its
+    directory, and the feature store."""
+
+    splits: dict[str, list[Any]]
+    vocab: Any
+    vocab_dir: Path
+    store: FeatureStore
+
+
+def _load_inputs(vcfg: Config, vocab_dir: Path, split: str) -> _Inputs:
+    splits, _report = load_splits(vcfg, recorded_carve(vocab_dir))
+    if split not in splits:
+        raise DataError(f"split {split!r} not found; available: {sorted(splits)}")
+    return _Inputs(splits, load_vocab(vocab_dir), vocab_dir, FeatureStore(vcfg.data.features))
+
+
 def _evaluate(
     cfg: Config,
     variant: str,
-    vocab_dir: Path,
+    inputs: _Inputs,
     model_dir: Path,
     out_dir: Path,
     split: str,
@@ -238,7 +258,8 @@ def _evaluate(
     arch, vcfg = cfg.variant(variant)
     if vcfg.train.threads > 0:
         torch.set_num_threads(vcfg.train.threads)
-    model_dir, out_dir, vocab_dir = Path(model_dir), Path(out_dir), Path(vocab_dir)
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    splits, vocab, vocab_dir, store = inputs.splits, inputs.vocab, inputs.vocab_dir, inputs.store
     t0 = time.perf_counter()
     device = train_device(vcfg.train.device)
     # the checkpoint's identity, so the report can tell this file from a stale one
@@ -247,13 +268,8 @@ def _evaluate(
         "sha256": file_sha256(model_dir / BEST) if (model_dir / BEST).is_file() else "",
     }
     ckpt, model_cfg = _checkpoint(vcfg, variant, arch, model_dir)
-    splits, _report = load_splits(vcfg, recorded_carve(vocab_dir))
-    if split not in splits:
-        raise DataError(f"split {split!r} not found; available: {sorted(splits)}")
     moments = splits[split]
-    vocab = load_vocab(vocab_dir)
     _check_vocab(ckpt["meta"], vocab, vocab_dir, model_dir)
-    store = FeatureStore(vcfg.data.features)
     _check_features(ckpt["meta"], store, model_dir)
     model = _restore(arch, model_cfg, ckpt, vocab, store, model_dir, device)
     amp = amp_dtype(vcfg.train.amp, device)

@@ -52,7 +52,7 @@ from dynpath.report.summary import (
     published_numbers,
 )
 from dynpath.report.tables import ablation_csv
-from dynpath.schemas import ReportSummary, VariantSummary
+from dynpath.schemas import DATA_REPORT, ReportSummary, VariantSummary
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def run(
     # instead of a new page beside an old summary, or an empty out_dir
     with staged_dir(out_dir) as stage:
         figures = _figures(cfg, results, published, stage / PLOTS)
-        dr_path = data_report or eval_dir.parent / "vocab" / "data_report.json"
+        dr_path = data_report or eval_dir.parent / "vocab" / DATA_REPORT
         doc = build_document(
             cfg,
             results,

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from dynpath.data.annotations import load_splits
 from dynpath.data.vocab import build_from_config
 from dynpath.io import write_json
+from dynpath.schemas import DATA_REPORT
 
 if TYPE_CHECKING:
     from dynpath.config import Config
@@ -30,7 +31,7 @@ def run(cfg: Config, out_dir: Path) -> dict[str, Any]:
     vocab.save(out_dir, vocab_report)
     data_report = report.to_dict()
     data_report["skipped_by_reason"] = {s: report.skipped_by_reason(s) for s in report.lines}
-    write_json(out_dir / "data_report.json", data_report)
+    write_json(out_dir / DATA_REPORT, data_report)
     return {
         "out_dir": str(out_dir),
         "dataset": cfg.data.dataset,

@@ -24,6 +24,7 @@ def report(
     from pathlib import Path
 
     from dynpath.kfp.runtime import component_errors, merge_variant_dirs, task_config
+    from dynpath.schemas import DATA_REPORT
     from dynpath.steps import report as step
 
     with component_errors("report"):
@@ -38,7 +39,7 @@ def report(
                 eval_dir=eval_dir,
                 models_dir=models_dir,
                 out_dir=Path(report.path),
-                data_report=Path(vocab.path) / "data_report.json",
+                data_report=Path(vocab.path) / DATA_REPORT,
             )
         shutil.copyfile(Path(report.path) / "report.html", html.path)
         shutil.copyfile(Path(report.path) / "report.md", markdown.path)
