@@ -9,14 +9,14 @@ STAMP := $(VENV)/.installed
 
 UV_VERSION ?= 0.13.9
 
-# uv installs everything, torch included: pinned, it takes the CPU build from the wheel folder of
-# the pip configuration (PIP_FIND_LINKS or pip's find-links, passed on: uv reads no pip.conf),
-# on the 2-core machine, a fresh clone with a cold uv cache: 35 s, against 46 s with torch from pip
-# and 143 s with pip alone (docs/performance.md).
-# pip installs everything where uv cannot be installed or cannot install.
+# uv installs everything, torch included. uv reads no pip.conf, so the wheel folder of pip's
+# configuration (scripts/pip-setting.sh) is passed on as --find-links: pinned, torch is then the
+# CPU build from that folder. A fresh clone, cold uv cache, 2-core machine: 35 s, against 46 s
+# with torch from pip and 143 s with pip alone (docs/performance.md). pip installs everything
+# where uv cannot be installed or cannot install.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	links="$${PIP_FIND_LINKS:-$$($(BIN)/pip config get global.find-links 2>/dev/null | head -n1)}"; \
+	links="$$(PIP=$(BIN)/pip scripts/pip-setting.sh find-links)"; \
 	  flags=""; for l in $$links; do l="$${l#file://}"; [ -e "$$l" ] && flags="$$flags --find-links $$l"; done; \
 	  { $(BIN)/pip install -q uv==$(UV_VERSION) && \
 	    $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python $$flags -c constraints.txt \

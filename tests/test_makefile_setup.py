@@ -10,6 +10,7 @@ import os
 import shutil
 import stat
 import subprocess
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -113,3 +114,25 @@ def test_a_failed_install_leaves_no_stamp(tmp_path: Path) -> None:
     proc, _, stamp = _setup(tmp_path, env_links=None, uv_rc=1, pip_fails=True)
     assert proc.returncode != 0
     assert not stamp.exists()
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None, reason="shellcheck is not installed")
+def test_pip_setting_script_is_shellcheck_clean() -> None:
+    out = subprocess.run(
+        ["shellcheck", str(ROOT / "scripts" / "pip-setting.sh")], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stdout
+
+
+def test_pip_setting_script_prefers_the_environment(tmp_path: Path) -> None:
+    script = str(ROOT / "scripts" / "pip-setting.sh")
+    pip = tmp_path / "pip"
+    pip.write_text('#!/bin/sh\n[ "$1 $2 $3" = "config get global.find-links" ] && echo /conf\n')
+    pip.chmod(0o755)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP": str(pip)}
+    run = partial(subprocess.run, capture_output=True, text=True, timeout=30)
+    assert run([script, "find-links"], env=env).stdout == "/conf\n"
+    assert run([script, "find-links"], env=env | {"PIP_FIND_LINKS": "/env"}).stdout == "/env\n"
+    assert run([script, "cert"], env=env).stdout == ""  # pip has no such setting: empty
+    bad = run([script], env=env)
+    assert bad.returncode == 2 and "usage" in bad.stderr

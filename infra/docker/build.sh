@@ -45,10 +45,7 @@ staged_files() {  # what the build will see of the local folder (not its README/
 }
 
 pip_setting() {  # the host's pip setting $1 (env PIP_<KEY> first, then pip config)
-  local env
-  env="PIP_$(echo "$1" | tr 'a-z-' 'A-Z_')"
-  if [ -n "${!env:-}" ]; then echo "${!env}"; return; fi
-  python3 -m pip config get "global.$1" 2>/dev/null | head -n1 || true
+  "$here/../../scripts/pip-setting.sh" "$1"
 }
 
 args=()

@@ -7,8 +7,9 @@
 #   infra/docker/wheelhouse.sh DIR [cpu|mlflow|all]      (default: all)
 #
 # PYTHON (default: python3) is the pip to use: the project's venv on CI (`make setup` installs
-# with uv, so pip's cache may not hold the lock: pip then downloads it, once). Sdists are built into wheels here (`pip wheel`), so the build
-# needs no compiler; the project's own wheel is removed (the image builds it from src/).
+# with uv, so pip's cache may not hold the lock: pip then downloads it, once). Sdists are built
+# into wheels here (`pip wheel`), so the build needs no compiler; the project's own wheel is
+# removed (the image builds it from src/).
 set -euo pipefail
 [ $# -ge 1 ] || { echo "usage: $0 DIR [cpu|mlflow|all]" >&2; exit 2; }
 dir=$1

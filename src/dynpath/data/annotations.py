@@ -397,26 +397,20 @@ def _groups_digest(vids: list[str]) -> str:
 
 
 def carve_validation(
-    train: list[Moment],
-    fraction: float,
-    seed: int,
-    recorded: dict[str, Any] | None = None,
-    *,
-    groups_sha256: str | None = None,
+    train: list[Moment], fraction: float, seed: int, recorded: dict[str, Any] | None = None
 ) -> tuple[list[Moment], list[Moment]]:
     """Split train into (train, val) by VIDEO: no video is in both (GroupShuffleSplit).
 
     ``recorded`` is a carve written earlier (``DataReport.carved`` of the vocab stage's
     ``data_report.json``): when its fraction, seed and training videos are these, its validation
     videos are taken as they are. Why: the draw is a pure function of those three, and importing
-    scikit-learn costs ~2 s in every train worker and evaluate process of ``make run``.
-    ``groups_sha256``: the digest of ``train``'s video ids when the caller has it already."""
+    scikit-learn costs ~2 s in every train worker and evaluate process of ``make run``."""
     groups = [m.vid for m in train]
     if len(set(groups)) < 2:
         raise DataError(
             f"cannot carve a validation split from {len(set(groups))} training video(s)"
         )
-    val_vids = _recorded_val_videos(recorded, groups, fraction, seed, groups_sha256)
+    val_vids = _recorded_val_videos(recorded, groups, fraction, seed)
     if val_vids is None:
         from sklearn.model_selection import GroupShuffleSplit
 
@@ -429,11 +423,7 @@ def carve_validation(
 
 
 def _recorded_val_videos(
-    recorded: dict[str, Any] | None,
-    groups: list[str],
-    fraction: float,
-    seed: int,
-    digest: str | None = None,
+    recorded: dict[str, Any] | None, groups: list[str], fraction: float, seed: int
 ) -> set[str] | None:
     """The validation videos of ``recorded`` if it is a carve of these inputs, else None."""
     if not recorded or recorded.get("method") != CARVE_METHOD:
@@ -442,7 +432,7 @@ def _recorded_val_videos(
     if (
         recorded.get("fraction") != fraction
         or recorded.get("seed") != seed
-        or recorded.get("groups_sha256") != (digest or _groups_digest(groups))
+        or recorded.get("groups_sha256") != _groups_digest(groups)
         or not isinstance(ids, list)
         or not ids
     ):
@@ -471,10 +461,8 @@ def load_splits(cfg: Config, recorded: dict[str, Any] | None = None) -> tuple[Sp
     if not splits.get("train"):
         raise DataError(f"{cfg.data.root}: dataset {cfg.data.dataset!r} has no train moments")
     if not splits.get("val"):
-        digest = _groups_digest([m.vid for m in splits["train"]])
-        train, val = carve_validation(
-            splits["train"], cfg.data.val_fraction, cfg.seed, recorded, groups_sha256=digest
-        )
+        source_vids = [m.vid for m in splits["train"]]
+        train, val = carve_validation(splits["train"], cfg.data.val_fraction, cfg.seed, recorded)
         splits["train"], splits["val"] = train, val
         report.carved = {
             "from": "train",
@@ -486,7 +474,7 @@ def load_splits(cfg: Config, recorded: dict[str, Any] | None = None) -> tuple[Sp
             "train_videos": len({m.vid for m in train}),
             "val_videos": len({m.vid for m in val}),
             # the draw itself, so that train and evaluate take it without scikit-learn
-            "groups_sha256": digest,
+            "groups_sha256": _groups_digest(source_vids),
             "val_video_ids": sorted({m.vid for m in val}),
         }
         for name, ms in (("train", train), ("val", val)):

@@ -48,10 +48,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Subset
 
-from dynpath.data.annotations import load_splits, recorded_carve
+from dynpath.data.annotations import Splits, load_splits, recorded_carve
 from dynpath.data.dataset import MomentDataset, collate
 from dynpath.data.features import FeatureStore
-from dynpath.data.vocab import load_vocab
+from dynpath.data.vocab import Vocabulary, load_vocab
 from dynpath.engine.checkpoint import check_features, check_vocab, load_checkpoint
 from dynpath.engine.distributed import amp_dtype, train_device
 from dynpath.engine.evaluator import (
@@ -230,8 +230,8 @@ class _Inputs:
     """What every training seed's evaluation reads: the splits, the vocabulary and its
     directory, and the feature store."""
 
-    splits: dict[str, list[Any]]
-    vocab: Any
+    splits: Splits
+    vocab: Vocabulary
     vocab_dir: Path
     store: FeatureStore
 
