@@ -12,7 +12,7 @@ UV_VERSION ?= 0.13.9
 # uv installs everything, torch included. uv reads no pip.conf, so the wheel folder of pip's
 # configuration (scripts/pip-setting.sh) is passed on as --find-links: pinned, torch is then the
 # CPU build from that folder. A fresh clone, cold uv cache, 2-core machine: 35 s, against 46 s
-# with torch from pip and 143 s with pip alone (docs/performance.md). pip installs everything
+# with torch from pip and 142 s with pip alone (docs/performance.md). pip installs everything
 # where uv cannot be installed or cannot install.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
